@@ -1,0 +1,128 @@
+"""Bad input: one line that names the field and the fix, and no file written."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import make_config  # noqa: E402
+
+
+def _unknown_top(d):
+    d["trainig"] = {}
+
+
+def _unknown_nested(d):
+    d["training"]["optimiser"] = {"name": "adamw"}
+
+
+def _missing(d):
+    del d["model"]["hidden_size"]
+
+
+def _domain_shares(d):
+    d["stages"][1]["mixture"]["web"]["share"] = 0.6  # 0.6 + 0.25 + 0.25
+
+
+def _source_shares(d):
+    d["stages"][0]["mixture"]["web"]["sources"] = {"prose": 0.7, "forum": 0.2}
+
+
+def _replay_later(d):
+    d["stages"][1]["replay"]["from"] = "stage3"
+
+
+def _negative_budget(d):
+    d["stages"][0]["tokens"] = -1000
+
+
+def _kv_heads(d):
+    d["model"]["num_key_value_heads"] = 3
+
+
+def _below_one_batch(d):
+    d["stages"][2]["tokens"] = 1000  # one global batch is 8 x 128 = 1,024 tokens
+
+
+def _replay_unknown(d):
+    d["stages"][1]["replay"]["from"] = "stage9"
+
+
+def _unknown_source(d):
+    d["stages"][0]["mixture"]["web"]["sources"] = {"prose": 0.7, "blog": 0.3}
+
+
+def _wrong_domain(d):
+    d["stages"][1]["mixture"]["math"]["sources"] = {"python_functions": 1.0}
+
+
+def _dp_vs_gpus(d):
+    d["cluster"]["gpus_per_node"] = 4
+
+
+def _warmup_too_long(d):
+    d["stages"][2]["lr"]["warmup_steps"] = 8  # the stage has 8 steps
+
+
+CASES = [
+    (_unknown_top, "trainig", "remove it or correct the spelling"),
+    (_unknown_nested, "training.optimiser", "allowed here:"),
+    (_missing, "model.hidden_size", "add `hidden_size:`"),
+    (_domain_shares, "stages[1].mixture", "add up to 1"),
+    (_source_shares, "stages[0].mixture.web.sources", "add up to 1"),
+    (_replay_later, "stages[1].replay.from", "use an earlier stage: ['stage1']"),
+    (_replay_unknown, "stages[1].replay.from", "use an earlier stage"),
+    (_negative_budget, "stages[0].tokens", "positive"),
+    (_kv_heads, "model.num_key_value_heads", "use one of [1, 2, 4]"),
+    (_below_one_batch, "stages[2].tokens", "at least 1024"),
+    (_unknown_source, "stages[0].mixture.web.sources.blog", "define it under `sources:`"),
+    (_wrong_domain, "stages[1].mixture.math.sources.python_functions", "move it under mixture.code"),
+    (_dp_vs_gpus, "parallelism.dp", "set dp to 4"),
+    (_warmup_too_long, "stages[2].lr.warmup_steps", "fewer warmup steps"),
+]
+
+
+@pytest.mark.parametrize("mutate,field,fix", CASES, ids=[c[0].__name__.strip("_") for c in CASES])
+def test_bad_recipe_is_one_line_naming_field_and_fix(mutate, field, fix, tiny_dict, write_recipe, tmp_path, capsys):
+    mutate(tiny_dict)
+    out = tmp_path / "configs"
+    code = make_config.main([str(write_recipe(tiny_dict)), "--out", str(out)])
+    stderr = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(stderr.splitlines()) == 1, stderr
+    assert f" {field}: " in stderr, stderr
+    assert "fix:" in stderr and fix in stderr, stderr
+    assert not out.exists(), "nothing may be written for a bad recipe"
+
+
+def test_unset_environment_variable_in_path(tiny_dict, write_recipe, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SMOLRECIPE_SCRATCH_FOR_TEST", raising=False)
+    tiny_dict["paths"]["runs"] = "${SMOLRECIPE_SCRATCH_FOR_TEST}/runs"
+    out = tmp_path / "configs"
+    code = make_config.main([str(write_recipe(tiny_dict)), "--resolve", "--out", str(out)])
+    stderr = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(stderr.splitlines()) == 1, stderr
+    assert "paths.runs: environment variable $SMOLRECIPE_SCRATCH_FOR_TEST is not set" in stderr
+    assert "fix: export SMOLRECIPE_SCRATCH_FOR_TEST=" in stderr
+    assert not out.exists()
+
+
+def test_unset_variable_is_only_a_note_for_portable_configs(tiny_dict, write_recipe, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SMOLRECIPE_SCRATCH_FOR_TEST", raising=False)
+    tiny_dict["paths"]["runs"] = "${SMOLRECIPE_SCRATCH_FOR_TEST}/runs"
+    out = tmp_path / "configs"
+    assert make_config.main([str(write_recipe(tiny_dict)), "--quiet", "--out", str(out)]) == 0
+    assert "${SMOLRECIPE_SCRATCH_FOR_TEST}/runs/tiny/stage1/checkpoints" in (out / "stage1.yaml").read_text()
+    assert "note: paths.runs uses $SMOLRECIPE_SCRATCH_FOR_TEST" in capsys.readouterr().out
+
+
+def test_yaml_syntax_error_and_missing_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    assert make_config.main([str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert make_config.main([str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

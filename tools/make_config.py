@@ -1,0 +1,84 @@
+"""Recipe -> nanotron configs (one YAML per stage + sft.yaml) and the preflight report.
+
+    python tools/make_config.py recipes/llama500m.yaml                 # configs/llama500m/*.yaml
+    python tools/make_config.py recipes/llama500m.yaml --resolve --out $RUN/configs
+    python tools/make_config.py recipes/llama500m.yaml --check         # + nanotron's own parser
+
+Committed configs keep `${VAR}` placeholders so they are the same for everyone; `--resolve`
+expands them from the environment for a job and refuses an unset variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from smolrecipe.envpaths import unset_variables
+from smolrecipe.errors import RecipeError
+from smolrecipe.estimates import count_params
+from smolrecipe.generate import check_with_nanotron, nanotron_available, render, write_atomically
+from smolrecipe.nanotron_config import NANOTRON_COMMIT
+from smolrecipe.preflight import human, memory_verdict, print_preflight
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/llama500m.yaml")
+    parser.add_argument("--out", type=Path, help="output folder (default: configs/<recipe name>)")
+    parser.add_argument("--resolve", action="store_true",
+                        help="expand ${VAR} paths from the environment (for a job); an unset variable is an error")
+    parser.add_argument("--check", action="store_true",
+                        help="also load each file with nanotron's get_config_from_file where nanotron is installed")
+    parser.add_argument("--quiet", action="store_true", help="no preflight tables, only the summary line")
+    args = parser.parse_args(argv)
+    console = Console(width=160, soft_wrap=True)
+    err = Console(stderr=True, width=160, soft_wrap=True)
+
+    try:
+        rendered = render(args.recipe, resolve=args.resolve or (args.check and nanotron_available()))
+    except RecipeError as exc:
+        err.print(f"[bold red]error[/]: {exc.line() if exc.source else f'{args.recipe}: {exc.line()}'}",
+                  markup=True, highlight=False)
+        return 2
+
+    plan, recipe = rendered.plan, rendered.recipe
+    out = args.out or Path("configs") / recipe.name
+    written = write_atomically(rendered.files, out)
+
+    if not args.quiet:
+        print_preflight(plan, console)
+    if not (args.resolve or args.check):
+        for field, names in unset_variables(recipe).items():
+            console.print(f"note: {field} uses ${', $'.join(names)}, unset here; files keep the placeholder "
+                          "and a job resolves it (make_config.py --resolve)", highlight=False)
+
+    status = 0
+    if args.check:
+        console.print(f"check: all {len(written)} files match nanotron's schema at commit {NANOTRON_COMMIT[:12]} "
+                      "(field names, types, union resolution, __post_init__ rules)", highlight=False)
+        if nanotron_available():
+            for name, verdict in check_with_nanotron(rendered):
+                console.print(f"check: {name}: {verdict}", highlight=False)
+                status = 1 if verdict.startswith("FAILED") else status
+        else:
+            console.print("check: nanotron is not importable here, so loading with nanotron's own "
+                          "get_config_from_file was SKIPPED (it runs on a node set up by slurm/setup_env.sh)",
+                          highlight=False)
+
+    pretrain = [s for s in plan.stages if s.kind == "pretrain"]
+    steps = ", ".join(f"{s.name} {s.train_steps:,}" for s in plan.stages)
+    console.print(
+        f"{out}: wrote {len(written)} configs (steps: {steps}); "
+        f"{human(sum(s.tokens for s in pretrain))} pretraining tokens; "
+        f"{human(count_params(recipe).total)} params; "
+        f"memory {memory_verdict(plan)}; recipe hash {recipe.hash()}",
+        highlight=False,
+    )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
