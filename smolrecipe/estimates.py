@@ -13,7 +13,8 @@ holds everything), per rank:
   logits       the vocabulary projection for every token: bf16 logits (2 B) + their fp32 copy for
                the loss (4 B) + fp32 softmax/gradient (4 B) = 10 B per token per vocabulary entry.
                At 128,256 entries this dominates large micro-batches.
-  overhead     CUDA context, NCCL buffers and allocator fragmentation: a fixed allowance.
+  overhead     CUDA context, NCCL buffers and allocator fragmentation: a fixed allowance (on CPU,
+               the Python and PyTorch runtime).
 ZeRO-1 divides the optimizer states and fp32 master weights by DP.
 """
 
@@ -25,6 +26,7 @@ from smolrecipe.recipe import Recipe
 
 GB = 1e9
 OVERHEAD_BYTES = 2.0 * GB
+CPU_OVERHEAD_BYTES = 0.5 * GB
 LOGIT_BYTES_PER_ENTRY = 2 + 4 + 4
 
 
@@ -97,7 +99,8 @@ def estimate_memory(recipe: Recipe, micro_batch_size: int | None = None, recompu
     activations = (layers * layer_input + per_layer) if recompute else layers * per_layer
     activations += 2 * tokens * h * act_bytes  # final RMSNorm input and output
     logits = tokens * m.vocab_size * LOGIT_BYTES_PER_ENTRY
-    return MemoryEstimate(mbs, recompute, low_precision + fp32_master, grads, adam, activations, logits, OVERHEAD_BYTES)
+    overhead = OVERHEAD_BYTES if recipe.cluster.gpus_per_node else CPU_OVERHEAD_BYTES
+    return MemoryEstimate(mbs, recompute, low_precision + fp32_master, grads, adam, activations, logits, overhead)
 
 
 def fits(recipe: Recipe, estimate: MemoryEstimate) -> bool:

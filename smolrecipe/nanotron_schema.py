@@ -3,9 +3,10 @@
 
 nanotron parses a config with `dacite.from_dict(..., strict=True)` and then runs each dataclass's
 `__post_init__`. This module checks a config dict the same way without importing nanotron (which
-needs CUDA): unknown keys, missing required fields, value types (dacite does not turn an int into
-a float), the order in which a Union is tried (the first class that parses wins), and the
-`__post_init__` rules. `check_config` returns a list of problems; empty means nanotron would load it.
+needs CUDA): unknown keys, missing required fields, value types, the order in which a Union is tried
+(the first class that parses wins: an SFT dataset section without an SFT-only key loads as plain
+pretraining text), and the `__post_init__` rules. Where dacite is lax we are strict on purpose
+(a YAML `true` is not accepted for an int). `check_config` returns a list of problems; empty means nanotron would load it.
 `python tools/make_config.py --check` additionally runs nanotron's own parser where it is installed.
 """
 
@@ -31,7 +32,7 @@ def _is_int(v):  # bool is an int in Python, and dacite lets it through; we are 
 
 
 INT = T("int", _is_int)
-FLOAT = T("float", lambda v: isinstance(v, float))
+FLOAT = T("float", lambda v: isinstance(v, float) or _is_int(v))  # dacite accepts an int for a float
 BOOL = T("bool", lambda v: isinstance(v, bool))
 STR = T("str", lambda v: isinstance(v, str))
 DICT = T("dict", lambda v: isinstance(v, dict))
@@ -279,32 +280,35 @@ def resolved_classes(config: dict) -> dict[str, str]:
 
 def _first_match(union: UnionOf, value: Any) -> Optional[str]:
     for option in union.options:
-        if not _check(option, value, ""):
+        if not _check(option, value, "", rules=False):
             return option.name
     return None
 
 
-def _check(spec: Any, value: Any, where: str) -> list[str]:
+def _check(spec: Any, value: Any, where: str, rules: bool = True) -> list[str]:
     if isinstance(spec, Opt):
-        return [] if value is None else _check(spec.inner, value, where)
+        return [] if value is None else _check(spec.inner, value, where, rules)
     if isinstance(spec, T):
         return [] if spec.check(value) else [f"{where or 'value'}: expected {spec.name}, got {value!r}"]
     if isinstance(spec, ListOf):
         if not isinstance(value, list):
             return [f"{where}: expected a list, got {value!r}"]
-        return [p for i, v in enumerate(value) for p in _check(spec.inner, v, f"{where}[{i}]")]
+        return [p for i, v in enumerate(value) for p in _check(spec.inner, v, f"{where}[{i}]", rules)]
     if isinstance(spec, UnionOf):
-        for option in spec.options:
-            if not _check(option, value, where):
-                return []
-        names = [getattr(o, "name", str(o)) for o in spec.options]
-        return [f"{where}: matches none of {names}"]
+        # dacite takes the first option that builds; a __post_init__ error of that option then
+        # propagates (it is not a reason to try the next one), so rules run only on the winner.
+        attempts = [(option, _check(option, value, where, rules=False)) for option in spec.options]
+        for option, problems in attempts:
+            if not problems:
+                return _check(option, value, where, rules) if rules else []
+        closest, problems = min(attempts, key=lambda a: len(a[1]))
+        return [f"{p} (as {getattr(closest, 'name', closest)})" for p in problems]
     if isinstance(spec, Section):
-        return _check_section(spec, value, where)
+        return _check_section(spec, value, where, rules)
     raise TypeError(spec)
 
 
-def _check_section(section: Section, value: Any, where: str) -> list[str]:
+def _check_section(section: Section, value: Any, where: str, rules: bool = True) -> list[str]:
     prefix = f"{where}." if where else ""
     if not isinstance(value, dict):
         return [f"{where or section.name}: expected a mapping for {section.name}, got {value!r}"]
@@ -314,7 +318,7 @@ def _check_section(section: Section, value: Any, where: str) -> list[str]:
             if f.required:
                 problems.append(f"{prefix}{name}: missing (required by {section.name})")
             continue
-        problems += _check(f.type, value[name], f"{prefix}{name}")
-    if not problems:
+        problems += _check(f.type, value[name], f"{prefix}{name}", rules)
+    if rules and not problems:
         problems += [f"{prefix.rstrip('.') or section.name}: {p}" for rule in section.rules if (p := rule(value))]
     return problems

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal, Optional
 
+from smolrecipe.errors import RecipeError
 from smolrecipe.recipe import LRSchedule, Recipe, Stage
 
 WEIGHT_DECIMALS = 6  # weights are written rounded to this many places, still summing to exactly 1
@@ -131,10 +132,9 @@ def _lr_decay_steps(lr: LRSchedule, train_steps: int) -> int:
 
 
 def build_plan(recipe: Recipe) -> RunPlan:
-    from smolrecipe.errors import RecipeError
-
     tps = recipe.tokens_per_step()
     plans: list[StagePlan] = []
+    fields: list[str] = []  # where each plan's settings live in the recipe, for error messages
     for i, stage in enumerate(recipe.stages):
         steps, requested = steps_for(stage.tokens, stage.steps, tps)
         weights = rounded_weights(mixture_weights(recipe, stage))
@@ -142,15 +142,17 @@ def build_plan(recipe: Recipe) -> RunPlan:
             FolderWeight(name, recipe.sources[name].domain, source_folder(recipe, name), weights[name])
             for name in _ordered_sources(recipe, set(weights))
         )
-        plans.append(_stage_plan(recipe, stage.name, f"stages[{i}]", "pretrain", steps, requested,
+        fields.append(f"stages[{i}]")
+        plans.append(_stage_plan(recipe, stage.name, "pretrain", steps, requested,
                                  recipe.training.micro_batch_size, recipe.training.grad_accumulation,
                                  folder_weights, stage.lr, stage.init_from, stage.load_optimizer, plans))
     if recipe.sft is not None:
         sft = recipe.sft
         steps, requested = steps_for(sft.tokens, sft.steps, recipe.sft_tokens_per_step())
-        plans.append(_stage_plan(recipe, sft.name, "sft", "sft", steps, requested, sft.micro_batch_size,
+        fields.append("sft")
+        plans.append(_stage_plan(recipe, sft.name, "sft", steps, requested, sft.micro_batch_size,
                                  sft.grad_accumulation, (), sft.lr, sft.init_from, sft.load_optimizer, plans))
-    for plan, field in zip(plans, [f"stages[{i}]" for i in range(len(recipe.stages))] + ["sft"]):
+    for plan, field in zip(plans, fields, strict=True):
         if plan.lr_decay_steps <= 0:
             raise RecipeError(
                 f"{field}.lr.warmup_steps",
@@ -161,7 +163,7 @@ def build_plan(recipe: Recipe) -> RunPlan:
     return RunPlan(recipe=recipe, stages=tuple(plans))
 
 
-def _stage_plan(recipe, name, field, kind, steps, requested, micro, accum, weights, lr, init_from,
+def _stage_plan(recipe, name, kind, steps, requested, micro, accum, weights, lr, init_from,
                 load_optimizer, earlier) -> StagePlan:
     global_batch = micro * accum * recipe.parallelism.dp
     run_dir = stage_run_dir(recipe, name)

@@ -1,0 +1,55 @@
+"""configs/ is generated from recipes/: a committed file that drifts from a fresh render fails here."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from smolrecipe.generate import GENERATED_MARK, render, write_atomically
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import make_config  # noqa: E402
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe_path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_committed_configs_match_their_recipe(root, recipe_path, monkeypatch):
+    monkeypatch.chdir(root)  # the header names the recipe by its path relative to the repository
+    rendered = render(recipe_path.relative_to(root))
+    folder = root / "configs" / rendered.recipe.name
+    committed = {p.name: p.read_text() for p in folder.glob("*.yaml")}
+    assert set(committed) == set(rendered.files), f"run `make configs`: {folder} has other files than the recipe's stages"
+    for name, text in rendered.files.items():
+        assert committed[name] == text, f"{folder / name} drifted from {recipe_path.name}; run `make configs`"
+
+
+def test_cli_regenerates_byte_identically(root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(root)
+    out = tmp_path / "llama500m"
+    assert make_config.main(["recipes/llama500m.yaml", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for committed in (root / "configs" / "llama500m").glob("*.yaml"):
+        assert (out / committed.name).read_bytes() == committed.read_bytes()
+    assert "492,110,848" in printed and "DOES NOT FIT" in printed
+    summary = printed.strip().splitlines()[-1]
+    assert "wrote 4 configs" in summary and "492.11M params" in summary and "fits" in summary
+
+
+def test_write_is_atomic_and_prunes_only_generated_stale_files(tmp_path):
+    out = tmp_path / "cfg"
+    write_atomically({"a.yaml": f"{GENERATED_MARK} x\n", "b.yaml": f"{GENERATED_MARK} y\n"}, out)
+    (out / "notes.yaml").write_text("mine\n")
+    write_atomically({"a.yaml": f"{GENERATED_MARK} z\n"}, out)
+    assert sorted(p.name for p in out.iterdir()) == ["a.yaml", "notes.yaml"]  # b was ours and is gone
+    assert (out / "a.yaml").read_text().endswith("z\n")
+    assert not list(out.glob(".staging-*"))
+
+
+def test_check_says_plainly_when_nanotron_is_skipped(root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(make_config, "nanotron_available", lambda: False)
+    assert make_config.main(["recipes/tiny.yaml", "--check", "--quiet", "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "match nanotron's schema" in out
+    assert "get_config_from_file was SKIPPED" in out
