@@ -9,8 +9,9 @@ so they cannot disagree about a number.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Literal, Optional
 
 from smolrecipe.errors import RecipeError
@@ -185,3 +186,18 @@ def _stage_plan(recipe, name, kind, steps, requested, micro, accum, weights, lr,
         resume_checkpoint_path=resume, load_optimizer=load_opt, load_lr_scheduler=load_lr,
         init_from=init_from, sft_dataset=sft_dataset_folder(recipe) if kind == "sft" else None,
     )
+
+
+def resume_interrupted(plan: RunPlan) -> tuple[RunPlan, list[str]]:
+    """For a job about to start: a chained stage that already wrote checkpoints of its own was
+    interrupted (preempted, time limit), so it resumes from its own latest checkpoint, LR schedule
+    and optimizer included, instead of restarting from the previous stage. Returns the plan and
+    the names of the stages that resume. (A first stage already points at its own folder.)"""
+    stages, resumed = [], []
+    for stage in plan.stages:
+        if stage.init_from is not None and (Path(stage.checkpoints_path) / "latest.txt").is_file():
+            stage = replace(stage, resume_checkpoint_path=stage.checkpoints_path, load_lr_scheduler=True,
+                            load_optimizer=True)
+            resumed.append(stage.name)
+        stages.append(stage)
+    return replace(plan, stages=tuple(stages)), resumed

@@ -53,3 +53,29 @@ def test_check_says_plainly_when_nanotron_is_skipped(root, tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert "match nanotron's schema" in out
     assert "get_config_from_file was SKIPPED" in out
+
+
+def test_resolve_expands_paths_and_resumes_an_interrupted_stage(root, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    out = tmp_path / "job"
+    assert make_config.main(["recipes/llama500m.yaml", "--resolve", "--quiet", "--out", str(out)]) == 0
+    stage2 = yaml.safe_load((out / "stage2.yaml").read_text())
+    ck = stage2["checkpoints"]
+    assert ck["checkpoints_path"] == f"{tmp_path}/scratch/smolrecipe/runs/llama500m/stage2/checkpoints"
+    assert ck["resume_checkpoint_path"].endswith("/stage1/checkpoints/53500") and ck["load_lr_scheduler"] is False
+    assert "${" not in (out / "stage2.yaml").read_text().split("\n", 3)[3]  # header aside, nothing unresolved
+
+    # stage 2 was preempted after writing checkpoint 3000: the job resumes it, not stage 1's end
+    own = tmp_path / "scratch/smolrecipe/runs/llama500m/stage2/checkpoints"
+    own.mkdir(parents=True)
+    (own / "latest.txt").write_text("3000")
+    assert make_config.main(["recipes/llama500m.yaml", "--resolve", "--quiet", "--out", str(out)]) == 0
+    assert "note: stage2 has checkpoints of its own" in capsys.readouterr().out
+    ck = yaml.safe_load((out / "stage2.yaml").read_text())["checkpoints"]
+    assert ck["resume_checkpoint_path"] == str(own)
+    assert ck["load_lr_scheduler"] is True and ck["load_optimizer"] is True
+    stage3 = yaml.safe_load((out / "stage3.yaml").read_text())["checkpoints"]
+    assert stage3["resume_checkpoint_path"].endswith("/stage2/checkpoints/22717")  # untouched

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"note: {field} uses ${', $'.join(names)}, unset here; files keep the placeholder "
                           "and a job resolves it (make_config.py --resolve)", highlight=False)
 
+    for name in rendered.resumed:
+        console.print(f"note: {name} has checkpoints of its own: it resumes from them (LR schedule and optimizer "
+                      "included) instead of starting again from the stage before", highlight=False)
+
     status = 0
     if args.check:
         console.print(f"check: all {len(written)} files match nanotron's schema at commit {NANOTRON_COMMIT[:12]} "
