@@ -92,7 +92,7 @@ def memory_table(plan: RunPlan) -> Table:
         marker = " *" if mbs == mine.micro_batch_size else ""
         t.add_row(f"{mbs}{marker}", f"{(static.weights + static.grads + static.optimizer) / GB:.1f} GB", *row)
     t.caption = (f"* the recipe's micro-batch. Static part: weights {mine.weights / GB:.1f} + fp32 grads "
-                 f"{mine.grads / GB:.1f} + AdamW {mine.optimizer / GB:.1f} GB; +{mine.overhead / GB:.0f} GB "
+                 f"{mine.grads / GB:.1f} + AdamW {mine.optimizer / GB:.1f} GB; +{mine.overhead / GB:.1f} GB "
                  f"{'CUDA/NCCL' if r.cluster.gpus_per_node else 'runtime'} allowance; logits at 10 B per token per vocabulary entry.")
     return t
 
