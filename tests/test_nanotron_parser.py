@@ -5,6 +5,8 @@ set up by slurm/setup_env.sh it runs. The schema checker in smolrecipe.nanotron_
 same ground everywhere (tests/test_nanotron_conformance.py).
 """
 
+from pathlib import Path
+
 import pytest
 
 from smolrecipe.generate import nanotron_available
@@ -30,7 +32,6 @@ def _stand_in_tokenizer(folder, vocab_size):
 @pytest.mark.parametrize("recipe_name", ["llama500m", "tiny"])
 def test_configs_load_with_nanotron(recipe_name, root, tmp_path, monkeypatch):
     from smolrecipe.generate import check_with_nanotron, render
-    from smolrecipe.recipe import load_recipe
 
     for var in ("SCRATCH", "SMOLRECIPE_DATA", "SMOLRECIPE_RUNS"):
         monkeypatch.setenv(var, str(tmp_path))
@@ -40,8 +41,6 @@ def test_configs_load_with_nanotron(recipe_name, root, tmp_path, monkeypatch):
     _stand_in_tokenizer(recipe.tokenizer.path, recipe.model.vocab_size)
     for stage in rendered.plan.stages:
         for fw in stage.weights:
-            from pathlib import Path
-
             Path(fw.folder).mkdir(parents=True, exist_ok=True)
             # What datatrove's DocumentTokenizer writes next to each .ds file.
             (Path(fw.folder) / "000_tokenized.ds.metadata").write_text(f"{recipe.tokenizer.path}|4\n")
@@ -49,4 +48,3 @@ def test_configs_load_with_nanotron(recipe_name, root, tmp_path, monkeypatch):
     assert [name for name, _ in results] == [f"{s.name}.yaml" for s in rendered.plan.stages]
     for name, verdict in results:
         assert verdict.startswith("ok"), (name, verdict)
-    assert load_recipe(recipe_path).hash() == recipe.hash() or True
