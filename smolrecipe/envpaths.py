@@ -16,24 +16,28 @@ from smolrecipe.recipe import Recipe
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
 
 
-def variables(text: str) -> list[str]:
-    return [m.group("name") or m.group("bare") for m in _VAR.finditer(text)]
+def unset_in(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]:
+    """Variables in `text` with neither a value nor a `:-default` (like the shell's ${VAR:-default},
+    an empty variable counts as unset)."""
+    env = os.environ if env is None else env
+    return [
+        m.group("name") or m.group("bare")
+        for m in _VAR.finditer(text)
+        if not env.get(m.group("name") or m.group("bare")) and m.group("default") is None
+    ]
 
 
 def expand(text: str, field: str, env: Optional[Mapping[str, str]] = None) -> str:
     env = os.environ if env is None else env
+    missing = unset_in(text, env)
+    if missing:
+        raise RecipeError(
+            field, f"environment variable ${missing[0]} is not set",
+            f"export {missing[0]}=/some/path before running, or write an absolute path in the recipe",
+        )
 
     def sub(match: re.Match) -> str:
-        name = match.group("name") or match.group("bare")
-        value = env.get(name)
-        if value:  # like the shell's ${VAR:-default}, an empty variable counts as unset
-            return value
-        if match.group("default") is not None:
-            return match.group("default")
-        raise RecipeError(
-            field, f"environment variable ${name} is not set",
-            f"export {name}=/some/path before running, or write an absolute path in the recipe",
-        )
+        return env.get(match.group("name") or match.group("bare")) or match.group("default")
 
     return _VAR.sub(sub, text)
 
@@ -54,16 +58,8 @@ def path_fields(recipe: Recipe) -> dict[str, str]:
 
 
 def unset_variables(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> dict[str, list[str]]:
-    """{field: [variables without a value or default]}, for a warning when rendering portable configs."""
-    missing: dict[str, list[str]] = {}
-    for field, text in path_fields(recipe).items():
-        try:
-            expand(text, field, env)
-        except RecipeError:
-            env_ = os.environ if env is None else env
-            names = [n for n in variables(text) if not env_.get(n)]
-            missing[field] = names
-    return missing
+    """{field: [variables without a value or default]}, for a note when rendering portable configs."""
+    return {field: names for field, text in path_fields(recipe).items() if (names := unset_in(text, env))}
 
 
 def resolve_recipe(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> Recipe:

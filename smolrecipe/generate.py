@@ -10,8 +10,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.nanotron_config import render_files, render_stage
 from smolrecipe.nanotron_schema import check_config
@@ -36,11 +34,13 @@ def render(recipe_path: str | Path, resolve: bool = False) -> Rendered:
     resumed: list[str] = []
     if resolve:  # only a job's configs may depend on what is on disk; committed ones never do
         plan, resumed = resume_interrupted(plan)
-    for stage in plan.stages:
-        problems = check_config(render_stage(plan, stage))
+    configs = {stage.name: render_stage(plan, stage) for stage in plan.stages}
+    for name, config in configs.items():
+        problems = check_config(config)
         if problems:  # a renderer bug, not a user error: refuse to write a config nanotron rejects
-            raise AssertionError(f"{stage.name}: rendered config breaks nanotron's schema: {problems}")
-    return Rendered(recipe, plan, render_files(plan, str(recipe_path), recipe.hash()), tuple(resumed))
+            raise AssertionError(f"{name}: rendered config breaks nanotron's schema: {problems}")
+    files = render_files(plan, configs, str(recipe_path), recipe.hash())
+    return Rendered(recipe, plan, files, tuple(resumed))
 
 
 def write_atomically(files: dict[str, str], out: Path) -> list[Path]:
@@ -78,14 +78,9 @@ def check_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in rendered.files.items():
-            config = yaml.safe_load(text)
-            missing = [
-                folder
-                for stage in config["data_stages"]
-                for folder in (stage["data"]["dataset"].get("dataset_folder") or [])
-                if not glob.glob(os.path.join(folder, "*.metadata"))
-            ]
+        for stage in rendered.plan.stages:
+            name, text = f"{stage.name}.yaml", rendered.files[f"{stage.name}.yaml"]
+            missing = [fw.folder for fw in stage.weights if not glob.glob(os.path.join(fw.folder, "*.metadata"))]
             if missing:
                 results.append((name, f"not parsed: data not prepared ({missing[0]} has no *.metadata); "
                                       "run tools/prepare_data.py first"))

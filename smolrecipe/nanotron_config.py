@@ -198,8 +198,8 @@ def to_yaml(config: dict[str, Any], header: str) -> str:
     return comments + body
 
 
-def render_files(plan: RunPlan, recipe_path: str, recipe_hash: str) -> dict[str, str]:
-    """{file name: YAML text} for every stage of the plan."""
+def render_files(plan: RunPlan, configs: dict[str, dict[str, Any]], recipe_path: str, recipe_hash: str) -> dict[str, str]:
+    """{file name: YAML text} for the rendered config of every stage, each with a header naming its source."""
     files = {}
     for stage in plan.stages:
         header = (
@@ -207,5 +207,5 @@ def render_files(plan: RunPlan, recipe_path: str, recipe_hash: str) -> dict[str,
             f"Do not edit: change the recipe and regenerate. nanotron commit {NANOTRON_COMMIT[:12]}.\n"
             f"{stage.name}: {stage.train_steps:,} steps x {stage.tokens_per_step:,} tokens = {stage.tokens:,} tokens"
         )
-        files[f"{stage.name}.yaml"] = to_yaml(render_stage(plan, stage), header)
+        files[f"{stage.name}.yaml"] = to_yaml(configs[stage.name], header)
     return files

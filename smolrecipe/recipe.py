@@ -471,7 +471,7 @@ def _first_error(exc: ValidationError, source: str | None) -> RecipeError:
         if ";" in message:
             message, fix = (part.strip() for part in message.split(";", 1))
     got = err.get("input")
-    if kind not in ("value_error",) and not isinstance(got, (dict, list)):
+    if kind != "value_error" and not isinstance(got, (dict, list)):
         message = f"{message} (got {got!r})"
     return RecipeError(field, message, fix, source)
 

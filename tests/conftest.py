@@ -1,4 +1,5 @@
 import copy
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
+sys.path.insert(0, str(ROOT / "tools"))  # so tests can call the CLIs' main() in-process
 
 
 @pytest.fixture(scope="session")

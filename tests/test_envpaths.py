@@ -33,3 +33,10 @@ def test_resolve_recipe_expands_every_path(tiny_dict):
     assert resolved.paths.runs == "runs"  # ${SMOLRECIPE_RUNS:-runs} with the variable unset
     assert resolved.sft.data.path == "runs/data/corpus/chats.jsonl"
     assert recipe.paths.data == "${SCRATCH}/d"  # the original is untouched
+
+
+def test_a_variable_with_a_default_is_not_reported_unset():
+    from smolrecipe.envpaths import unset_in
+
+    assert unset_in("${HAS_DEFAULT:-x}/${NO_DEFAULT}/$BARE", {}) == ["NO_DEFAULT", "BARE"]
+    assert unset_in("${SET}/y", {"SET": "/s"}) == []

@@ -1,14 +1,11 @@
 """configs/ is generated from recipes/: a committed file that drifts from a fresh render fails here."""
 
-import sys
 from pathlib import Path
 
+import make_config  # tools/ is on sys.path (conftest.py)
 import pytest
 
 from smolrecipe.generate import GENERATED_MARK, render, write_atomically
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import make_config  # noqa: E402
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
 

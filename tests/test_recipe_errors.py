@@ -1,12 +1,8 @@
 """Bad input: one line that names the field and the fix, and no file written."""
 
-import sys
-from pathlib import Path
 
+import make_config  # tools/ is on sys.path (conftest.py)
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import make_config  # noqa: E402
 
 
 def _unknown_top(d):
