@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from rich.console import Console
 from rich.table import Table
 
@@ -109,3 +112,68 @@ def print_preflight(plan: RunPlan, console: Console | None = None) -> None:
     console = console or Console(width=160)
     for table in (model_table(plan), stages_table(plan), sources_table(plan), memory_table(plan)):
         console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data availability: the manifests tools/prepare_data.py wrote, against what each stage reads.
+
+@dataclass(frozen=True)
+class SourceUse:
+    stage: str
+    source: str
+    needed: int  # tokens this stage draws from the source
+    available: Optional[int]  # tokens in its nanoset folder; None when not prepared
+    cumulative: int  # tokens drawn from the source by this stage and every earlier one
+
+    @property
+    def epochs(self) -> Optional[float]:
+        return self.needed / self.available if self.available else None
+
+    @property
+    def cumulative_epochs(self) -> Optional[float]:
+        return self.cumulative / self.available if self.available else None
+
+
+def data_usage(plan: RunPlan) -> list[SourceUse]:
+    """Per pretraining stage and source, tokens needed vs available (plan with resolved paths)."""
+    from smolrecipe.data_pipeline import read_manifest
+
+    uses, drawn = [], {}
+    for stage in (s for s in plan.stages if s.kind == "pretrain"):
+        needed = stage.tokens_by("source")
+        for fw in stage.weights:
+            manifest = read_manifest(fw.folder)
+            drawn[fw.source] = drawn.get(fw.source, 0) + needed[fw.source]
+            uses.append(SourceUse(stage.name, fw.source, needed[fw.source], manifest["tokens"] if manifest else None,
+                                  drawn[fw.source]))
+    return uses
+
+
+def data_table(uses: list[SourceUse], max_epochs: float) -> Table:
+    t = Table(title=f"data: tokens needed vs prepared (epochs; warning above max_epochs {max_epochs:g})", title_justify="left")
+    for col in ("stage", "source", "needed", "prepared", "epochs", "epochs so far"):
+        t.add_column(col, justify="left" if col in ("stage", "source") else "right")
+    for u in uses:
+        if u.available is None:
+            t.add_row(u.stage, u.source, human(u.needed), "not prepared", "-", "-")
+            continue
+        flag = " !" if u.cumulative_epochs > max_epochs else ""
+        t.add_row(u.stage, u.source, human(u.needed), human(u.available), f"{u.epochs:.2f}", f"{u.cumulative_epochs:.2f}{flag}")
+    return t
+
+
+def data_warnings(uses: list[SourceUse], max_epochs: float) -> list[str]:
+    """One line per source that is missing or read more than max_epochs times (first stage that crosses it)."""
+    out, seen = [], set()
+    for u in uses:
+        if u.source in seen:
+            continue
+        if u.available is None:
+            out.append(f"{u.source}: not prepared yet (run tools/prepare_data.py); {u.stage} needs {human(u.needed)} tokens")
+            seen.add(u.source)
+        elif u.cumulative_epochs > max_epochs:
+            out.append(f"{u.source}: read {u.cumulative_epochs:.1f} times by the end of {u.stage} "
+                       f"({human(u.cumulative)} tokens drawn from {human(u.available)} prepared), above max_epochs {max_epochs:g}; "
+                       "prepare more of it, lower its share, or raise max_epochs")
+            seen.add(u.source)
+    return out

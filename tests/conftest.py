@@ -29,3 +29,46 @@ def write_recipe(tmp_path):
         return path
 
     return write
+
+
+def tiny_recipe_at(data: Path, tokenizer: Path, write_to: Path, **changes) -> Path:
+    """The tiny recipe with every path absolute under `data` (and the tokenizer folder at
+    `tokenizer`), written to `write_to`; `changes` replace top-level sections."""
+    recipe = copy.deepcopy(yaml.safe_load((RECIPES / "tiny.yaml").read_text()))
+    recipe["paths"] = {"data": str(data), "runs": str(data / "runs")}
+    recipe["tokenizer"]["path"] = str(tokenizer)
+    for name, source in recipe["sources"].items():
+        source["path"] = str(data / "corpus" / name)
+    recipe["sft"]["data"]["path"] = str(data / "corpus" / "chats")
+    recipe.update(changes)
+    write_to.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return write_to
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    """The tiny recipe's tokenizer folder (SmolLM2's tokenizer + ChatML template), built once."""
+    from smolrecipe.chat_tokenizer import build_tokenizer
+    from smolrecipe.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("tokenizer") / "smollm2"
+    recipe = load_recipe(tiny_recipe_at(folder.parent, folder, folder.parent / "recipe.yaml"))
+    build_tokenizer(recipe)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer(tiny_tokenizer):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """A small demo corpus (the generator at 1/5 scale), written once per session."""
+    from smolrecipe.corpus import write_demo_corpus
+
+    data = tmp_path_factory.mktemp("data")
+    write_demo_corpus(data / "corpus", seed=0, scale=0.2, shards=2)
+    return data

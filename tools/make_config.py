@@ -16,12 +16,24 @@ from pathlib import Path
 
 from rich.console import Console
 
-from smolrecipe.envpaths import unset_variables
+from smolrecipe.envpaths import resolve_recipe, unset_variables
 from smolrecipe.errors import RecipeError
 from smolrecipe.estimates import count_params
 from smolrecipe.generate import check_with_nanotron, nanotron_available, render, write_atomically
 from smolrecipe.nanotron_config import NANOTRON_COMMIT
-from smolrecipe.preflight import human, memory_verdict, print_preflight
+from smolrecipe.plan import build_plan
+from smolrecipe.preflight import SourceUse, data_table, data_usage, data_warnings, human, memory_verdict, print_preflight
+
+
+def data_uses(rendered, resolved: bool) -> list[SourceUse] | None:
+    """Tokens needed vs prepared per stage and source, read from the data manifests; None when the
+    data paths use a variable unset here (the data lives on the cluster)."""
+    if resolved:
+        return data_usage(rendered.plan)
+    try:
+        return data_usage(build_plan(resolve_recipe(rendered.recipe)))
+    except RecipeError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.quiet:
         print_preflight(plan, console)
+    uses = data_uses(rendered, resolved=args.resolve or (args.check and nanotron_available()))
+    if uses is not None:
+        if not args.quiet:
+            console.print(data_table(uses, recipe.max_epochs))
+        for line in data_warnings(uses, recipe.max_epochs):
+            console.print(f"warning: {line}", highlight=False)
     if not (args.resolve or args.check):
         for field, names in unset_variables(recipe).items():
             console.print(f"note: {field} uses ${', $'.join(names)}, unset here; files keep the placeholder "
