@@ -148,8 +148,8 @@ def check_source(name: str, source: Source) -> None:
             raise RecipeError(f"{field}.filters[{i}].args", f"do not fit filter '{spec.name}' ({problem})",
                               "see the datatrove class's constructor for its arguments")
     if source.path is not None:
-        folder, pattern, _ = local_files(source.path)
-        if not os.path.exists(source.path) and not os.path.isdir(folder):
+        is_glob = any(ch in source.path for ch in "*?[")
+        if not os.path.exists(local_files(source.path)[0] if is_glob else source.path):
             raise RecipeError(f"{field}.path", f"{source.path} does not exist",
                               "point it at a JSONL/Parquet file or folder (the tiny recipe's: tools/make_demo_corpus.py)")
         if not matching_files(source.path):

@@ -402,7 +402,8 @@ def _check_sources(recipe: Recipe) -> None:
             if spec.name not in FILTER_NAMES:
                 close = difflib.get_close_matches(spec.name, FILTER_NAMES, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                raise RecipeError(f"sources.{name}.filters[{i}].name", f"unknown filter '{spec.name}'", f"{hint}use one of {list(FILTER_NAMES)}")
+                raise RecipeError(f"sources.{name}.filters[{i}].name", f"unknown filter '{spec.name}'",
+                                  f"{hint}use one of {list(FILTER_NAMES)}")
         if source.text_template is not None:
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(source.text_template) if f]

@@ -1,0 +1,334 @@
+"""The demo corpus: deterministic, prefix-stable, well-formed, correct where it can be checked,
+varied enough to learn from, with a known share of near-duplicates, and written atomically."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from smolrecipe import corpus
+from smolrecipe.corpus import (
+    DEFAULT_DOCUMENTS,
+    PROSE_NEAR_DUPLICATE_RATE,
+    SOURCES,
+    generate_records,
+    record_characters,
+    world,
+    write_demo_corpus,
+)
+
+SMALL = 0.05  # scale for the writing tests: every source, a few hundred records at most
+STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)(?: remainder (\d+))?")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _read_source(folder: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def _check_step(line: str) -> tuple[int, int, int]:
+    """Recompute one 'a op b = c [remainder r]'; return (a, b, result)."""
+    m = STEP.search(line)
+    assert m, line
+    a, op, b, c, rem = m.groups()
+    a, b, c = int(a), int(b), int(c)
+    if op == "/":
+        assert (c, int(rem)) == divmod(a, b), line
+    else:
+        assert c == {"+": a + b, "-": a - b, "*": a * b}[op], line
+        assert rem is None, line
+    return a, b, c
+
+
+# ---------------------------------------------------------------------------------------------
+# determinism and schema
+# ---------------------------------------------------------------------------------------------
+
+def test_same_seed_writes_identical_bytes_and_another_seed_differs(tmp_path):
+    write_demo_corpus(tmp_path / "a", seed=3, scale=SMALL)
+    write_demo_corpus(tmp_path / "b", seed=3, scale=SMALL)
+    write_demo_corpus(tmp_path / "c", seed=4, scale=SMALL)
+    a, b, c = (_files(tmp_path / name) for name in "abc")
+    assert a == b
+    assert a.keys() == c.keys()
+    for source in SOURCES:
+        assert a[f"{source}/00000.jsonl"] != c[f"{source}/00000.jsonl"], source
+
+
+def test_records_do_not_depend_on_string_hash_randomisation():
+    """Set iteration order changes with PYTHONHASHSEED; the corpus must not."""
+    code = ("import hashlib, json; from smolrecipe.corpus import SOURCES, generate_records; "
+            "print(hashlib.sha256(json.dumps([list(generate_records(s, 150, 3)) for s in SOURCES]).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={"PYTHONHASHSEED": str(h), "PATH": ""}, cwd=Path(__file__).resolve().parent.parent).stdout
+               for h in (1, 2)}
+    assert len(digests) == 1 and len(digests.pop().strip()) == 64
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_records_are_prefix_stable(source):
+    assert list(generate_records(source, 40, seed=7)) == list(generate_records(source, 90, seed=7))[:40]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_record_schema(source):
+    for i, record in enumerate(generate_records(source, 300, seed=0)):
+        assert record["id"] == f"{source}-{i}"
+        if source == "chats":
+            assert set(record) == {"id", "messages"}
+            assert all(set(m) == {"role", "content"} and m["content"].strip() for m in record["messages"])
+        else:
+            assert set(record) == {"id", "text"}
+            assert isinstance(record["text"], str) and record["text"].strip()
+
+
+def test_unknown_source_is_refused():
+    with pytest.raises(ValueError, match="unknown source"):
+        next(generate_records("poetry", 1, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# correctness of the checkable sources
+# ---------------------------------------------------------------------------------------------
+
+def test_chats_alternate_end_with_the_assistant_and_stay_short():
+    chats = [r["messages"] for r in generate_records("chats", DEFAULT_DOCUMENTS["chats"], seed=0)]
+    fits = 0
+    for messages in chats:
+        roles = [m["role"] for m in messages]
+        if roles[0] == "system":
+            roles = roles[1:]
+        assert roles and len(roles) % 2 == 0 and 1 <= len(roles) // 2 <= 3, roles
+        assert roles == ["user", "assistant"] * (len(roles) // 2), roles
+        assert all(len(m["content"]) <= 400 for m in messages)
+        # ~4 characters a token plus the chat template's few header tokens per message
+        fits += sum(len(m["content"]) / 4 + 5 for m in messages) + 1 <= 128
+    assert fits / len(chats) >= 0.9
+    assert 0.15 < sum(m[0]["role"] == "system" for m in chats) / len(chats) < 0.45
+
+
+def test_chat_answers_are_correct_where_checkable():
+    towns = {t.name: t for t in world().towns}
+    kinds = Counter()
+    for record in generate_records("chats", 2000, seed=1):
+        messages = [m for m in record["messages"] if m["role"] != "system"]
+        for user, assistant in zip(messages[::2], messages[1::2], strict=True):
+            prompt, answer = user["content"], assistant["content"]
+            for line in answer.splitlines():
+                if STEP.search(line):
+                    _check_step(line)
+                    kinds["arithmetic"] += 1
+            if m := re.fullmatch(r"Reply with exactly: (.+)", prompt):
+                assert answer == m.group(1)
+                kinds["exact"] += 1
+            if m := re.match(r"(?:List|Give me a bulleted list of|Write) (\w+) ", prompt):
+                if m.group(1) in corpus.NUMBER_WORDS:
+                    lines = answer.splitlines()
+                    assert len(lines) == corpus.NUMBER_WORDS.index(m.group(1)) and all(x.startswith("- ") for x in lines)
+                    kinds["list"] += 1
+            if m := re.fullmatch(r"(\d+) ([-+*]) (\d+) = \?", prompt):
+                assert answer.split()[-1] == str(eval(f"{m.group(1)} {m.group(2)} {m.group(3)}"))  # digits and one operator
+            if m := re.fullmatch(r"Which river flows through (\w+)\?", prompt):
+                assert answer == f"{m.group(1)} lies on the River {towns[m.group(1)].river}."
+                kinds["fact"] += 1
+            if prompt.startswith("Write a Python function") or prompt.startswith("In Python:"):
+                ast.parse(answer.removeprefix("```python\n").removesuffix("\n```"))
+                kinds["python"] += 1
+    assert min(kinds.values()) >= 20 and len(kinds) == 5, kinds
+
+
+def test_python_functions_parse_and_their_doctests_pass():
+    records = list(generate_records("python_functions", DEFAULT_DOCUMENTS["python_functions"], seed=0))
+    names, sources = Counter(), Counter()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    examples = 0
+    for record in records:
+        tree = ast.parse(record["text"])
+        defined = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+        assert defined, record["text"]
+        for node in defined:
+            assert ast.get_docstring(node), node.name
+            names[node.name] += 1
+            sources[ast.unparse(node)] += 1
+        if ">>>" in record["text"]:
+            namespace: dict = {}
+            exec(record["text"], namespace)
+            for node in defined:
+                for test in doctest.DocTestFinder().find(namespace[node.name], node.name, globs=namespace):
+                    examples += len(test.examples)
+                    runner.run(test, out=lambda _: None)
+    assert runner.failures == 0 and examples > 300
+    assert len(names) > 150
+    assert sources.most_common(1)[0][1] / sum(sources.values()) < 0.02
+
+
+def test_arithmetic_worked_steps_and_answers_are_right():
+    ops = Counter()
+    for record in generate_records("arithmetic", 2000, seed=0):
+        problem, _, solution = record["text"].partition("\nSolution:\n")
+        *steps, last = solution.splitlines()
+        answer = int(re.fullmatch(r"The answer is (\d+)\.", last).group(1))
+        assert 2 <= len(steps) <= 3, record["text"]
+        known = {int(n) for n in re.findall(r"\d+", problem)}
+        for line in steps:
+            a, b, result = _check_step(line)
+            assert a in known and b in known, (line, record["text"])  # operands come from the problem or earlier steps
+            known.add(result)
+            ops[STEP.search(line).group(2)] += 1
+        final = STEP.search(steps[-1])
+        expected = int(final.group(5)) if "left over" in problem else int(final.group(4))
+        assert answer == expected, record["text"]
+    assert set(ops) == {"+", "-", "*", "/"} and min(ops.values()) > 100, ops
+
+
+def test_world_facts_agree_across_sources():
+    """The same town has the same river wherever it is mentioned."""
+    rivers = {t.name: t.river for t in world().towns}
+    seen = 0
+    for source in ("prose", "forum"):
+        for record in generate_records(source, 600, seed=2):
+            text = record["text"]
+            pairs = re.findall(r"\b([A-Z][a-z]+) (?:lies|stands) on (?:the banks of )?the River ([A-Z][a-z]+)\b", text)
+            pairs += [(t, r) for r, t in re.findall(r"The River ([A-Z][a-z]+) runs through the middle of ([A-Z][a-z]+)\b", text)]
+            for town, river in pairs:
+                assert rivers[town] == river, (town, river)
+                seen += 1
+    assert seen > 50
+
+
+# ---------------------------------------------------------------------------------------------
+# learnability: variety and near-duplicates
+# ---------------------------------------------------------------------------------------------
+
+def test_prose_is_varied():
+    texts = [r["text"] for r in generate_records("prose", 2000, seed=0)]
+    words = Counter(w.strip(".,;:!?\"'()").lower() for t in texts for w in t.split())
+    assert len(words) > 2000
+    sentences = Counter(s.strip() for t in texts for s in re.split(r"(?<=[.!?])\s+", t) if s.strip())
+    assert sentences.most_common(1)[0][1] / sum(sentences.values()) <= 0.01, sentences.most_common(3)
+
+
+def test_forum_and_arithmetic_are_not_one_template():
+    for source in ("forum", "arithmetic"):
+        texts = [r["text"] for r in generate_records(source, 1000, seed=0)]
+        assert len(set(texts)) == len(texts)
+        lines = Counter(line for t in texts for line in t.splitlines() if len(line) > 30)
+        assert lines.most_common(1)[0][1] / sum(lines.values()) < 0.01, lines.most_common(2)
+
+
+def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = text.lower().split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_prose_near_duplicate_rate():
+    """Jaccard of word 5-grams (what MinHash estimates) against earlier documents sharing a rare 5-gram."""
+    docs = [_shingles(r["text"]) for r in generate_records("prose", 1500, seed=0)]
+    postings: dict[tuple, list[int]] = {}
+    near = 0
+    for i, doc in enumerate(docs):
+        # A near-copy shares almost all its 5-grams with its original, rare ones included; the
+        # common ones (template phrases) would only make the candidate search slow.
+        shared = Counter(j for s in doc if len(postings.get(s, ())) <= 10 for j in postings.get(s, ()))
+        if any(len(doc & docs[j]) / len(doc | docs[j]) >= 0.7 for j, count in shared.items() if count >= 10):
+            near += 1
+        for s in doc:
+            postings.setdefault(s, []).append(i)
+    rate = near / len(docs)
+    assert 0.03 <= rate <= 0.08, rate
+    assert abs(rate - PROSE_NEAR_DUPLICATE_RATE) < 0.025
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+
+def test_counts_match_files_and_nothing_is_left_behind(tmp_path):
+    out = tmp_path / "corpus"
+    counts = write_demo_corpus(out, seed=1, scale=SMALL, shards=3)
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]  # no temporary sibling left
+    assert set(counts) == set(SOURCES)
+    for source in SOURCES:
+        files = sorted((out / source).glob("*.jsonl"))
+        records = _read_source(out / source)
+        assert [f.name for f in files] == ["00000.jsonl", "00001.jsonl", "00002.jsonl"]
+        assert all(f.stat().st_size > 0 for f in files)
+        assert counts[source] == {"documents": len(records), "characters": sum(map(record_characters, records)), "files": 3}
+        assert counts[source]["documents"] == round(DEFAULT_DOCUMENTS[source] * SMALL)
+        assert records == list(generate_records(source, len(records), seed=1))  # contiguous shards, in order
+    manifest = json.loads((out / "corpus.json").read_text())
+    assert manifest["sources"] == counts and manifest["params"]["seed"] == 1
+
+
+def test_rerun_with_same_params_does_not_rewrite(tmp_path):
+    out = tmp_path / "corpus"
+    first = write_demo_corpus(out, seed=5, scale=SMALL)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    time.sleep(0.01)
+    assert write_demo_corpus(out, seed=5, scale=SMALL) == first
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+
+
+def test_other_params_replace_the_corpus(tmp_path):
+    out = tmp_path / "corpus"
+    write_demo_corpus(out, seed=5, scale=SMALL)
+    before = _files(out)
+    counts = write_demo_corpus(out, seed=6, scale=SMALL, shards=1)
+    assert _files(out) != before and counts["prose"]["files"] == 1
+    assert sorted(p.name for p in (out / "prose").iterdir()) == ["00000.jsonl"]
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
+
+
+def test_a_crash_leaves_the_previous_corpus_and_no_temporary_folder(tmp_path, monkeypatch):
+    out = tmp_path / "corpus"
+    write_demo_corpus(out, seed=5, scale=SMALL)
+    before = _files(out)
+    real = corpus._write_source
+
+    def failing(folder, source, *args):
+        if source == "chats":
+            raise RuntimeError("disk full")
+        return real(folder, source, *args)
+
+    monkeypatch.setattr(corpus, "_write_source", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_demo_corpus(out, seed=6, scale=SMALL)
+    assert _files(out) == before
+    with pytest.raises(RuntimeError):
+        write_demo_corpus(tmp_path / "fresh", seed=6, scale=SMALL)
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        write_demo_corpus(tmp_path / "mine", scale=SMALL)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_tiny_scale_still_fills_every_shard(tmp_path):
+    counts = write_demo_corpus(tmp_path / "c", scale=1e-6, shards=2)
+    assert all(c["documents"] == 2 for c in counts.values())
+    assert all(p.stat().st_size > 0 for p in (tmp_path / "c").rglob("*.jsonl"))
+
+
+def test_scale_one_sizes(tmp_path):  # speed is measured by bench/tokenize.py, not asserted here
+    counts = write_demo_corpus(tmp_path / "c")
+    tokens = {s: c["characters"] / 4 for s, c in counts.items()}
+    assert 200_000 < tokens["prose"] < 300_000
+    for source in ("forum", "arithmetic", "python_functions"):
+        assert 95_000 < tokens[source] < 150_000, (source, tokens[source])
+    assert counts["chats"]["documents"] == 3000

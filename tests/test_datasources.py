@@ -1,0 +1,149 @@
+"""Reading sources, the recipe's filters, and the checks that stop a bad source before any output."""
+
+import json
+
+import prepare_data
+import pytest
+from conftest import tiny_recipe_at
+
+from smolrecipe.datasources import FieldIn, build_reader, check_source, local_files
+from smolrecipe.errors import RecipeError
+from smolrecipe.recipe import Source
+
+
+def _jsonl(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _read(source: Source) -> list:
+    return list(build_reader(source)(None, rank=0, world_size=1))
+
+
+def test_a_path_may_be_a_file_a_folder_or_a_glob(tmp_path):
+    _jsonl(tmp_path / "a" / "x.jsonl", [{"text": "one"}])
+    _jsonl(tmp_path / "a" / "y.jsonl", [{"text": "two"}])
+    assert local_files(str(tmp_path / "a")) == (str(tmp_path / "a"), "*.jsonl*", "jsonl")
+    assert local_files(str(tmp_path / "a" / "x.jsonl")) == (str(tmp_path / "a"), "x.jsonl", "jsonl")
+    assert local_files(str(tmp_path / "a" / "*.jsonl"))[:2] == (str(tmp_path / "a"), "*.jsonl")
+    for path in ("a", "a/x.jsonl", "a/*.jsonl"):
+        docs = _read(Source(domain="web", path=str(tmp_path / path)))
+        assert [d.text for d in docs] == (["one"] if path.endswith("x.jsonl") else ["one", "two"])
+
+
+def test_parquet_sources_are_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "p").mkdir()
+    pq.write_table(pa.Table.from_pylist([{"content": "def f(): pass", "lang": "python"}]), tmp_path / "p" / "0.parquet")
+    docs = _read(Source(domain="code", path=str(tmp_path / "p"), text_field="content"))
+    assert docs[0].text == "def f(): pass" and docs[0].metadata["lang"] == "python"
+
+
+def test_text_template_joins_fields_and_keeps_the_rest_as_metadata(tmp_path):
+    _jsonl(tmp_path / "m.jsonl", [{"problem": "2+2?", "generated_solution": "4", "source": "x"}])
+    source = Source(domain="math", path=str(tmp_path / "m.jsonl"), text_template="{problem}\n\n{generated_solution}")
+    (doc,) = _read(source)
+    assert doc.text == "2+2?\n\n4" and doc.metadata["source"] == "x" and "problem" not in doc.metadata
+
+
+def test_field_in_keeps_only_listed_values(tmp_path):
+    from datatrove.data import Document
+
+    keep = FieldIn("int_score", [4, 5])
+    docs = [Document(text="t", id=str(i), metadata={"int_score": s}) for i, s in enumerate([2, 3, 4, 5])]
+    docs.append(Document(text="t", id="x", metadata={}))
+    assert [keep.filter(d) is True for d in docs] == [False, False, True, True, False]
+    assert keep.filter(docs[-1]) == (False, "int_score_missing")
+
+
+def test_missing_path_is_one_line_naming_the_field(tmp_path):
+    with pytest.raises(RecipeError) as exc:
+        check_source("prose", Source(domain="web", path=str(tmp_path / "nope")))
+    assert exc.value.field == "sources.prose.path" and "does not exist" in exc.value.problem
+
+
+def test_absent_text_field_lists_the_fields_there_are(tmp_path):
+    _jsonl(tmp_path / "d.jsonl", [{"content": "x", "id": 1}])
+    with pytest.raises(RecipeError) as exc:
+        check_source("code", Source(domain="code", path=str(tmp_path / "d.jsonl")))
+    assert exc.value.field == "sources.code.text_field" and "'text'" in exc.value.problem and "content" in exc.value.fix
+    with pytest.raises(RecipeError) as exc:
+        check_source("m", Source(domain="math", path=str(tmp_path / "d.jsonl"), text_template="{problem} {content}"))
+    assert exc.value.field == "sources.m.text_template" and "'problem'" in exc.value.problem
+
+
+def test_filter_arguments_are_checked_against_the_datatrove_class(tmp_path):
+    _jsonl(tmp_path / "d.jsonl", [{"text": "x"}])
+    source = Source(domain="web", path=str(tmp_path / "d.jsonl"),
+                    filters=[{"name": "gopher_quality", "args": {"min_doc_wrds": 50}}])
+    with pytest.raises(RecipeError) as exc:
+        check_source("web", source)
+    assert exc.value.field == "sources.web.filters[0].args" and "min_doc_wrds" in exc.value.problem
+
+
+def test_an_unknown_filter_name_is_a_recipe_error(tiny_dict, write_recipe):
+    from smolrecipe.recipe import load_recipe
+
+    tiny_dict["sources"]["prose"]["filters"] = [{"name": "gopher_qualty"}]
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write_recipe(tiny_dict))
+    assert "sources.prose.filters[0].name" in str(exc.value) and "gopher_quality" in str(exc.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI stops before writing anything
+
+def _recipe(tmp_path, tiny_tokenizer, **changes):
+    return tiny_recipe_at(tmp_path, tiny_tokenizer, tmp_path / "tiny.yaml", **changes)
+
+
+def _corpus(tmp_path, n=20):
+    for name in ("prose", "forum", "arithmetic", "python_functions"):
+        _jsonl(tmp_path / "corpus" / name / "0.jsonl", [{"text": f"{name} document number {i}. " * 5} for i in range(n)])
+
+
+@pytest.mark.slow
+def test_a_missing_source_stops_before_any_output(tmp_path, tiny_tokenizer, capsys):
+    _corpus(tmp_path)
+    recipe = _recipe(tmp_path, tiny_tokenizer)
+    (tmp_path / "corpus" / "python_functions" / "0.jsonl").unlink()
+    assert prepare_data.main([str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "sources.python_functions.path" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "tiny").exists()  # the other sources were not started either
+
+
+@pytest.mark.slow
+def test_an_empty_result_after_filtering_stops_without_a_folder(tmp_path, tiny_tokenizer, capsys):
+    import yaml
+
+    _corpus(tmp_path)
+    recipe = _recipe(tmp_path, tiny_tokenizer)
+    data = yaml.safe_load(recipe.read_text())
+    data["sources"]["forum"]["filters"] = [{"name": "regex", "args": {"regex_exp": "document"}}]  # drops every doc
+    recipe.write_text(yaml.safe_dump(data))
+    assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1"]) != 0
+    assert not (tmp_path / "tiny" / "forum").exists()
+
+
+@pytest.mark.slow
+def test_a_tokenizer_that_cannot_be_loaded_stops_before_any_output(tmp_path, tiny_tokenizer, capsys):
+    _corpus(tmp_path)
+    recipe = _recipe(tmp_path, tiny_tokenizer)
+    text = recipe.read_text().replace(str(tiny_tokenizer), str(tmp_path / "tok"))
+    text = text.replace("HuggingFaceTB/SmolLM2-135M-Instruct", str(tmp_path / "no-such-tokenizer"))
+    recipe.write_text(text)
+    assert prepare_data.main([str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer.base" in err and "cannot load" in err
+    assert not (tmp_path / "tok").exists() and not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.slow
+def test_unknown_source_name_on_the_command_line(tmp_path, tiny_tokenizer, capsys):
+    _corpus(tmp_path)
+    assert prepare_data.main([str(_recipe(tmp_path, tiny_tokenizer)), "--source", "prse"]) == 2
+    assert "--source" in capsys.readouterr().err
