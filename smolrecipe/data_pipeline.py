@@ -157,8 +157,11 @@ def pipelines(recipe: Recipe, job: SourceJob, document_end: str) -> list[tuple[s
     )
     from datatrove.utils.hashing import HashConfig
 
+    # datatrove's reader limit is per task; the recipe's cap is for all of them together
+    limit = max(1, job.source.max_documents // job.tasks) if job.source.max_documents else -1
+
     def read_and_filter():  # fresh step objects for each pipeline: datatrove keeps stats on them
-        return [build_reader(job.source), *build_filters(job.source)]
+        return [build_reader(job.source, limit), *build_filters(job.source)]
 
     tokenize = NanosetTokenizer(
         str(job.staged), tokenizer_folder(recipe), document_end, seed=recipe.training.seed,
@@ -199,9 +202,16 @@ def executors(recipe: Recipe, job: SourceJob, document_end: str, kind: Executor,
 def _slurm_executor(recipe: Recipe, job: SourceJob, step: str, pipeline: list, tasks: int, depends):
     from datatrove.executor import SlurmPipelineExecutor
 
+    class SiteDefaults(SlurmPipelineExecutor):
+        """Leaves out --partition/--qos when the recipe sets none, so the site's defaults apply
+        (datatrove would write an empty `--partition=`, which sbatch rejects)."""
+
+        def get_sbatch_args(self, max_array: int = 1) -> dict:
+            return {k: v for k, v in super().get_sbatch_args(max_array).items() if not (k in ("partition", "qos") and not v)}
+
     cluster = recipe.cluster
     sbatch_args = {"account": cluster.account} if cluster.account else {}
-    return SlurmPipelineExecutor(
+    return SiteDefaults(
         pipeline, tasks=tasks, time=cluster.time, partition=cluster.partition or "", qos=cluster.qos or "",
         cpus_per_task=1, mem_per_cpu_gb=4 if step == "clusters" else 2,
         job_name=f"{recipe.name}-{job.name}-{step}", logging_dir=str(job.logs(step)),

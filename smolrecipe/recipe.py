@@ -151,7 +151,8 @@ class Source(_Strict):
     text_field: str = "text"
     # Build the text from several fields instead, e.g. "{problem}\n\n{generated_solution}".
     text_template: Optional[str] = None
-    max_documents: Optional[int] = Field(default=None, gt=0)  # cap on documents read (all tasks together)
+    # Read at most this many documents (split evenly over the datatrove tasks): a sample of a big hub set.
+    max_documents: Optional[int] = Field(default=None, gt=0)
     filters: list[Filter] = []
     dedup: bool = False
     license: Optional[str] = None

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import prepare_data
 import pytest
 from conftest import ROOT, tiny_recipe_at
 
-import prepare_data
 from smolrecipe.data_pipeline import MANIFEST, WORK
 
 pytestmark = pytest.mark.slow

@@ -147,3 +147,43 @@ def test_unknown_source_name_on_the_command_line(tmp_path, tiny_tokenizer, capsy
     _corpus(tmp_path)
     assert prepare_data.main([str(_recipe(tmp_path, tiny_tokenizer)), "--source", "prse"]) == 2
     assert "--source" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_max_documents_caps_what_is_read(tmp_path, tiny_tokenizer):
+    import yaml
+
+    from smolrecipe.data_pipeline import read_manifest
+
+    _corpus(tmp_path, n=40)
+    _jsonl(tmp_path / "corpus" / "forum" / "1.jsonl", [{"text": f"more forum text {i}. " * 5} for i in range(40)])
+    recipe = _recipe(tmp_path, tiny_tokenizer)
+    data = yaml.safe_load(recipe.read_text())
+    data["sources"]["forum"]["max_documents"] = 25
+    recipe.write_text(yaml.safe_dump(data))
+    assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1"]) == 0
+    assert read_manifest(tmp_path / "tiny" / "forum")["documents_read"] == 24  # 12 from each of the 2 tasks
+
+
+def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(tmp_path, tiny_dict, write_recipe):
+    from smolrecipe.data_pipeline import executors, plan_jobs
+    from smolrecipe.envpaths import resolve_recipe
+    from smolrecipe.recipe import load_recipe
+
+    tiny_dict["paths"]["data"] = str(tmp_path / "data")
+    recipe = resolve_recipe(load_recipe(write_recipe(tiny_dict)))
+    (job,) = plan_jobs(recipe, ["prose"], 8)  # prose has dedup on
+    chain = executors(recipe, job, "<|endoftext|>", "slurm", workers=2)
+    assert [(e.job_name.split("-")[-1], e.tasks) for e in chain] == [
+        ("signatures", 8), ("buckets", 14), ("clusters", 1), ("tokenize", 8), ("publish", 1)]
+    assert [e.depends for e in chain[1:]] == chain[:-1] and chain[0].depends is None
+    script = chain[0].get_launch_file_contents(chain[0].get_sbatch_args(8), "run")
+    assert "--partition" not in script and "--qos" not in script  # tiny names none: the site default applies
+    assert "#SBATCH --time=01:00:00" in script and "#SBATCH --array=0-7" in script
+
+    tiny_dict["cluster"].update(partition="cpu", account="proj42", qos="high")
+    recipe = resolve_recipe(load_recipe(write_recipe(tiny_dict)))
+    chain = executors(recipe, plan_jobs(recipe, ["forum"], 4)[0], "<|endoftext|>", "slurm", workers=2)
+    script = chain[0].get_launch_file_contents(chain[0].get_sbatch_args(4), "run")
+    for line in ("--partition=cpu", "--account=proj42", "--qos=high"):
+        assert f"#SBATCH {line}" in script

@@ -42,7 +42,7 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(hf_tokenizer):
     """The {% generation %} mask transformers/TRL use for assistant-only loss (the local backend)."""
     out = hf_tokenizer.apply_chat_template(CHAT, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = out["input_ids"], out["assistant_masks"]
-    trained = hf_tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    trained = hf_tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m])
     assert trained == "- apple\n- pear<|im_end|>- plum<|im_end|>"
     # nothing of the system/user turns or the assistant header carries loss
     assert "List two fruits" not in trained and "assistant" not in trained
@@ -62,8 +62,8 @@ def test_one_record_per_assistant_turn_with_the_whole_history_as_prompt(hf_token
 def test_nanotron_mask_trains_on_the_completion_and_eos_only(hf_tokenizer):
     record = conversation_records(CHAT, hf_tokenizer)[1]
     ids, mask = completion_mask(record["prompt"], record["completion"], hf_tokenizer)
-    assert hf_tokenizer.decode([i for i, m in zip(ids, mask) if m]) == "- plum<|im_end|>"
-    assert hf_tokenizer.decode([i for i, m in zip(ids, mask) if not m]) == record["prompt"]
+    assert hf_tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "- plum<|im_end|>"
+    assert hf_tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if not m]) == record["prompt"]
     assert ids[-1] == hf_tokenizer.eos_token_id
 
 
