@@ -256,26 +256,20 @@ def _count(stats: dict, key: str) -> int:
 
 
 def manifest_counts(job: SourceJob) -> dict[str, Any]:
-    """Documents read, dropped per filter (with reasons), removed as duplicates, and tokens."""
+    """Documents read, removed per filter (with datatrove's reasons), removed as duplicates, kept,
+    and tokens, from the tokenize pipeline's stats: [reader, *filters, (minhash filter), tokenizer]."""
     steps = _summed_stats(job.logs("tokenize"))
-    reader, rest = steps[0], steps[1:]
-    counts: dict[str, Any] = {"documents_read": _count(reader["stats"], "documents"), "filters": []}
-    duplicates = 0
-    for step in rest:
-        s = step["stats"]
-        if "tokens" in s and "dropped" not in s:
-            counts["tokens"] = _count(s, "tokens")
-            continue
-        if "Minhash" in step["name"] or "minhash" in step["name"].lower():
-            duplicates = _count(s, "dropped")
-            continue
-        reasons = {k.removeprefix("dropped_"): _count(s, k) for k in s if k.startswith("dropped_")}
-        counts["filters"].append({"step": step["name"].strip(), "in": _count(s, "total"), "removed": _count(s, "dropped"),
-                                  "reasons": reasons})
-    counts["duplicates_removed"] = duplicates
-    kept = counts["documents_read"] - sum(f["removed"] for f in counts["filters"]) - duplicates
-    counts["documents_kept"] = kept
-    counts.setdefault("tokens", 0)
+    reader, filters = steps[0]["stats"], [s["stats"] for s in steps[1:1 + len(job.source.filters)]]
+    counts: dict[str, Any] = {
+        "documents_read": _count(reader, "documents"),
+        "filters": [{"name": spec.name, "in": _count(s, "total"), "removed": _count(s, "dropped"),
+                     "reasons": {k.removeprefix("dropped_"): _count(s, k) for k in s if k.startswith("dropped_")}}
+                    for spec, s in zip(job.source.filters, filters, strict=True)],
+        "duplicates_removed": _count(steps[-2]["stats"], "dropped") if job.source.dedup else 0,
+        "tokens": _count(steps[-1]["stats"], "tokens"),
+    }
+    removed = sum(f["removed"] for f in counts["filters"]) + counts["duplicates_removed"]
+    counts["documents_kept"] = counts["documents_read"] - removed
     return counts
 
 

@@ -56,8 +56,18 @@ def test_dedup_removes_the_near_duplicates(prepared):
     forum = json.loads((data / "tiny" / "forum" / MANIFEST).read_text())
     # the generator plants ~5% near-copies in prose; MinHash finds most of them (dedup is off for forum)
     assert 0.02 * prose["documents_read"] < prose["duplicates_removed"] < 0.08 * prose["documents_read"]
-    assert prose["documents_kept"] == prose["documents_read"] - prose["duplicates_removed"]
+    removed_by_filters = sum(f["removed"] for f in prose["filters"])
+    assert prose["documents_kept"] == prose["documents_read"] - removed_by_filters - prose["duplicates_removed"]
     assert forum["duplicates_removed"] == 0
+
+
+def test_manifest_counts_each_filter_of_the_recipe(prepared):
+    _, data = prepared
+    prose = json.loads((data / "tiny" / "prose" / MANIFEST).read_text())
+    assert [f["name"] for f in prose["filters"]] == ["gopher_quality", "gopher_repetition"]
+    first, second = prose["filters"]
+    assert first["in"] == prose["documents_read"] and second["in"] == first["in"] - first["removed"]
+    assert sum(first["reasons"].values()) == first["removed"]
 
 
 def test_folders_load_with_datatrove_and_decode_to_text(prepared, hf_tokenizer):

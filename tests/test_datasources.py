@@ -1,6 +1,7 @@
 """Reading sources, the recipe's filters, and the checks that stop a bad source before any output."""
 
 import json
+import shutil
 
 import prepare_data
 import pytest
@@ -101,8 +102,12 @@ def _recipe(tmp_path, tiny_tokenizer, **changes):
 
 
 def _corpus(tmp_path, n=20):
+    """n documents per source, each "<source> document number <i>." + unique prose (passes the tiny recipe's filters)."""
+    from smolrecipe.corpus import generate_records
+
+    prose = [r["text"] for r in generate_records("prose", n, seed=7)]
     for name in ("prose", "forum", "arithmetic", "python_functions"):
-        _jsonl(tmp_path / "corpus" / name / "0.jsonl", [{"text": f"{name} document number {i}. " * 5} for i in range(n)])
+        _jsonl(tmp_path / "corpus" / name / "0.jsonl", [{"text": f"{name} document number {i}. {prose[i]}"} for i in range(n)])
 
 
 @pytest.mark.slow
@@ -156,7 +161,7 @@ def test_max_documents_caps_what_is_read(tmp_path, tiny_tokenizer):
     from smolrecipe.data_pipeline import read_manifest
 
     _corpus(tmp_path, n=40)
-    _jsonl(tmp_path / "corpus" / "forum" / "1.jsonl", [{"text": f"more forum text {i}. " * 5} for i in range(40)])
+    shutil.copy(tmp_path / "corpus" / "forum" / "0.jsonl", tmp_path / "corpus" / "forum" / "1.jsonl")
     recipe = _recipe(tmp_path, tiny_tokenizer)
     data = yaml.safe_load(recipe.read_text())
     data["sources"]["forum"]["max_documents"] = 25
@@ -187,3 +192,20 @@ def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(
     script = chain[0].get_launch_file_contents(chain[0].get_sbatch_args(4), "run")
     for line in ("--partition=cpu", "--account=proj42", "--qos=high"):
         assert f"#SBATCH {line}" in script
+
+
+@pytest.mark.slow
+def test_filtered_documents_are_counted_per_filter_and_reason(tmp_path, tiny_tokenizer):
+    import yaml
+
+    from smolrecipe.data_pipeline import read_manifest
+
+    _corpus(tmp_path, n=30)
+    recipe = _recipe(tmp_path, tiny_tokenizer)
+    data = yaml.safe_load(recipe.read_text())
+    data["sources"]["forum"]["filters"] = [{"name": "regex", "args": {"regex_exp": r"number 1\d\."}}]  # 10..19
+    recipe.write_text(yaml.safe_dump(data))
+    assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1"]) == 0
+    manifest = read_manifest(tmp_path / "tiny" / "forum")
+    assert manifest["filters"] == [{"name": "regex", "in": 30, "removed": 10, "reasons": {}}]  # regex gives no reason
+    assert manifest["documents_kept"] == 20
