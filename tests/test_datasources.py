@@ -209,3 +209,24 @@ def test_filtered_documents_are_counted_per_filter_and_reason(tmp_path, tiny_tok
     manifest = read_manifest(tmp_path / "tiny" / "forum")
     assert manifest["filters"] == [{"name": "regex", "in": 30, "removed": 10, "reasons": {}}]  # regex gives no reason
     assert manifest["documents_kept"] == 20
+
+
+def test_hub_sources_go_through_load_dataset_which_also_takes_a_local_folder(tmp_path):
+    """The hub code path (datatrove's HuggingFaceDatasetReader, streaming), on a local dataset folder
+    laid out like a hub repo: a FineWeb-Edu-like sample kept at int_score 4-5 by `field_in`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    rows = [{"text": f"doc {i}", "id": f"d{i}", "int_score": i % 6} for i in range(12)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    source = Source(domain="web", hf=str(tmp_path / "hub"), split="train",
+                    filters=[{"name": "field_in", "args": {"field": "int_score", "values": [4, 5]}}])
+    check_source("fineweb_edu", source)
+    docs = _read(source)
+    assert [d.text for d in docs] == [r["text"] for r in rows]
+    keep = FieldIn("int_score", [4, 5])
+    assert [d.text for d in docs if keep.filter(d) is True] == ["doc 4", "doc 5", "doc 10", "doc 11"]
+    with pytest.raises(RecipeError) as exc:
+        check_source("fineweb_edu", source.model_copy(update={"text_field": "content"}))
+    assert exc.value.field == "sources.fineweb_edu.text_field" and "int_score" in exc.value.fix
