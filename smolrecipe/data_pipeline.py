@@ -100,7 +100,9 @@ class SourceJob:
 
 
 def tokenizer_folder(recipe: Recipe) -> str:
-    return os.path.abspath(recipe.tokenizer.path)
+    """The tokenizer name written into every `.metadata`: the recipe's resolved path, verbatim,
+    because nanotron asserts it equals the config's tokenizer_name_or_path string."""
+    return recipe.tokenizer.path
 
 
 def document_end_token(recipe: Recipe, tokenizer) -> str:
@@ -113,18 +115,17 @@ def document_end_token(recipe: Recipe, tokenizer) -> str:
     return tokenizer.id_to_token(recipe.tokenizer.eos_token_id)
 
 
-def _fingerprint(recipe: Recipe, name: str, source: Source, tasks: int) -> str:
+def fingerprint(recipe: Recipe, **settings: Any) -> str:
+    """Hash of everything that determines an output: `settings` plus the tokenizer folder's identity."""
     tok = Path(tokenizer_folder(recipe))
     provenance = (tok / PROVENANCE).read_text() if (tok / PROVENANCE).is_file() else ""
-    key = {
-        "source": source.model_dump(mode="json"),
-        "name": name,
-        "tokenizer": [str(tok), provenance, recipe.tokenizer.document_end],
-        "seed": recipe.training.seed,
-        "tasks": tasks,
-        "minhash": [MINHASH_BUCKETS, MINHASH_HASHES_PER_BUCKET],
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    key = {**settings, "tokenizer": [str(tok), provenance, recipe.tokenizer.document_end]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _fingerprint(recipe: Recipe, name: str, source: Source, tasks: int) -> str:
+    return fingerprint(recipe, source=source.model_dump(mode="json"), name=name, seed=recipe.training.seed, tasks=tasks,
+                       minhash=[MINHASH_BUCKETS, MINHASH_HASHES_PER_BUCKET])
 
 
 def plan_jobs(recipe: Recipe, names: list[str], tasks: int) -> list[SourceJob]:

@@ -99,12 +99,30 @@ def test_nanotron_tokenizer_check_passes(prepared, hf_tokenizer):
     assert len(AutoTokenizer.from_pretrained(name).get_vocab()) == 49152 and int(size) == 2
 
 
+def test_metadata_names_the_tokenizer_exactly_as_the_stage_configs_do(prepared):
+    """nanotron asserts config.tokenizer.tokenizer_name_or_path == the name in each folder's .metadata."""
+    import yaml
+
+    from smolrecipe.generate import render
+
+    recipe, data = prepared
+    rendered = render(recipe, resolve=True)
+    for stage in ("stage1", "stage2", "stage3"):
+        config = yaml.safe_load(rendered.files[f"{stage}.yaml"])
+        for ds in config["data_stages"]:
+            for folder in ds["data"]["dataset"]["dataset_folder"]:
+                name = next(Path(folder).glob("*.metadata")).read_text().splitlines()[0].split("|")[0]
+                assert name == config["tokenizer"]["tokenizer_name_or_path"]
+
+
 def test_rerun_is_a_no_op(prepared, capsys):
     recipe, data = prepared
-    before = {p: p.stat().st_mtime_ns for p in (data / "tiny").rglob("*.ds")}
-    assert prepare_data.main([str(recipe)]) == 0
-    assert "up to date" in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in (data / "tiny").rglob("*.ds")} == before
+    outputs = [*(data / "tiny").rglob("*.ds"), data / "tiny" / "sft" / "train.parquet"]
+    before = {p: p.stat().st_mtime_ns for p in outputs}
+    capsys.readouterr()
+    assert prepare_data.main([str(recipe)]) == 0 and prepare_data.main([str(recipe), "--sft"]) == 0
+    assert capsys.readouterr().out.count("up to date") == len(SOURCES) + 3  # + the tokenizer twice + sft
+    assert {p: p.stat().st_mtime_ns for p in outputs} == before
 
 
 def test_sft_dataset_loads_by_path(prepared):

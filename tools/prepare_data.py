@@ -27,6 +27,7 @@ from smolrecipe.chat_tokenizer import build_tokenizer, load_tokenizer
 from smolrecipe.data_pipeline import (
     document_end_token,
     executors,
+    fingerprint,
     is_published,
     plan_jobs,
     read_manifest,
@@ -126,14 +127,19 @@ def print_summary(recipe: Recipe, names: list[str], console: Console, seconds: f
 def prepare_sft(recipe: Recipe, console: Console) -> int:
     if recipe.sft is None:
         raise RecipeError("sft", "the recipe has no SFT stage", "add an `sft:` section or drop --sft")
+    out = Path(sft_dataset_folder(recipe))
+    data = recipe.sft.data.model_dump(mode="json")
+    fp = fingerprint(recipe, sft=data, max_tokens=recipe.training.sequence_length)
+    if (read_manifest(out) or {}).get("fingerprint") == fp:
+        console.print(f"sft: up to date ({out})")
+        return 0
     check_sft_source(recipe.sft.data)
     tokenizer = load_tokenizer(tokenizer_folder(recipe))
-    out = Path(sft_dataset_folder(recipe))
     start = time.time()
     manifest = write_sft_dataset(
         read_conversations(recipe.sft.data), tokenizer, recipe.training.sequence_length, out,
-        {"recipe": recipe.name, "recipe_hash": recipe.hash(), "tokenizer": tokenizer_folder(recipe),
-         "data": recipe.sft.data.model_dump(mode="json")},
+        {"recipe": recipe.name, "recipe_hash": recipe.hash(), "fingerprint": fp, "tokenizer": tokenizer_folder(recipe),
+         "data": data},
     )
     dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items()) or "none"
     console.print(f"sft: {manifest['conversations']:,} conversations -> {manifest['kept']:,} kept, "
