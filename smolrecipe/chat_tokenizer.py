@@ -16,10 +16,9 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from smolrecipe.atomic import staged_folder
 from smolrecipe.errors import RecipeError
 from smolrecipe.recipe import Recipe
 
@@ -103,17 +102,9 @@ def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
     _check_matches_recipe(tokenizer, recipe)
     tokenizer.chat_template = template
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the published folder is shared like any other
-    try:
+    with staged_folder(out) as staging:
         tokenizer.save_pretrained(str(staging))
         (staging / PROVENANCE).write_text(json.dumps(fingerprint, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out, True
 
 

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
+
+from smolrecipe.atomic import staged_folder
 
 SOURCES = ("prose", "forum", "arithmetic", "python_functions", "chats")
 
@@ -1940,33 +1939,8 @@ def write_demo_corpus(out: str | Path, seed: int = 0, scale: float = 1.0, shards
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         # Never replace a folder we did not write: it could be the user's data.
         raise FileExistsError(f"{out} exists, is not empty and holds no {MANIFEST}; choose another folder or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the corpus is ordinary data others may read
-    try:
+    with staged_folder(out) as staging:
         counts = {source: _write_source(staging / source, source, documents_for(source, scale, shards), seed, shards)
                   for source in SOURCES}
         (staging / MANIFEST).write_text(json.dumps({"params": params, "sources": counts}, indent=2) + "\n")
-        _swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return counts
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    # A directory cannot be renamed over a non-empty one: move the old corpus aside first. Only
-    # between these two renames is `out` absent; if the second fails, the old corpus goes back.
-    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    try:
-        os.replace(out, retired / out.name)
-        try:
-            os.replace(staging, out)
-        except OSError:
-            os.replace(retired / out.name, out)
-            raise
-    finally:
-        shutil.rmtree(retired, ignore_errors=True)

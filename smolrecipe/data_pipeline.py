@@ -33,6 +33,7 @@ from typing import Any, Literal
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.tokens import DocumentTokenizer
 
+from smolrecipe.atomic import replace_folder
 from smolrecipe.chat_tokenizer import PROVENANCE
 from smolrecipe.datasources import build_filters, build_reader
 from smolrecipe.errors import RecipeError
@@ -307,14 +308,7 @@ def publish(job: SourceJob, recipe_name: str, recipe_hash: str) -> dict[str, Any
     tmp = job.staged / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, job.staged / MANIFEST)
-    # Swap the folder in: the old one (another fingerprint) is moved aside first, then removed.
-    job.final.parent.mkdir(parents=True, exist_ok=True)
-    old = job.final.parent / WORK / f"{job.name}.replaced"
-    if job.final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(job.final, old)
-    os.replace(job.staged, job.final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(job.staged, job.final)  # a folder of another fingerprint is replaced whole
     for scratch in ("minhash", "tokenize_tmp"):  # intermediate files; the logs stay for inspection
         shutil.rmtree(job.work / scratch, ignore_errors=True)
     return manifest

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from smolrecipe.atomic import staged_folder
 from smolrecipe.errors import RecipeError
 
 ROLES = ("system", "user", "assistant")
@@ -166,20 +167,13 @@ def write_sft_dataset(conversations: Iterable[Any], tokenizer, max_tokens: int, 
                       extra_manifest: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Convert and write `out/train.parquet` + `out/manifest.json`, all or nothing: everything is
     written into a sibling staging folder that replaces `out` only when complete."""
-    import os
-    import shutil
-    import tempfile
-
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
     stats = SFTStats()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the published folder is shared like any other
     schema = pa.schema([("prompt", pa.string()), ("completion", pa.string())])
-    try:
+    with staged_folder(out) as staging:
         with pq.ParquetWriter(staging / SFT_FILE, schema) as writer:
             batch: list[dict] = []
             for record in convert(tqdm(conversations, desc="sft: conversations", unit=" conv", disable=not progress),
@@ -195,12 +189,4 @@ def write_sft_dataset(conversations: Iterable[Any], tokenizer, max_tokens: int, 
                               f"(dropped: {dict(stats.dropped)})", "check the chat data and training.sequence_length")
         manifest = {**(extra_manifest or {}), **stats.as_dict(), "max_tokens": max_tokens, "file": SFT_FILE}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        old = out.parent / f".{out.name}.replaced"
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
