@@ -30,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.tokens import DocumentTokenizer
 
@@ -190,8 +191,6 @@ def executors(recipe: Recipe, job: SourceJob, document_end: str, kind: Executor,
     chain, previous = [], None
     for step, pipeline, tasks in steps:
         if kind == "local":
-            from datatrove.executor import LocalPipelineExecutor
-
             ex = LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(job.logs(step)),
                                        depends=previous)
         else:
@@ -201,19 +200,18 @@ def executors(recipe: Recipe, job: SourceJob, document_end: str, kind: Executor,
     return chain
 
 
+class SlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's SLURM executor, leaving out --partition/--qos when the recipe sets none so the
+    site's defaults apply (datatrove would write an empty `--partition=`, which sbatch rejects)."""
+
+    def get_sbatch_args(self, max_array: int = 1) -> dict:
+        return {k: v for k, v in super().get_sbatch_args(max_array).items() if not (k in ("partition", "qos") and not v)}
+
+
 def _slurm_executor(recipe: Recipe, job: SourceJob, step: str, pipeline: list, tasks: int, depends):
-    from datatrove.executor import SlurmPipelineExecutor
-
-    class SiteDefaults(SlurmPipelineExecutor):
-        """Leaves out --partition/--qos when the recipe sets none, so the site's defaults apply
-        (datatrove would write an empty `--partition=`, which sbatch rejects)."""
-
-        def get_sbatch_args(self, max_array: int = 1) -> dict:
-            return {k: v for k, v in super().get_sbatch_args(max_array).items() if not (k in ("partition", "qos") and not v)}
-
     cluster = recipe.cluster
     sbatch_args = {"account": cluster.account} if cluster.account else {}
-    return SiteDefaults(
+    return SlurmExecutor(
         pipeline, tasks=tasks, time=cluster.time, partition=cluster.partition or "", qos=cluster.qos or "",
         cpus_per_task=1, mem_per_cpu_gb=4 if step == "clusters" else 2,
         job_name=f"{recipe.name}-{job.name}-{step}", logging_dir=str(job.logs(step)),

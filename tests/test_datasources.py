@@ -185,6 +185,9 @@ def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(
     script = chain[0].get_launch_file_contents(chain[0].get_sbatch_args(8), "run")
     assert "--partition" not in script and "--qos" not in script  # tiny names none: the site default applies
     assert "#SBATCH --time=01:00:00" in script and "#SBATCH --array=0-7" in script
+    import dill  # what datatrove uses to ship each executor to its SLURM jobs
+
+    assert [type(s).__name__ for s in dill.loads(dill.dumps(chain[3])).pipeline][-1] == "NanosetTokenizer"
 
     tiny_dict["cluster"].update(partition="cpu", account="proj42", qos="high")
     recipe = resolve_recipe(load_recipe(write_recipe(tiny_dict)))
