@@ -4,8 +4,8 @@
     python bench/tokenize.py --scale 2 --workers 1 --out runs/bench/tokenize.json
 
 (a) pipeline: tools/prepare_data.py on the tiny recipe's four pretraining sources (JSONL reader ->
-    NanosetTokenizer -> shuffled .ds files -> manifest), dedup off so that only the tokenization
-    path is timed, local executor with --workers processes;
+    NanosetTokenizer -> shuffled .ds files -> manifest), filters and dedup off so that only the
+    tokenization path is timed, local executor with --workers processes;
 (b) bare: the same JSONL texts read into memory, then `Tokenizer.encode_batch` in batches of
     1,000 (the tokenizers library parallelises each batch over every core itself).
 
@@ -44,7 +44,8 @@ def bench_recipe(work: Path) -> Path:
     recipe["tokenizer"]["path"] = str(work / "tokenizer")
     for name, source in recipe["sources"].items():
         source["path"] = str(work / "corpus" / name)
-        source["dedup"] = False
+        source["dedup"] = False  # time the tokenization path only
+        source["filters"] = []
     recipe["sft"]["data"]["path"] = str(work / "corpus" / "chats")
     path = work / "bench.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
