@@ -87,6 +87,13 @@ def matching_files(path: str) -> list[str]:
     return sorted(p for p in glob.glob(os.path.join(folder, pattern), recursive=True) if os.path.isfile(p))
 
 
+def hub_options(source) -> dict[str, Any]:
+    """`datasets.load_dataset` keyword arguments of a hub source (a recipe Source or SFTData)."""
+    options = {"split": source.split, "name": source.subset, "data_dir": getattr(source, "data_dir", None),
+               "revision": source.revision}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def build_reader(source: Source, limit: int = -1):
     """The datatrove reader for a (resolved) source."""
     from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
@@ -95,12 +102,7 @@ def build_reader(source: Source, limit: int = -1):
     if source.text_template:
         common["adapter"] = partial(_template_adapter, source.text_template, "id")
     if source.hf is not None:
-        options = {"split": source.split}
-        if source.subset:
-            options["name"] = source.subset
-        if source.data_dir:
-            options["data_dir"] = source.data_dir
-        return HuggingFaceDatasetReader(source.hf, dataset_options=options, streaming=True, **common)
+        return HuggingFaceDatasetReader(source.hf, dataset_options=hub_options(source), streaming=True, **common)
     folder, pattern, kind = local_files(source.path)
     reader = ParquetReader if kind == "parquet" else JsonlReader
     return reader(folder, glob_pattern=pattern, **common)
@@ -111,12 +113,7 @@ def first_record(source: Source) -> dict | None:
     if source.hf is not None:
         from datasets import load_dataset
 
-        kwargs = {"split": source.split, "streaming": True}
-        if source.subset:
-            kwargs["name"] = source.subset
-        if source.data_dir:
-            kwargs["data_dir"] = source.data_dir
-        return next(iter(load_dataset(source.hf, **kwargs)), None)
+        return next(iter(load_dataset(source.hf, streaming=True, **hub_options(source))), None)
     for path in matching_files(source.path):
         for record in iter_local(path):
             return record

@@ -147,6 +147,7 @@ class Source(_Strict):
     path: Optional[str] = None
     subset: Optional[str] = None  # the hub dataset's config name
     data_dir: Optional[str] = None  # a folder inside the hub dataset (StarCoder: `python`)
+    revision: Optional[str] = None  # a hub commit/branch to pin (a script-based set: "refs/convert/parquet")
     split: str = "train"
     text_field: str = "text"
     # Build the text from several fields instead, e.g. "{problem}\n\n{generated_solution}".
@@ -161,8 +162,8 @@ class Source(_Strict):
     def _one_origin(self) -> "Source":
         if (self.hf is None) == (self.path is None):
             raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local JSONL/Parquet)")
-        if self.path is not None and (self.subset or self.data_dir):
-            raise ValueError("`subset` and `data_dir` select part of a hub dataset; a local `path` has neither")
+        if self.path is not None and (self.subset or self.data_dir or self.revision):
+            raise ValueError("`subset`, `data_dir` and `revision` select part of a hub dataset; a local `path` has none")
         return self
 
 
@@ -205,6 +206,7 @@ class SFTData(_Strict):
     hf: Optional[str] = None
     path: Optional[str] = None
     subset: Optional[str] = None
+    revision: Optional[str] = None
     split: str = "train"
     messages_field: str = "messages"
 

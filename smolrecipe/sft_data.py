@@ -121,16 +121,14 @@ WRITE_BATCH = 2048
 
 def read_conversations(data) -> Iterator[Any]:
     """The `messages` of each record of a (resolved) recipe `sft.data`: hub dataset or local files."""
+    from smolrecipe.datasources import hub_options, iter_local, matching_files
+
     if data.hf is not None:
         from datasets import load_dataset
 
-        kwargs = {"split": data.split, "streaming": True}
-        if data.subset:
-            kwargs["name"] = data.subset
-        for row in load_dataset(data.hf, **kwargs):
+        for row in load_dataset(data.hf, streaming=True, **hub_options(data)):
             yield row.get(data.messages_field)
         return
-    from smolrecipe.datasources import iter_local, matching_files
 
     for path in matching_files(data.path):
         for row in iter_local(path):
@@ -139,7 +137,7 @@ def read_conversations(data) -> Iterator[Any]:
 
 def check_sft_source(data) -> None:
     """Raise RecipeError before any output when the chat data cannot be read as the recipe says."""
-    from smolrecipe.datasources import iter_local, matching_files
+    from smolrecipe.datasources import hub_options, iter_local, matching_files
 
     where = "sft.data.hf" if data.hf is not None else "sft.data.path"
     if data.path is not None and not matching_files(data.path):
@@ -149,8 +147,7 @@ def check_sft_source(data) -> None:
         if data.hf is not None:
             from datasets import load_dataset
 
-            kwargs = {"split": data.split, "streaming": True, **({"name": data.subset} if data.subset else {})}
-            first = next(iter(load_dataset(data.hf, **kwargs)), None)
+            first = next(iter(load_dataset(data.hf, streaming=True, **hub_options(data))), None)
         else:
             first = next(iter_local(matching_files(data.path)[0]), None)
     except Exception as exc:

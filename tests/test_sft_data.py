@@ -95,3 +95,21 @@ def test_the_dataset_folder_is_all_or_nothing(hf_tokenizer, tmp_path):
     assert exc.value.field == "sft.data" and list(tmp_path.iterdir()) == []
     manifest = write_sft_dataset([CHAT], hf_tokenizer, 128, tmp_path / "sft", progress=False)
     assert manifest["records"] == 2 and sorted(p.name for p in (tmp_path / "sft").iterdir()) == ["manifest.json", "train.parquet"]
+
+
+def test_hub_chat_data_is_read_through_load_dataset_also_from_a_local_folder(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from smolrecipe.recipe import SFTData
+    from smolrecipe.sft_data import check_sft_source, read_conversations
+
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"messages": CHAT, "source": "x"}] * 3),
+                   tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    data = SFTData(hf=str(tmp_path / "hub"), split="train")
+    check_sft_source(data)
+    assert list(read_conversations(data)) == [CHAT] * 3
+    with pytest.raises(RecipeError) as exc:
+        check_sft_source(data.model_copy(update={"messages_field": "conversation"}))
+    assert exc.value.field == "sft.data.messages_field" and "messages" in exc.value.fix
