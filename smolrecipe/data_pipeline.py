@@ -309,6 +309,9 @@ def publish(job: SourceJob, recipe_name: str, recipe_hash: str) -> dict[str, Any
     replace_folder(job.staged, job.final)  # a folder of another fingerprint is replaced whole
     for scratch in ("minhash", "tokenize_tmp"):  # intermediate files; the logs stay for inspection
         shutil.rmtree(job.work / scratch, ignore_errors=True)
+    for stale in job.work.parent.glob(f"{job.name}-*"):  # work of this source's earlier settings
+        if stale != job.work and stale.name.removeprefix(f"{job.name}-").isalnum():
+            shutil.rmtree(stale, ignore_errors=True)
     return manifest
 
 

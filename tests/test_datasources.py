@@ -168,6 +168,10 @@ def test_max_documents_caps_what_is_read(tmp_path, tiny_tokenizer):
     recipe.write_text(yaml.safe_dump(data))
     assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1"]) == 0
     assert read_manifest(tmp_path / "tiny" / "forum")["documents_read"] == 24  # 12 from each of the 2 tasks
+    # other settings (one task) -> another fingerprint: the folder is rebuilt, the old work is cleared away
+    assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1", "--tasks", "1"]) == 0
+    assert read_manifest(tmp_path / "tiny" / "forum")["documents_read"] == 25
+    assert len(list((tmp_path / "tiny" / ".work").glob("forum-*"))) == 1
 
 
 def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(tmp_path, tiny_dict, write_recipe):
