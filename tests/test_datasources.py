@@ -5,7 +5,7 @@ import shutil
 
 import prepare_data
 import pytest
-from conftest import tiny_recipe_at
+from conftest import ROOT, tiny_recipe_at
 
 from smolrecipe.datasources import FieldIn, build_reader, check_source, local_files
 from smolrecipe.errors import RecipeError
@@ -237,3 +237,9 @@ def test_hub_sources_go_through_load_dataset_which_also_takes_a_local_folder(tmp
     with pytest.raises(RecipeError) as exc:
         check_source("fineweb_edu", source.model_copy(update={"text_field": "content"}))
     assert exc.value.field == "sources.fineweb_edu.text_field" and "int_score" in exc.value.fix
+
+
+def test_slurm_executor_without_sbatch_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert prepare_data.main([str(ROOT / "recipes" / "tiny.yaml"), "--executor", "slurm"]) == 2
+    assert "--executor: slurm needs `sbatch`" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         recipe = resolve_recipe(load_recipe(args.recipe))
         if args.tasks is not None and args.tasks < 1:
             raise RecipeError("--tasks", f"{args.tasks} is not a positive number of tasks", "use --tasks 1 or more")
+        if args.executor == "slurm" and shutil.which("sbatch") is None:
+            raise RecipeError("--executor", "slurm needs `sbatch`, which is not on this machine's PATH",
+                              "run on a SLURM login node, or use --executor local")
         folder, built = build_tokenizer(recipe)
         console.print(f"tokenizer: {folder} ({'built' if built else 'up to date'})")
         if args.build_tokenizer:
