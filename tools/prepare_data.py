@@ -37,7 +37,7 @@ from smolrecipe.data_pipeline import (
 from smolrecipe.datasources import check_source, matching_files
 from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
-from smolrecipe.plan import sft_dataset_folder
+from smolrecipe.plan import sft_dataset_folder, source_folder
 from smolrecipe.preflight import human
 from smolrecipe.recipe import Recipe, load_recipe
 from smolrecipe.sft_data import check_sft_source, read_conversations, write_sft_dataset
@@ -116,11 +116,11 @@ def print_summary(recipe: Recipe, names: list[str], console: Console, seconds: f
         table.add_column(col, justify="left" if col in ("source", "folder") else "right")
     total_tokens = total_docs = 0
     for name in names:
-        m = read_manifest(plan_jobs(recipe, [name], 1)[0].final)
+        folder = source_folder(recipe, name)
+        m = read_manifest(folder)
         filtered = sum(f["removed"] for f in m["filters"])
         table.add_row(name, f"{m['documents_read']:,}", f"{filtered:,}", f"{m['duplicates_removed']:,}",
-                      f"{m['documents_kept']:,}", f"{m['tokens']:,}", str(len(m["files"])),
-                      str(Path(plan_jobs(recipe, [name], 1)[0].final)))
+                      f"{m['documents_kept']:,}", f"{m['tokens']:,}", str(len(m["files"])), folder)
         total_tokens += m["tokens"]
         total_docs += m["documents_kept"]
     console.print(table)
