@@ -26,7 +26,6 @@ from smolrecipe.errors import RecipeError
 from smolrecipe.filters import bad_filter_args, build_filter
 from smolrecipe.recipe import Source
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
 
 
@@ -59,9 +58,13 @@ def _template_adapter(template: str, id_key: str, reader, data: dict, path: str,
     return {"text": text, "id": data.get(id_key, f"{path}/{id_in_file}"), "metadata": metadata}
 
 
+def _is_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
 def local_files(path: str) -> tuple[str, str | None, str]:
     """(folder, glob pattern or None, format) for a local source path: a file, a folder, or a glob."""
-    if any(ch in path for ch in "*?["):
+    if _is_glob(path):
         folder, pattern = _split_glob(path)
     elif os.path.isdir(path):
         folder, pattern = path, None
@@ -77,7 +80,7 @@ def local_files(path: str) -> tuple[str, str | None, str]:
 def _split_glob(path: str) -> tuple[str, str]:
     parts = Path(path).parts
     for i, part in enumerate(parts):
-        if any(ch in part for ch in "*?["):
+        if _is_glob(part):
             return str(Path(*parts[:i])) if i else ".", str(Path(*parts[i:]))
     return os.path.dirname(path), os.path.basename(path)
 
@@ -108,16 +111,30 @@ def build_reader(source: Source, limit: int = -1):
     return reader(folder, glob_pattern=pattern, **common)
 
 
-def first_record(source: Source) -> dict | None:
-    """The source's first raw record (to check its fields before a pipeline starts)."""
-    if source.hf is not None:
+def iter_records(origin) -> Iterator[dict]:
+    """Raw records of a (resolved) hub-or-local origin: a recipe Source or its SFT data."""
+    if origin.hf is not None:
         from datasets import load_dataset
 
-        return next(iter(load_dataset(source.hf, streaming=True, **hub_options(source))), None)
-    for path in matching_files(source.path):
-        for record in iter_local(path):
-            return record
-    return None
+        yield from load_dataset(origin.hf, streaming=True, **hub_options(origin))
+        return
+    for path in matching_files(origin.path):
+        yield from iter_local(path)
+
+
+def first_record(origin, field: str) -> dict:
+    """The first raw record, to check its fields before a pipeline starts; RecipeError on `field`
+    when there is none or it cannot be read."""
+    where = f"{field}.{'hf' if origin.hf is not None else 'path'}"
+    try:
+        record = next(iter_records(origin), None)
+    except Exception as exc:  # hub down, no such dataset, unreadable file: one line, with the cause
+        cause = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise RecipeError(where, f"cannot read it ({type(exc).__name__}: {cause})",
+                          "check the dataset id/subset/split (log in once for gated sets) or the file format") from None
+    if record is None:
+        raise RecipeError(where, "has no records", "point it at a non-empty dataset")
+    return record
 
 
 def iter_local(path: str) -> Iterator[dict]:
@@ -145,21 +162,13 @@ def check_source(name: str, source: Source) -> None:
             raise RecipeError(f"{field}.filters[{i}].args", f"do not fit filter '{spec.name}' ({problem})",
                               "see the datatrove class's constructor for its arguments")
     if source.path is not None:
-        is_glob = any(ch in source.path for ch in "*?[")
-        if not os.path.exists(local_files(source.path)[0] if is_glob else source.path):
+        if not os.path.exists(local_files(source.path)[0] if _is_glob(source.path) else source.path):
             raise RecipeError(f"{field}.path", f"{source.path} does not exist",
                               "point it at a JSONL/Parquet file or folder (the tiny recipe's: tools/make_demo_corpus.py)")
         if not matching_files(source.path):
             raise RecipeError(f"{field}.path", f"no JSONL or Parquet files at {source.path}",
                               "point it at a .jsonl/.parquet file, a folder of them, or a glob")
-    try:
-        record = first_record(source)
-    except Exception as exc:  # hub down, no such dataset, unreadable file: one line, with the cause
-        raise RecipeError(f"{field}.{'hf' if source.hf else 'path'}",
-                          f"cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                          "check the dataset id/subset/split (log in once for gated sets) or the file format") from None
-    if record is None:
-        raise RecipeError(f"{field}.{'hf' if source.hf else 'path'}", "has no records", "point it at a non-empty dataset")
+    record = first_record(source, field)
     wanted = template_fields(source.text_template) if source.text_template else [source.text_field]
     missing = [f for f in wanted if f not in record]
     if missing:

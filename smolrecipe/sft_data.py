@@ -121,40 +121,20 @@ WRITE_BATCH = 2048
 
 def read_conversations(data) -> Iterator[Any]:
     """The `messages` of each record of a (resolved) recipe `sft.data`: hub dataset or local files."""
-    from smolrecipe.datasources import hub_options, iter_local, matching_files
+    from smolrecipe.datasources import iter_records
 
-    if data.hf is not None:
-        from datasets import load_dataset
-
-        for row in load_dataset(data.hf, streaming=True, **hub_options(data)):
-            yield row.get(data.messages_field)
-        return
-
-    for path in matching_files(data.path):
-        for row in iter_local(path):
-            yield row.get(data.messages_field)
+    for row in iter_records(data):
+        yield row.get(data.messages_field)
 
 
 def check_sft_source(data) -> None:
     """Raise RecipeError before any output when the chat data cannot be read as the recipe says."""
-    from smolrecipe.datasources import hub_options, iter_local, matching_files
+    from smolrecipe.datasources import first_record, matching_files
 
-    where = "sft.data.hf" if data.hf is not None else "sft.data.path"
     if data.path is not None and not matching_files(data.path):
-        raise RecipeError(where, f"no JSONL or Parquet files at {data.path}",
+        raise RecipeError("sft.data.path", f"no JSONL or Parquet files at {data.path}",
                           "point it at chat records with a `messages` list (the tiny recipe's: tools/make_demo_corpus.py)")
-    try:
-        if data.hf is not None:
-            from datasets import load_dataset
-
-            first = next(iter(load_dataset(data.hf, streaming=True, **hub_options(data))), None)
-        else:
-            first = next(iter_local(matching_files(data.path)[0]), None)
-    except Exception as exc:
-        raise RecipeError(where, f"cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                          "check the dataset id/split or the file format") from None
-    if first is None:
-        raise RecipeError(where, "has no records", "point it at a non-empty chat dataset")
+    first = first_record(data, "sft.data")
     if data.messages_field not in first:
         raise RecipeError("sft.data.messages_field", f"field '{data.messages_field}' is not in the records",
                           f"use one of {sorted(first)}")
