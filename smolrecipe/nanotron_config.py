@@ -150,7 +150,9 @@ def _optimizer(recipe: Recipe, stage: StagePlan) -> dict[str, Any]:
         "learning_rate_scheduler": {
             "learning_rate": float(lr.peak),
             "lr_warmup_steps": lr.warmup_steps,
-            "lr_warmup_style": lr.warmup_style,
+            # nanotron's linear warmup over 0 steps gives step 1 an LR of 0 (0/max(0,1)); a
+            # constant one starts at the peak, which is what "no warmup" means.
+            "lr_warmup_style": lr.warmup_style if lr.warmup_steps else "constant",
             "lr_decay_style": lr.decay,
             "lr_decay_steps": stage.lr_decay_steps,
             "lr_decay_starting_step": lr.decay_starting_step,
