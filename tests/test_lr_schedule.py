@@ -94,10 +94,9 @@ def test_schedule_shape_of_tiny_stage1(root):
 
 @pytest.mark.skipif(not nanotron_available(), reason="nanotron is not importable here (it needs CUDA/flash-attn)")
 def test_lr_equals_nanotrons_own_builder(root):
+    import yaml
     from nanotron.config import LRSchedulerArgs
     from nanotron.helpers import lr_scheduler_builder
-
-    import yaml
 
     rendered = render(root / "recipes" / "tiny.yaml")
     for stage in rendered.plan.stages:

@@ -1,0 +1,420 @@
+"""A run folder's training logs -> a loss plot (loss.png) and a Markdown report (report.md).
+
+Reads what the local backend writes for each stage, <run>/<stage>/local/:
+  log.jsonl      one JSON object per logged optimizer step (step, tokens within the stage, loss, ...);
+                 after a resume a step can appear twice (the last one counts), and a line cut off
+                 by a kill is skipped
+  summary.json   written when the stage finished (its `index` orders the stages)
+and, when present, <run>/samples.json: the base and SFT models' answers to the same prompts.
+
+  find_stages        run folder -> the stages in training order (StageLog each)
+  loss_curves        stages -> one curve per stage on a shared axis of cumulative tokens
+  plot_loss          curves -> PNG bytes (matplotlib, Agg canvas: no display needed)
+  report_sections    everything the report shows -> its Markdown sections, one small function each
+  write_report       all of it: both files written atomically, returns the summary line
+
+The report is a list of section builders (SECTIONS); an evaluation section is added by writing
+one more builder that reads its results into ReportInputs, and listing it there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Collection
+
+from smolrecipe.errors import RecipeError
+
+LOG_NAME = "log.jsonl"
+SUMMARY_NAME = "summary.json"
+SAMPLES_NAME = "samples.json"
+PLOT_NAME = "loss.png"
+REPORT_NAME = "report.md"
+CELL_CHARS = 200  # longer answers are shortened in the Markdown table
+MISSING = "—"
+
+
+@dataclass
+class StageLog:
+    """One stage's logged steps (deduplicated, in step order) and its summary, if it finished."""
+
+    name: str
+    folder: Path
+    records: list[dict]
+    summary: dict | None = None
+    skipped_lines: int = 0  # lines that were not a complete JSON object (cut off by a kill)
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def index(self) -> int | None:
+        return self.summary.get("index") if self.summary else None
+
+    @property
+    def kind(self) -> str:
+        if self.summary and "kind" in self.summary:
+            return self.summary["kind"]
+        return self.records[-1].get("kind", "?") if self.records else "?"
+
+    @property
+    def tokens(self) -> int:
+        """Tokens this stage trained on: the summary's total, else the last logged step's count."""
+        if self.summary and "tokens" in self.summary:
+            return int(self.summary["tokens"])
+        return int(self.records[-1]["tokens"]) if self.records else 0
+
+    @property
+    def steps(self) -> int:
+        if self.summary and "steps" in self.summary:
+            return int(self.summary["steps"])
+        return int(self.records[-1]["step"]) if self.records else 0
+
+    @property
+    def train_steps(self) -> int | None:
+        if self.summary and "train_steps" in self.summary:
+            return int(self.summary["train_steps"])
+        return self.records[-1].get("train_steps") if self.records else None
+
+    @property
+    def first_loss(self) -> float | None:
+        if self.summary and self.summary.get("first_loss") is not None:
+            return float(self.summary["first_loss"])
+        return float(self.records[0]["loss"]) if self.records else None
+
+    @property
+    def final_loss(self) -> float | None:
+        if self.summary and self.summary.get("final_loss") is not None:
+            return float(self.summary["final_loss"])
+        return float(self.records[-1]["loss"]) if self.records else None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.summary and self.summary.get("seconds") is not None:
+            return float(self.summary["seconds"])
+        return self.records[-1].get("elapsed_s") if self.records else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.summary and self.summary.get("tokens_per_s") is not None:
+            return float(self.summary["tokens_per_s"])
+        return self.records[-1].get("tokens_per_s") if self.records else None
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.summary.get("checkpoint") if self.summary else None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.finished else f"{self.name} (unfinished)"
+
+
+@dataclass
+class Curve:
+    """One stage's loss against tokens seen since the start of the first stage."""
+
+    stage: str
+    label: str
+    tokens: list[int]
+    loss: list[float]
+    start: int  # cumulative tokens before this stage: where its boundary line goes
+
+
+@dataclass
+class ReportInputs:
+    """Everything the Markdown sections read. A new section adds its data here."""
+
+    name: str
+    stages: list[StageLog]
+    samples: dict | None = None
+    plot: str = PLOT_NAME  # the plot's path relative to report.md
+
+
+# ---- reading the logs ----------------------------------------------------------------------------
+
+
+def read_log(path: Path) -> tuple[list[dict], int]:
+    """The logged steps of one log.jsonl, last occurrence of each step, in step order; and how many
+    lines were skipped because they are not a complete record (a write cut off by a kill)."""
+    by_step: dict[int, dict] = {}
+    skipped = 0
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step, tokens, loss = int(record["step"]), int(record["tokens"]), float(record["loss"])
+        except (ValueError, KeyError, TypeError):
+            skipped += 1
+            continue
+        by_step.pop(step, None)  # a redone step replaces the earlier one
+        by_step[step] = {**record, "step": step, "tokens": tokens, "loss": loss}
+    return [by_step[s] for s in sorted(by_step)], skipped
+
+
+def read_stage(folder: Path) -> StageLog:
+    """One <run>/<stage>/local/ folder -> its StageLog."""
+    records, skipped = read_log(folder / LOG_NAME)
+    summary_path = folder / SUMMARY_NAME
+    summary = read_json(summary_path, "rerun the stage with tools/train_local.py (it resumes), or delete the file to "
+                                       "report the stage as unfinished") if summary_path.is_file() else None
+    name = (summary or {}).get("stage") or (records[-1].get("stage") if records else None) or folder.parent.name
+    return StageLog(name=name, folder=folder, records=records, summary=summary, skipped_lines=skipped)
+
+
+def order_stages(stages: list[StageLog]) -> list[StageLog]:
+    """Finished stages by their summary's index, then unfinished ones by folder name."""
+    finished = sorted((s for s in stages if s.index is not None), key=lambda s: (s.index, s.folder.parent.name))
+    rest = sorted((s for s in stages if s.index is None), key=lambda s: s.folder.parent.name)
+    return finished + rest
+
+
+def find_stages(run_dir: Path) -> list[StageLog]:
+    """Every stage of a run folder that logged a step or finished, in training order."""
+    run_dir = Path(run_dir)
+    fix = "run tools/train_local.py on the recipe first, then pass its run folder (e.g. runs/tiny)"
+    if not run_dir.is_dir():
+        raise RecipeError("RUN_DIR", "not a folder", fix, source=str(run_dir))
+    stages = [read_stage(log.parent) for log in sorted(run_dir.glob(f"*/local/{LOG_NAME}"))]
+    stages = [s for s in stages if s.records or s.finished]
+    if not stages:
+        raise RecipeError("RUN_DIR", f"no training logs here (no logged step in any <stage>/local/{LOG_NAME})", fix,
+                          source=str(run_dir))
+    return order_stages(stages)
+
+
+def read_samples(run_dir: Path) -> dict | None:
+    """<run>/samples.json (base vs SFT answers), or None when there is none."""
+    path = Path(run_dir) / SAMPLES_NAME
+    return read_json(path, "rerun the sampling step, or delete the file to report without it") if path.is_file() else None
+
+
+def read_json(path: Path, fix: str) -> dict:
+    """A JSON object from a file; a broken file is a one-line RecipeError naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RecipeError(path.name, f"not valid JSON ({exc.msg}, line {exc.lineno})", fix, source=str(path)) from None
+    if not isinstance(data, dict):
+        raise RecipeError(path.name, f"holds a {type(data).__name__}, not a JSON object", fix, source=str(path))
+    return data
+
+
+# ---- the loss curve ------------------------------------------------------------------------------
+
+
+def loss_curves(stages: list[StageLog]) -> list[Curve]:
+    """One curve per stage; x is tokens seen since the first stage began, so each stage starts
+    where the previous one's total ended."""
+    curves, start = [], 0
+    for stage in stages:
+        curves.append(Curve(stage=stage.name, label=stage.label, start=start,
+                            tokens=[start + r["tokens"] for r in stage.records],
+                            loss=[r["loss"] for r in stage.records]))
+        start += stage.tokens
+    return curves
+
+
+def human_tokens(n: float) -> str:
+    """A token count for an axis or a sentence: 512, 32K, 1.2M, 3B."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size * 0.9995:  # 999,999 -> 1M, not 1e+03K
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}" if n != int(n) else f"{int(n)}"
+
+
+def plot_loss(curves: list[Curve], title: str) -> bytes:
+    """The loss figure as PNG bytes: one coloured line per stage, dashed lines at the boundaries."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    fig = Figure(figsize=(9, 4.8), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, curve in enumerate(curves):
+        color = f"C{i % 10}"
+        ax.plot(curve.tokens, curve.loss, color=color, label=curve.label, marker="." if len(curve.tokens) < 40 else None)
+        if i:
+            ax.axvline(curve.start, color="grey", linestyle="--", linewidth=1)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: human_tokens(x)))
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{title}: training loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="stage")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# ---- Markdown ------------------------------------------------------------------------------------
+
+
+def md_cell(text: object, limit: int = CELL_CHARS) -> str:
+    """Text safe inside a Markdown table cell: shortened to `limit` characters with an ellipsis,
+    `|` escaped, newlines as <br>."""
+    text = MISSING if text is None else str(text)
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+
+
+def md_table(header: list[str], rows: list[list[str]], right: Collection[int] = ()) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_loss(x: float | None) -> str:
+    return MISSING if x is None else f"{x:.2f}"
+
+
+def fmt_number(x: float | None, digits: int = 0) -> str:
+    return MISSING if x is None else f"{x:,.{digits}f}"
+
+
+STAGE_COLUMNS = ["stage", "kind", "steps", "tokens", "first loss", "final loss", "tokens/s", "time (s)", "checkpoint"]
+NUMERIC_COLUMNS = {2, 3, 4, 5, 6, 7}
+
+
+def stage_rows(stages: list[StageLog]) -> list[list[str]]:
+    """The stage table's rows (plain text, one per stage, then the total), shared by the Markdown
+    report and the CLI's terminal table."""
+    rows = []
+    for s in stages:
+        steps = f"{s.steps:,}" if s.finished or not s.train_steps else f"{s.steps:,} / {s.train_steps:,}"
+        rows.append([s.label, s.kind, steps, f"{s.tokens:,}", fmt_loss(s.first_loss), fmt_loss(s.final_loss),
+                     fmt_number(s.tokens_per_s), fmt_number(s.seconds, 1), s.checkpoint or MISSING])
+    tokens = sum(s.tokens for s in stages)
+    times = [s.seconds for s in stages if s.seconds is not None]
+    seconds = sum(times) if times else None
+    rate = tokens / seconds if seconds else None
+    rows.append(["total", "", f"{sum(s.steps for s in stages):,}", f"{tokens:,}", fmt_loss(stages[0].first_loss),
+                 fmt_loss(stages[-1].final_loss), fmt_number(rate), fmt_number(seconds, 1), ""])
+    return rows
+
+
+def title_section(r: ReportInputs) -> str:
+    return f"# {r.name} — training report"
+
+
+def plot_section(r: ReportInputs) -> str:
+    return f"## Training loss\n\n![loss]({r.plot})"
+
+
+def stages_section(r: ReportInputs) -> str:
+    rows = [[md_cell(c) for c in row] for row in stage_rows(r.stages)]
+    rows[-1] = [f"**{c}**" if c else c for c in rows[-1]]
+    text = "## Stages\n\n" + md_table(STAGE_COLUMNS, rows, right=NUMERIC_COLUMNS)
+    notes = [f"- {s.name}: skipped {s.skipped_lines} unreadable log line(s) in {s.folder / LOG_NAME}"
+             for s in r.stages if s.skipped_lines]
+    unfinished = [s.name for s in r.stages if not s.finished]
+    if unfinished:
+        notes.append(f"- unfinished (no {SUMMARY_NAME}): {', '.join(unfinished)}; their numbers are the last logged step's")
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def eot_count(model: dict | None) -> tuple[int, int]:
+    """(answers that ended with the end-of-turn token, answers) of one model in samples.json."""
+    flags = (model or {}).get("ends_with_eot") or []
+    return sum(bool(f) for f in flags), len(flags)
+
+
+def samples_section(r: ReportInputs) -> str | None:
+    if r.samples is None:
+        return None
+    prompts = r.samples.get("prompts") or []
+    models = r.samples.get("models") or {}
+    base, sft = models.get("base"), models.get("sft")
+
+    def answer(model: dict | None, i: int) -> str | None:
+        answers = (model or {}).get("answers") or []
+        return answers[i] if i < len(answers) else None
+
+    rows = [[md_cell(p), md_cell(answer(base, i)), md_cell(answer(sft, i))] for i, p in enumerate(prompts)]
+    parts = ["## Base vs SFT", "Answers of the base model (end of the last pretraining stage) and the SFT model to the "
+             "same prompts."]
+    checkpoints = [f"{name}: `{m['checkpoint']}`" for name, m in (("base", base), ("SFT", sft)) if m and m.get("checkpoint")]
+    if checkpoints:
+        parts.append("Checkpoints: " + ", ".join(checkpoints) + ".")
+    parts.append(md_table(["prompt", "base answer", "SFT answer"], rows))
+    (sft_eot, sft_n), (base_eot, base_n) = eot_count(sft), eot_count(base)
+    parts.append(f"Ended with the end-of-turn token: SFT {sft_eot} of {sft_n} answers, base {base_eot} of {base_n}.")
+    return "\n\n".join(parts)
+
+
+# The report, in order. Evaluation sections go here (before or after samples_section): each is a
+# function ReportInputs -> Markdown text, or None to leave itself out; their data goes in ReportInputs.
+SECTIONS: list[Callable[[ReportInputs], str | None]] = [title_section, plot_section, stages_section, samples_section]
+
+
+def report_sections(r: ReportInputs, sections=None) -> list[str]:
+    """The Markdown sections of the report, leaving out those with nothing to show."""
+    out = [build(r) for build in (SECTIONS if sections is None else sections)]
+    return [text for text in out if text]
+
+
+def render_report(r: ReportInputs) -> str:
+    return "\n\n".join(report_sections(r)) + "\n"
+
+
+# ---- writing -------------------------------------------------------------------------------------
+
+
+def write_file_atomically(path: Path, data: bytes | str) -> Path:
+    """Write `data` to a temporary name in `path`'s folder, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the report is ordinary shared output
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def summary_line(stages: list[StageLog], written: list[Path]) -> str:
+    """One line: stages, tokens, loss from the first stage's first step to the last stage's last."""
+    first, last = stages[0], stages[-1]
+    tokens = sum(s.tokens for s in stages)
+    return (f"report: {len(stages)} stage{'s' if len(stages) != 1 else ''}, {tokens:,} tokens, "
+            f"loss {fmt_loss(first.first_loss)} -> {fmt_loss(last.final_loss)} ({first.name} first -> {last.name} final); "
+            f"wrote {', '.join(str(p) for p in written)}")
+
+
+@dataclass
+class Report:
+    stages: list[StageLog]
+    curves: list[Curve]
+    markdown: Path
+    plot: Path
+    summary: str
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
+    """Read a run folder's logs and write report.md and loss.png into `out_dir` (default: the run
+    folder). Every input is read and checked before anything is written."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    stages = find_stages(run_dir)
+    samples = read_samples(run_dir)
+    curves = loss_curves(stages)
+    png = plot_loss(curves, run_dir.resolve().name)
+    md_path, plot_path = out_dir / REPORT_NAME, out_dir / PLOT_NAME
+    markdown = render_report(ReportInputs(name=run_dir.resolve().name, stages=stages, samples=samples, plot=PLOT_NAME))
+    write_file_atomically(plot_path, png)
+    write_file_atomically(md_path, markdown)
+    return Report(stages=stages, curves=curves, markdown=md_path, plot=plot_path,
+                  summary=summary_line(stages, [md_path, plot_path]))

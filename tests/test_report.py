@@ -1,0 +1,182 @@
+"""tools/report.py and smolrecipe.report on synthetic run folders: the curve, the PNG, the Markdown."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smolrecipe.errors import RecipeError
+from smolrecipe.report import find_stages, human_tokens, loss_curves, md_cell, read_log, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def load_cli():
+    """tools/report.py as a module (`import report` would be ambiguous with tools/ on sys.path)."""
+    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "tools" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(stage: str, kind: str, step: int, train_steps: int, tokens: int, loss: float, **extra) -> str:
+    return json.dumps({"stage": stage, "kind": kind, "step": step, "train_steps": train_steps, "tokens": tokens,
+                       "loss": loss, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 1000.0, "elapsed_s": step * 0.5,
+                       **extra})
+
+
+def write_stage(run: Path, folder: str, lines: list[str], summary: dict | None = None, tail: str = "") -> None:
+    local = run / folder / "local"
+    local.mkdir(parents=True)
+    (local / "log.jsonl").write_text("".join(line + "\n" for line in lines) + tail)
+    if summary is not None:
+        (local / "summary.json").write_text(json.dumps(summary))
+
+
+SAMPLES = {
+    "prompts": ["What is 2|3?\nAnswer briefly.", "Name a colour.", "Count to three."],
+    "models": {
+        "base": {"checkpoint": "runs/tiny/stage2/local/checkpoint-4", "answers": ["2|3 is 2|3 is", "blue blue", "x" * 500],
+                 "ends_with_eot": [False, False, True]},
+        "sft": {"checkpoint": "runs/tiny/sft/local/checkpoint-2", "answers": ["It is 5.\nDone.", "Red.", "1, 2, 3."],
+                "ends_with_eot": [True, True, False]},
+    },
+}
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    """runs/tiny with two finished pretraining stages and an unfinished SFT stage.
+
+    stage1: 4 steps x 1,024 tokens, losses 10, 8, 6, 5.
+    stage2: 4 steps x 2,048 tokens; killed after logging step 3 (loss 4.9) and resumed, which redid
+            step 3 (loss 4.7); extra keys on a line.
+    sft:    no summary.json (still running); a last line cut off mid-write. Its folder name sorts
+            before 'stage1', so ordering must come from the summaries, not the names.
+    """
+    run = tmp_path / "runs" / "tiny"
+    write_stage(run, "stage1", [record("stage1", "pretrain", s, 4, 1024 * s, loss) for s, loss in
+                                zip((1, 2, 3, 4), (10.0, 8.0, 6.0, 5.0), strict=True)],
+                {"stage": "stage1", "kind": "pretrain", "index": 0, "train_steps": 4, "steps": 4, "tokens": 4096,
+                 "first_loss": 10.0, "final_loss": 5.0, "seconds": 2.0, "tokens_per_s": 2048.0,
+                 "checkpoint": "runs/tiny/stage1/local/checkpoint-4", "recipe_hash": "ab12cd34", "device": "cpu"})
+    write_stage(run, "stage2", [record("stage2", "pretrain", 1, 4, 2048, 5.5), record("stage2", "pretrain", 2, 4, 4096, 5.2),
+                                record("stage2", "pretrain", 3, 4, 6144, 4.9),
+                                record("stage2", "pretrain", 3, 4, 6144, 4.7, resumed=True),
+                                record("stage2", "pretrain", 4, 4, 8192, 4.5)],
+                {"stage": "stage2", "kind": "pretrain", "index": 1, "train_steps": 4, "steps": 4, "tokens": 8192,
+                 "first_loss": 5.5, "final_loss": 4.5, "seconds": 4.0, "tokens_per_s": 2048.0,
+                 "checkpoint": "runs/tiny/stage2/local/checkpoint-4", "recipe_hash": "ab12cd34", "device": "cpu"})
+    write_stage(run, "sft", [record("sft", "sft", 1, 8, 512, 3.0), record("sft", "sft", 2, 8, 1024, 2.5)],
+                tail='{"stage": "sft", "kind": "sft", "step": 3, "train_st')
+    return run
+
+
+def test_log_keeps_the_last_of_a_redone_step_and_skips_a_cut_off_line(run):
+    records, skipped = read_log(run / "stage2" / "local" / "log.jsonl")
+    assert [(r["step"], r["loss"]) for r in records] == [(1, 5.5), (2, 5.2), (3, 4.7), (4, 4.5)]
+    records, skipped = read_log(run / "sft" / "local" / "log.jsonl")
+    assert [r["step"] for r in records] == [1, 2] and skipped == 1
+
+
+def test_stages_in_summary_order_then_unfinished(run, tmp_path):
+    stages = find_stages(run)
+    assert [(s.name, s.finished, s.tokens) for s in stages] == [("stage1", True, 4096), ("stage2", True, 8192), ("sft", False, 1024)]
+    # the summary's index wins over the folder name
+    other = tmp_path / "other"
+    write_stage(other, "a_late", [record("a_late", "pretrain", 1, 1, 10, 2.0)], {"stage": "a_late", "index": 1, "tokens": 10})
+    write_stage(other, "b_early", [record("b_early", "pretrain", 1, 1, 10, 3.0)], {"stage": "b_early", "index": 0, "tokens": 10})
+    assert [s.name for s in find_stages(other)] == ["b_early", "a_late"]
+
+
+def test_curves_continue_where_the_previous_stage_ended(run):
+    curves = loss_curves(find_stages(run))
+    assert [c.stage for c in curves] == ["stage1", "stage2", "sft"]
+    assert [c.start for c in curves] == [0, 4096, 4096 + 8192]
+    assert curves[0].tokens == [1024, 2048, 3072, 4096]
+    assert curves[1].tokens == [4096 + 2048, 4096 + 4096, 4096 + 6144, 4096 + 8192]
+    assert curves[1].loss == [5.5, 5.2, 4.7, 4.5]
+    assert curves[2].tokens == [12288 + 512, 12288 + 1024]
+    assert curves[2].label == "sft (unfinished)"
+
+
+def test_human_tokens():
+    assert [human_tokens(n) for n in (0, 512, 32_000, 32_768, 1_200_000, 999_999, 3e9)] == \
+        ["0", "512", "32K", "32.8K", "1.2M", "1M", "3B"]
+
+
+def test_md_cell_escapes_and_shortens():
+    assert md_cell("a|b\nc") == "a\\|b<br>c"
+    long = md_cell("y" * 500)
+    assert len(long) == 200 and long.endswith("…")
+
+
+def test_report_files(run):
+    (run / "samples.json").write_text(json.dumps(SAMPLES))
+    report = write_report(run)
+    png = (run / "loss.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+    md = (run / "report.md").read_text()
+    assert md.startswith("# tiny — training report\n")
+    assert "![loss](loss.png)" in md
+    assert "| stage1 | pretrain | 4 | 4,096 | 10.00 | 5.00 | 2,048 | 2.0 | runs/tiny/stage1/local/checkpoint-4 |" in md
+    assert "| stage2 | pretrain | 4 | 8,192 | 5.50 | 4.50 | 2,048 | 4.0 | runs/tiny/stage2/local/checkpoint-4 |" in md
+    # unfinished: numbers from the last complete logged step
+    assert "| sft (unfinished) | sft | 2 / 8 | 1,024 | 3.00 | 2.50 | 1,000 | 1.0 | — |" in md
+    # total: 4,096 + 8,192 + 1,024 tokens over 2 + 4 + 1 s
+    assert "| **total** |  | **10** | **13,312** | **10.00** | **2.50** | **1,902** | **7.0** |  |" in md
+    assert "sft: skipped 1 unreadable log line(s)" in md
+    # base vs SFT, with escaped and shortened cells
+    assert "| prompt | base answer | SFT answer |" in md
+    assert "| What is 2\\|3?<br>Answer briefly. | 2\\|3 is 2\\|3 is | It is 5.<br>Done. |" in md
+    assert "| Count to three. | " + "x" * 199 + "… | 1, 2, 3. |" in md
+    assert "SFT 2 of 3 answers, base 1 of 3" in md
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert report.summary == (f"report: 3 stages, 13,312 tokens, loss 10.00 -> 2.50 (stage1 first -> sft final); "
+                              f"wrote {run / 'report.md'}, {run / 'loss.png'}")
+
+
+def test_no_samples_no_section(run, tmp_path):
+    write_report(run, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Stages" in md and "Base vs SFT" not in md
+    assert not (run / "report.md").exists()
+
+
+def test_no_logs_is_one_line_error_and_writes_nothing(tmp_path, capsys):
+    empty = tmp_path / "runs" / "empty"
+    (empty / "stage1" / "local").mkdir(parents=True)
+    with pytest.raises(RecipeError, match="train_local.py"):
+        write_report(empty)
+    assert load_cli().main([str(empty), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(empty) in err and "tools/train_local.py" in err
+    assert [p for p in empty.rglob("*") if p.is_file()] == [] and not (tmp_path / "out").exists()
+
+
+def test_cli_prints_the_summary_line(run, capsys):
+    assert load_cli().main([str(run)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == (f"report: 3 stages, 13,312 tokens, loss 10.00 -> 2.50 (stage1 first -> sft final); "
+                       f"wrote {run / 'report.md'}, {run / 'loss.png'}")
+
+
+def test_cli_runs_as_a_script(run):
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "report.py"), "tiny"], cwd=run.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].endswith("wrote tiny/report.md, tiny/loss.png")
+    assert (run / "loss.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_broken_summary_is_a_one_line_error_naming_it(run):
+    (run / "stage2" / "local" / "summary.json").write_text('{"stage": "sta')
+    with pytest.raises(RecipeError, match="summary.json: not valid JSON"):
+        write_report(run)
+    assert not (run / "report.md").exists() and not (run / "loss.png").exists()

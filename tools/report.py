@@ -1,0 +1,54 @@
+"""A run folder's training logs -> loss.png (loss vs tokens, all stages) and report.md.
+
+    python tools/report.py runs/tiny                   # writes runs/tiny/report.md and runs/tiny/loss.png
+    python tools/report.py runs/tiny --out /tmp/tiny   # the same two files, elsewhere
+
+Reads <RUN_DIR>/<stage>/local/log.jsonl and summary.json as tools/train_local.py writes them, and
+<RUN_DIR>/samples.json (base vs SFT answers) when it is there. Each file is written under a
+temporary name and renamed into place; with no logs at all nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
+
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.report import NUMERIC_COLUMNS, STAGE_COLUMNS, stage_rows, write_report  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a recipe's run folder, e.g. runs/tiny")
+    parser.add_argument("--out", metavar="DIR", help="where to write report.md and loss.png (default: RUN_DIR)")
+    args = parser.parse_args(argv)
+    console = Console(width=160, soft_wrap=True, highlight=False)
+    try:
+        report = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    except RecipeError as exc:
+        line = exc.line() if exc.source else f"{args.run_dir}: {exc.line()}"
+        Console(stderr=True, width=160, soft_wrap=True).print(f"[bold red]error[/]: {escape(line)}", highlight=False)
+        return 2
+    console.print(stage_table(report.stages, Path(args.run_dir).resolve().name))
+    console.print(report.summary, markup=False)
+    return 0
+
+
+def stage_table(stages, name: str) -> Table:
+    table = Table(title=f"{name}: stages", title_justify="left")
+    for i, col in enumerate(STAGE_COLUMNS):
+        table.add_column(col, justify="right" if i in NUMERIC_COLUMNS else "left")
+    for row in stage_rows(stages):
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Train a recipe's stages on this machine (CPU, or one GPU): the local backend.
+
+    python tools/train_local.py recipes/tiny.yaml --stage stage1      # one stage
+    python tools/train_local.py recipes/tiny.yaml --stage all         # stage1 -> stage2 -> stage3 -> sft
+    python tools/train_local.py recipes/tiny.yaml --stage stage2 --resume   # continue from its newest checkpoint
+
+Same data folders, weights, batch, LR schedule and resume chain as the generated nanotron configs;
+transformers' Trainer for pretraining, TRL's SFTTrainer for SFT. Each stage writes
+<paths.runs>/<recipe>/<stage>/local/{checkpoint-<step>/, log.jsonl, summary.json}. A finished
+stage is skipped; a stage with checkpoints continues only with --resume (or starts over with --restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from smolrecipe.envpaths import resolve_recipe
+from smolrecipe.errors import RecipeError
+from smolrecipe.plan import build_plan
+from smolrecipe.recipe import load_recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny.yaml")
+    parser.add_argument("--stage", required=True, help="a stage name (stage1, ..., sft) or `all`")
+    parser.add_argument("--resume", action="store_true", help="continue from the stage's newest checkpoint")
+    parser.add_argument("--restart", action="store_true", help="delete the stage's local run and train it from the start")
+    parser.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)  # stop early (tests, benchmarks)
+    args = parser.parse_args(argv)
+    try:
+        recipe = resolve_recipe(load_recipe(args.recipe))
+        plan = build_plan(recipe)
+        names = [s.name for s in plan.stages]
+        if args.stage != "all" and args.stage not in names:
+            raise RecipeError("--stage", f"{args.stage!r} is not a stage of {recipe.name}", f"use one of {names + ['all']}")
+        from smolrecipe.local_train import run_stage  # torch/transformers load only once the input is valid
+
+        for name in names if args.stage == "all" else [args.stage]:
+            result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps)
+            print(summary_line(result))
+    except RecipeError as err:
+        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def summary_line(result) -> str:
+    s = result.summary
+    if result.skipped:
+        return f"{s['stage']}: already finished ({s['steps']} steps, final loss {s['final_loss']:.3f}); {s['checkpoint']}"
+    if "checkpoint" not in s:
+        return f"{s['stage']}: stopped after {s['steps']} steps (--max-steps)"
+    return (f"{s['stage']}: {s['steps']} steps, {s['tokens']:,} tokens in {s['seconds']:.1f} s "
+            f"({s['tokens_per_s']:,.0f} tok/s on {s['device']}), loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}; "
+            f"{s['checkpoint']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
