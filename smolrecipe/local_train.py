@@ -223,10 +223,10 @@ def wandb_settings(recipe: Recipe, out: Path) -> list[str]:
     """report_to for the Trainer; offline unless the recipe asks for online (compute nodes have no internet)."""
     if recipe.tracking.wandb_mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
         return []
-    os.environ.setdefault("WANDB_MODE", recipe.tracking.wandb_mode)
+    os.environ.setdefault("WANDB_MODE", recipe.tracking.wandb_mode)  # the user's environment wins
     os.environ.setdefault("WANDB_PROJECT", recipe.tracking.project)
-    os.environ.setdefault("WANDB_DIR", str(out))
     os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["WANDB_DIR"] = str(out)  # per stage: wandb/ sits beside the stage's checkpoints
     return ["wandb"]
 
 
@@ -315,6 +315,10 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last if resume and last else None)
     seconds = time.perf_counter() - started
+    if report_to:  # transformers leaves the wandb run open; the next stage must get its own
+        import wandb
+
+        wandb.finish()
     if max_steps is not None and max_steps < stage.train_steps:
         return StageResult(stage.name, {"stage": stage.name, "steps": trainer.state.global_step}, skipped=False)
 

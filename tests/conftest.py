@@ -72,3 +72,25 @@ def demo_corpus(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("data")
     write_demo_corpus(data / "corpus", seed=0, scale=0.2, shards=2)
     return data
+
+
+@pytest.fixture(scope="session")
+def prepared(demo_corpus, tiny_tokenizer):
+    """The tiny recipe's data, prepared once with the real datatrove pipelines: (recipe path, data root)."""
+    import prepare_data
+
+    recipe = tiny_recipe_at(demo_corpus, tiny_tokenizer, demo_corpus / "tiny.yaml")
+    assert prepare_data.main([str(recipe), "--workers", "2"]) == 0
+    assert prepare_data.main([str(recipe), "--sft"]) == 0
+    return recipe, demo_corpus
+
+
+def recipe_variant(recipe: Path, write_to: Path, edit=None) -> Path:
+    """A copy of `recipe` whose runs go under write_to's folder, changed by edit(dict) in place."""
+    data = yaml.safe_load(recipe.read_text())
+    data["paths"]["runs"] = str(write_to.parent / "runs")
+    data["tracking"]["wandb_mode"] = "disabled"  # the wandb test turns it back on
+    if edit is not None:
+        edit(data)
+    write_to.write_text(yaml.safe_dump(data, sort_keys=False))
+    return write_to

@@ -21,15 +21,6 @@ pytestmark = pytest.mark.slow
 SOURCES = ("prose", "forum", "arithmetic", "python_functions")
 
 
-@pytest.fixture(scope="session")
-def prepared(demo_corpus, tiny_tokenizer, tmp_path_factory):
-    """The tiny recipe's data, prepared once: (recipe path, data root)."""
-    recipe = tiny_recipe_at(demo_corpus, tiny_tokenizer, demo_corpus / "tiny.yaml")
-    assert prepare_data.main([str(recipe), "--workers", "2"]) == 0
-    assert prepare_data.main([str(recipe), "--sft"]) == 0
-    return recipe, demo_corpus
-
-
 def test_every_source_becomes_a_nanoset_folder(prepared, hf_tokenizer):
     _, data = prepared
     for name in SOURCES:

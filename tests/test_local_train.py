@@ -1,0 +1,168 @@
+"""The local backend end to end on the tiny recipe's real data: the whole chain, the LR the
+optimizer really used, resume after a kill, SFT masking, wandb offline."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import train_local
+from conftest import ROOT, recipe_variant
+
+from smolrecipe.envpaths import resolve_recipe
+from smolrecipe.local_train import read_log, stage_dir
+from smolrecipe.lr_schedule import stage_lrs
+from smolrecipe.plan import build_plan
+from smolrecipe.recipe import load_recipe
+from smolrecipe.sft_data import completion_mask
+
+pytestmark = pytest.mark.slow
+
+
+def short_chain(data: dict) -> None:
+    """The tiny recipe with fewer steps, so the chain runs in seconds; stage2 carries the optimizer."""
+    data["stages"][0]["tokens"] = 16 * 1024
+    data["stages"][1]["tokens"] = 8 * 1024
+    data["stages"][1]["load_optimizer"] = True
+    data["stages"][2]["tokens"] = 4 * 1024
+    data["sft"]["steps"] = 6
+    data["training"]["checkpoint_interval"] = 4
+
+
+@pytest.fixture(scope="module")
+def chain(prepared, tmp_path_factory):
+    """The short chain trained once, uninterrupted: (recipe path, loaded recipe)."""
+    recipe_path, _ = prepared
+    path = recipe_variant(recipe_path, tmp_path_factory.mktemp("chain") / "tiny.yaml", short_chain)
+    assert train_local.main([str(path), "--stage", "all"]) == 0
+    return path, resolve_recipe(load_recipe(path))
+
+
+def test_every_stage_finishes_from_its_parent(chain):
+    _, recipe = chain
+    plan = build_plan(recipe)
+    for i, stage in enumerate(plan.stages):
+        out = stage_dir(recipe, stage.name)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["index"] == i and summary["steps"] == stage.train_steps
+        assert (out / f"checkpoint-{stage.train_steps}" / "model.safetensors").is_file()
+        assert (out / f"checkpoint-{stage.train_steps}" / "optimizer.pt").is_file()
+        log = read_log(out / "log.jsonl")
+        assert [r["step"] for r in log] == list(range(1, stage.train_steps + 1))
+        if stage.init_from:
+            parent = plan.stage(stage.init_from)
+            assert summary["init_from"] == str(stage_dir(recipe, parent.name) / f"checkpoint-{parent.train_steps}")
+        if stage.kind == "pretrain":
+            assert summary["tokens"] == stage.tokens
+            assert set(summary["samples_per_folder"]) == {fw.folder for fw in stage.weights}
+    assert not list(stage_dir(recipe, "stage1").glob(".staging*"))
+
+
+def test_the_optimizer_used_nanotrons_lr_at_every_step(chain):
+    """The Trainer really steps our scheduler: the LR logged for each step is the schedule's,
+    also in stage2, which starts from stage1's optimizer state with a fresh schedule."""
+    _, recipe = chain
+    for stage in build_plan(recipe).stages:
+        logged = [r["lr"] for r in read_log(stage_dir(recipe, stage.name) / "log.jsonl")]
+        assert logged == pytest.approx(stage_lrs(stage), rel=1e-6, abs=1e-12), stage.name
+
+
+def test_first_stage_learns(chain):
+    _, recipe = chain
+    log = read_log(stage_dir(recipe, "stage1") / "log.jsonl")
+    assert log[-1]["loss"] < log[0]["loss"] - 0.5
+
+
+def test_sft_model_carries_its_chat_template_and_stops_at_end_of_turn(chain):
+    _, recipe = chain
+    final = stage_dir(recipe, "sft") / "checkpoint-6"
+    template = (final / "chat_template.jinja").read_text()
+    assert template.strip() == (ROOT / "tokenizer" / "chatml.jinja").read_text().strip()
+    generation = json.loads((final / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == recipe.tokenizer.eos_token_id
+
+
+def test_a_finished_stage_is_not_run_again(chain, capsys):
+    path, recipe = chain
+    before = (stage_dir(recipe, "stage1") / "summary.json").read_text()
+    assert train_local.main([str(path), "--stage", "stage1"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert (stage_dir(recipe, "stage1") / "summary.json").read_text() == before
+
+
+def test_resume_after_a_kill_reaches_the_same_loss(chain, tmp_path):
+    """SIGKILL a run once its step-8 checkpoint is in place; --resume finishes it with the losses
+    of the uninterrupted run."""
+    path, recipe = chain
+    copy = recipe_variant(path, tmp_path / "tiny.yaml")
+    resumed = resolve_recipe(load_recipe(copy))
+    out = stage_dir(resumed, "stage1")
+    cmd = [sys.executable, str(ROOT / "tools" / "train_local.py"), str(copy), "--stage", "stage1"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-8").is_dir():
+        assert proc.poll() is None, "the run ended before writing checkpoint-8"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    assert not (out / "checkpoint-16").exists()
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr  # never silently starts over
+
+    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = read_log(out / "log.jsonl")
+    reference = read_log(stage_dir(recipe, "stage1") / "log.jsonl")
+    assert [r["step"] for r in ours] == list(range(1, 17))
+    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
+    assert json.loads((out / "summary.json").read_text())["final_loss"] == pytest.approx(reference[-1]["loss"], rel=1e-5)
+
+
+def test_sft_loss_is_on_completion_tokens_only(chain, hf_tokenizer):
+    """TRL tokenizes each record exactly as nanotron does (prompt + completion + eos) and its
+    collator puts -100 on the prompt and on padding."""
+    from datasets import load_dataset
+
+    from smolrecipe.local_model import build_model
+    from smolrecipe.local_train import sft_trainer_class, training_arguments
+
+    _, recipe = chain
+    stage = build_plan(recipe).stage("sft")
+    records = load_dataset(stage.sft_dataset, split="train").select(range(6))
+    args = training_arguments(recipe, stage, stage_dir(recipe, "sft") / "masking", [], sft=True)
+    trainer = sft_trainer_class()(model=build_model(recipe), args=args, train_dataset=records,
+                                  processing_class=hf_tokenizer)
+    rows = [trainer.train_dataset[i] for i in range(len(records))]
+    batch = trainer.data_collator(rows)
+    for i, record in enumerate(records):
+        ids, mask = completion_mask(record["prompt"], record["completion"], hf_tokenizer)
+        assert rows[i]["input_ids"] == ids
+        n = len(ids)
+        want = [t if m else -100 for t, m in zip(ids, mask, strict=True)]
+        assert batch["labels"][i, :n].tolist() == want
+        assert (batch["labels"][i, n:] == -100).all()  # padding
+        assert want[-1] == recipe.tokenizer.eos_token_id  # the end-of-turn token is learned
+        assert want.count(-100) == len(hf_tokenizer(record["prompt"]).input_ids)
+
+
+def test_wandb_runs_offline(chain, tmp_path):
+    path, _ = chain
+
+    def offline(data):
+        data["tracking"]["wandb_mode"] = "offline"
+
+    copy = recipe_variant(path, tmp_path / "tiny.yaml", offline)
+    recipe = resolve_recipe(load_recipe(copy))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    cmd = [sys.executable, str(ROOT / "tools" / "train_local.py"), str(copy), "--stage", "stage1", "--max-steps", "2"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = list((stage_dir(recipe, "stage1") / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), runs

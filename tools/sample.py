@@ -1,0 +1,65 @@
+"""Answers of the base model and the SFT model to the same fixed prompts, side by side.
+
+    python tools/sample.py recipes/tiny.yaml            # -> <paths.runs>/<recipe>/samples.json + a table
+
+The base model is the final checkpoint of the last pretraining stage, the SFT model the final
+checkpoint of the SFT stage, both from the local backend (tools/train_local.py). Greedy decoding
+through the chat template; tools/report.py puts the table in the run's report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from smolrecipe.envpaths import resolve_recipe
+from smolrecipe.errors import RecipeError
+from smolrecipe.plan import build_plan
+from smolrecipe.recipe import load_recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny.yaml")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args(argv)
+    try:
+        recipe = resolve_recipe(load_recipe(args.recipe))
+        plan = build_plan(recipe)
+        from smolrecipe.local_train import final_checkpoint, write_json_atomically
+        from smolrecipe.samples import DEMO_PROMPTS, answer
+
+        base = [s for s in plan.stages if s.kind == "pretrain"][-1]
+        sft = next((s for s in plan.stages if s.kind == "sft"), None)
+        if sft is None:
+            raise RecipeError("sft", f"{recipe.name} has no SFT stage to compare with", "add an `sft:` section")
+        checkpoints = {"base": final_checkpoint(recipe, base), "sft": final_checkpoint(recipe, sft)}
+        for label, folder in checkpoints.items():
+            if not folder.is_dir():
+                stage = base.name if label == "base" else sft.name
+                raise RecipeError(stage, f"{folder} does not exist",
+                                  f"train it first: python tools/train_local.py {args.recipe} --stage {stage}")
+        models = {label: answer(folder, DEMO_PROMPTS, args.max_new_tokens) for label, folder in checkpoints.items()}
+    except RecipeError as err:
+        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
+        return 2
+    out = Path(recipe.paths.runs) / recipe.name / "samples.json"
+    write_json_atomically(out, {"prompts": list(DEMO_PROMPTS), "models": models})
+    table = Table(title=f"{recipe.name}: base ({base.name}) vs SFT", show_lines=True)
+    for column in ("prompt", "base", "sft"):
+        table.add_column(column, overflow="fold")
+    for i, prompt in enumerate(DEMO_PROMPTS):
+        table.add_row(prompt, *(models[m]["answers"][i] + (" ⏎" if models[m]["ends_with_eot"][i] else "") for m in ("base", "sft")))
+    Console().print(table)
+    ended = {m: sum(models[m]["ends_with_eot"]) for m in models}
+    print(f"samples: {len(DEMO_PROMPTS)} prompts; ended with end-of-turn: base {ended['base']}/{len(DEMO_PROMPTS)}, "
+          f"sft {ended['sft']}/{len(DEMO_PROMPTS)} (⏎); wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
