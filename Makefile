@@ -20,15 +20,19 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Until local training lands, the demo is everything that exists: generate the tiny recipe's
-# corpus, prepare its data with datatrove (nanoset folders + SFT records), then render both
-# recipes' configs with the preflight report (which now reads the data manifests), and check them.
+# The whole path at toy scale on this machine: generate the tiny recipe's corpus, prepare its data
+# with datatrove (nanoset folders + SFT records), render + check both recipes' configs, train
+# stage1 -> stage2 -> stage3 -> SFT with the local backend (finished stages are skipped, an
+# interrupted one resumes), answer fixed prompts with the base and the SFT model, write the report.
 demo: $(STAMP)
 	$(PY) tools/make_demo_corpus.py
 	$(PY) tools/prepare_data.py recipes/tiny.yaml
 	$(PY) tools/prepare_data.py recipes/tiny.yaml --sft
 	$(PY) tools/make_config.py recipes/tiny.yaml --out runs/demo/configs/tiny --check
 	$(PY) tools/make_config.py recipes/llama500m.yaml --out runs/demo/configs/llama500m --check
+	$(PY) tools/train_local.py recipes/tiny.yaml --stage all --resume
+	$(PY) tools/sample.py recipes/tiny.yaml
+	$(PY) tools/report.py runs/tiny
 
 # Regenerate the committed configs/ from recipes/ (a test fails when they drift).
 configs: $(STAMP)

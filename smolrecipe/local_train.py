@@ -148,8 +148,12 @@ class StageLog(TrainerCallback):
         from tqdm.auto import tqdm
 
         self._last_time, self._last_tokens = time.perf_counter(), self.tokens(state)
-        self.progress = tqdm(total=state.max_steps, initial=state.global_step, desc=self.stage.name,
-                             unit="step", dynamic_ncols=True, disable=not state.is_world_process_zero)
+        import sys
+
+        # In a batch log (SLURM, CI) a redraw per step is noise: redraw every few seconds there.
+        self.progress = tqdm(total=state.max_steps, initial=state.global_step, desc=self.stage.name, unit="step",
+                             dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 5.0,
+                             disable=not state.is_world_process_zero)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
@@ -169,7 +173,7 @@ class StageLog(TrainerCallback):
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.progress is not None:
-            self.progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{rate:,.0f}")
+            self.progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:

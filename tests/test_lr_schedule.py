@@ -81,9 +81,11 @@ def test_lr_equals_nanotron_at_every_step(recipe_name, variant, root, tmp_path, 
     assert checked == len(rendered.plan.stages)
 
 
-def test_schedule_shape_of_tiny_stage1(root):
+def test_schedule_spot_values(tiny_dict, write_recipe):
     """Spot values, so a shared misreading of nanotron in both the oracle and the code still fails."""
-    stage = render(root / "recipes" / "tiny.yaml").plan.stage("stage1")  # 32 steps, warmup 4, 3e-3 -> 5e-4
+    tiny_dict["stages"][0]["tokens"] = 32 * 1024  # 32 steps
+    tiny_dict["stages"][0]["lr"] = {"peak": 3e-3, "warmup_steps": 4, "min": 5e-4, "decay": "cosine"}
+    stage = render(write_recipe(tiny_dict)).plan.stage("stage1")
     lrs = stage_lrs(stage)
     assert lrs[0] == 0.0  # nanotron's linear warmup starts at 0, not at the minimum
     assert lrs[2] == pytest.approx(1.5e-3)

@@ -58,6 +58,7 @@ def _dp_vs_gpus(d):
 
 
 def _warmup_too_long(d):
+    d["stages"][2]["tokens"] = 8 * 1024
     d["stages"][2]["lr"]["warmup_steps"] = 8  # the stage has 8 steps
 
 
