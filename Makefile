@@ -44,6 +44,7 @@ lint: $(STAMP)
 # Throughput benchmarks: each prints a table and writes runs/bench/<name>.json.
 bench: $(STAMP)
 	$(PY) bench/tokenize.py
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -43,7 +43,19 @@ def llama_config(recipe: Recipe) -> LlamaConfig:
         attention_bias=False,
         mlp_bias=False,
         use_cache=False,  # training: no KV cache, and position_ids then delimit packed documents
+        attn_implementation=attention_implementation(m.attn_implementation),
     )
+
+
+def attention_implementation(wanted: str) -> str:
+    """The recipe's attention kernel where this machine has it; SDPA otherwise (flash-attn needs CUDA).
+    Both honour the packed-document boundaries given by position_ids."""
+    if wanted == "flash_attention_2":
+        import importlib.util
+
+        if not (torch.cuda.is_available() and importlib.util.find_spec("flash_attn")):
+            return "sdpa"
+    return wanted
 
 
 @torch.no_grad()

@@ -12,11 +12,13 @@ Layout, per stage: <paths.runs>/<recipe>/<stage>/local/
     checkpoint-<step>/   model + tokenizer (chat template) + optimizer + scheduler + trainer state,
                          renamed into place only when complete
     log.jsonl            one line per logged step: loss, lr, grad norm, tokens, tokens/s
+    settings.json        the fingerprint of the settings (config + parent chain) the checkpoints belong to
     summary.json         written last: the stage finished
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,8 +43,10 @@ from smolrecipe.local_model import build_model, llama_config
 from smolrecipe.lr_schedule import build_scheduler
 from smolrecipe.plan import RunPlan, StagePlan, stage_run_dir
 from smolrecipe.recipe import Recipe
+from smolrecipe.report import read_log
 
 SUMMARY = "summary.json"
+SETTINGS = "settings.json"  # the stage fingerprint its checkpoints were made under
 LOG = "log.jsonl"
 
 
@@ -56,6 +60,17 @@ def stage_dir(recipe: Recipe, stage: str) -> Path:
 
 def final_checkpoint(recipe: Recipe, stage: StagePlan) -> Path:
     return stage_dir(recipe, stage.name) / f"checkpoint-{stage.train_steps}"
+
+
+def stage_fingerprint(plan: RunPlan, stage: StagePlan) -> str:
+    """What a stage's result depends on: its rendered nanotron config (model, data, weights, batch,
+    optimizer, schedule) and, through the chain, its parent's. Editing the SFT section of a recipe
+    therefore leaves the finished pretraining stages valid."""
+    from smolrecipe.nanotron_config import render_stage
+
+    parent = stage_fingerprint(plan, plan.stage(stage.init_from)) if stage.init_from else ""
+    config = json.dumps(render_stage(plan, stage), sort_keys=True, default=str)
+    return hashlib.sha256(f"{parent}|{config}".encode()).hexdigest()[:16]
 
 
 def read_summary(recipe: Recipe, stage: str) -> dict | None:
@@ -119,7 +134,12 @@ def sft_trainer_class():
     from trl import SFTTrainer  # imported lazily: TRL pulls in more than pretraining needs
 
     class RecipeSFTTrainer(RecipeTrainerMixin, SFTTrainer):
-        pass
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # TRL prepares the records (prompt + completion + eos, loss mask, padding); the loss is
+            # transformers' token-mean NLL on the completion tokens. TRL's own loss path adds
+            # entropy and top-1 accuracy over the whole vocabulary for its logs, which nearly
+            # doubles a CPU step at SmolLM2's 49K vocabulary.
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return RecipeSFTTrainer
 
@@ -204,7 +224,9 @@ def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: l
     device = device_settings(recipe)
     common = dict(
         output_dir=str(out), run_name=f"{recipe.name}-{stage.name}", max_steps=stage.train_steps,
-        per_device_train_batch_size=stage.micro_batch_size, gradient_accumulation_steps=stage.grad_accumulation,
+        # One device does the work of all data-parallel ranks: the global batch stays the plan's.
+        per_device_train_batch_size=stage.micro_batch_size,
+        gradient_accumulation_steps=stage.global_batch // stage.micro_batch_size,
         learning_rate=stage.lr.peak, weight_decay=opt.weight_decay, adam_beta1=opt.beta1, adam_beta2=opt.beta2,
         adam_epsilon=opt.eps, max_grad_norm=opt.clip_grad if opt.clip_grad is not None else 0.0,
         optim="adamw_torch_fused" if opt.fused and not device["use_cpu"] else "adamw_torch",
@@ -212,7 +234,8 @@ def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: l
         logging_strategy="steps", logging_steps=1 if stage.train_steps <= 2000 else 10,
         logging_first_step=True, report_to=report_to, seed=recipe.training.seed, data_seed=recipe.training.seed,
         use_cpu=device["use_cpu"], bf16=device["bf16"], dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=True, include_num_input_tokens_seen="non_padding" if sft else "no",
+        disable_tqdm=True, logging_nan_inf_filter=False,  # log the loss as it is (as nanotron does), no GPU sync
+        include_num_input_tokens_seen="non_padding" if sft else "no",
     )
     common.update(extra)
     if sft:
@@ -271,17 +294,22 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     out = stage_dir(recipe, stage.name)
     if restart and out.exists():
         shutil.rmtree(out)
-    done = read_summary(recipe, stage.name)
-    if done is not None and final_checkpoint(recipe, stage).is_dir():
-        if done.get("recipe_hash") == recipe.hash():
-            return StageResult(stage.name, done, skipped=True)
-        raise RecipeError("recipe", f"{stage.name} in {out} was trained from another version of the recipe "
-                          f"(hash {done.get('recipe_hash')}, now {recipe.hash()})", "pass --restart to train it again")
+    fingerprint = stage_fingerprint(plan, stage)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    done = read_summary(recipe, stage.name)
+    if last or done:
+        # Checkpoints are only continued, and a finished stage only reused, under the settings they were made with.
+        recorded = json.loads((out / SETTINGS).read_text()) if (out / SETTINGS).is_file() else {}
+        if recorded.get("fingerprint") != fingerprint:
+            raise RecipeError("recipe", f"{out} was trained with other settings than the recipe's now "
+                              f"(the stage's config or a parent stage changed)", "pass --restart to train it again")
+    if done is not None and final_checkpoint(recipe, stage).is_dir():
+        return StageResult(stage.name, done, skipped=True)
     if last and not resume:
         raise RecipeError("--resume", f"{out} already has {Path(last).name} from an earlier run",
                           "pass --resume to continue it, or --restart to start the stage over")
     out.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})
 
     tokenizer = load_tokenizer(recipe.tokenizer.path)
     parent = None
@@ -326,7 +354,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     if max_steps is not None and max_steps < stage.train_steps:
         return StageResult(stage.name, {"stage": stage.name, "steps": trainer.state.global_step}, skipped=False)
 
-    records = read_log(out / LOG)
+    records = read_log(out / LOG)[0] if (out / LOG).is_file() else []
     ran = log.records
     summary = {
         "stage": stage.name, "kind": stage.kind, "index": [s.name for s in plan.stages].index(stage.name),
@@ -338,22 +366,8 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         # the median step: the first one also pays for start-up
         "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in ran), 1) if ran else math.nan,
         "checkpoint": str(final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
-        "recipe_hash": recipe.hash(), "device": device_settings(recipe)["device"],
+        "recipe_hash": recipe.hash(), "fingerprint": fingerprint, "device": device_settings(recipe)["device"],
         "samples_per_folder": dataset.samples_per_folder() if not sft else None,
     }
     write_json_atomically(out / SUMMARY, summary)
     return StageResult(stage.name, summary)
-
-
-def read_log(path: Path) -> list[dict]:
-    """The stage's log records, one per step: after a resume the redone steps replace the first
-    ones; a line cut off by a kill is skipped."""
-    by_step: dict[int, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            by_step[record["step"]] = record
-    return [by_step[k] for k in sorted(by_step)]

@@ -120,3 +120,20 @@ def test_interleaved_rope_is_refused(tiny_dict, write_recipe):
     tiny_dict["model"]["rope_interleaved"] = True
     with pytest.raises(RecipeError, match="model.rope_interleaved"):
         build_model(load_recipe(write_recipe(tiny_dict)))
+
+
+@pytest.mark.parametrize("recipe_name", ["tiny", "llama500m"])
+def test_one_device_keeps_the_global_batch(recipe_name, root, tmp_path):
+    """dp ranks become more accumulation steps: the optimizer sees the plan's global batch."""
+    from smolrecipe.local_train import training_arguments
+
+    recipe = load_recipe(root / "recipes" / f"{recipe_name}.yaml")
+    for stage in build_plan(recipe).stages:
+        args = training_arguments(recipe, stage, tmp_path, [], sft=False)
+        assert args.per_device_train_batch_size * args.gradient_accumulation_steps == stage.global_batch
+        assert args.max_steps == stage.train_steps and args.learning_rate == stage.lr.peak
+        assert args.save_steps == recipe.training.checkpoint_interval
+        assert args.max_grad_norm == recipe.training.optimizer.clip_grad
+        assert (args.adam_beta1, args.adam_beta2, args.weight_decay) == (
+            recipe.training.optimizer.beta1, recipe.training.optimizer.beta2, recipe.training.optimizer.weight_decay)
+    assert recipe.parallelism.dp == (4 if recipe_name == "llama500m" else 1)

@@ -13,10 +13,11 @@ import train_local
 from conftest import ROOT, recipe_variant
 
 from smolrecipe.envpaths import resolve_recipe
-from smolrecipe.local_train import read_log, stage_dir
+from smolrecipe.local_train import stage_dir
 from smolrecipe.lr_schedule import stage_lrs
 from smolrecipe.plan import build_plan
 from smolrecipe.recipe import load_recipe
+from smolrecipe.report import read_log
 from smolrecipe.sft_data import completion_mask
 
 pytestmark = pytest.mark.slow
@@ -29,6 +30,8 @@ def short_chain(data: dict) -> None:
     data["stages"][1]["load_optimizer"] = True
     data["stages"][2]["tokens"] = 4 * 1024
     data["sft"]["steps"] = 6
+    for section in (*data["stages"], data["sft"]):
+        section["lr"]["warmup_steps"] = 2
     data["training"]["checkpoint_interval"] = 4
 
 
@@ -50,7 +53,7 @@ def test_every_stage_finishes_from_its_parent(chain):
         assert summary["index"] == i and summary["steps"] == stage.train_steps
         assert (out / f"checkpoint-{stage.train_steps}" / "model.safetensors").is_file()
         assert (out / f"checkpoint-{stage.train_steps}" / "optimizer.pt").is_file()
-        log = read_log(out / "log.jsonl")
+        log = read_log(out / "log.jsonl")[0]
         assert [r["step"] for r in log] == list(range(1, stage.train_steps + 1))
         if stage.init_from:
             parent = plan.stage(stage.init_from)
@@ -66,13 +69,13 @@ def test_the_optimizer_used_nanotrons_lr_at_every_step(chain):
     also in stage2, which starts from stage1's optimizer state with a fresh schedule."""
     _, recipe = chain
     for stage in build_plan(recipe).stages:
-        logged = [r["lr"] for r in read_log(stage_dir(recipe, stage.name) / "log.jsonl")]
+        logged = [r["lr"] for r in read_log(stage_dir(recipe, stage.name) / "log.jsonl")[0]]
         assert logged == pytest.approx(stage_lrs(stage), rel=1e-6, abs=1e-12), stage.name
 
 
 def test_first_stage_learns(chain):
     _, recipe = chain
-    log = read_log(stage_dir(recipe, "stage1") / "log.jsonl")
+    log = read_log(stage_dir(recipe, "stage1") / "log.jsonl")[0]
     assert log[-1]["loss"] < log[0]["loss"] - 0.5
 
 
@@ -118,8 +121,8 @@ def test_resume_after_a_kill_reaches_the_same_loss(chain, tmp_path):
 
     done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    ours = read_log(out / "log.jsonl")
-    reference = read_log(stage_dir(recipe, "stage1") / "log.jsonl")
+    ours = read_log(out / "log.jsonl")[0]
+    reference = read_log(stage_dir(recipe, "stage1") / "log.jsonl")[0]
     assert [r["step"] for r in ours] == list(range(1, 17))
     assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
     assert json.loads((out / "summary.json").read_text())["final_loss"] == pytest.approx(reference[-1]["loss"], rel=1e-5)
@@ -166,3 +169,18 @@ def test_wandb_runs_offline(chain, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     runs = list((stage_dir(recipe, "stage1") / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), runs
+
+
+def test_changed_settings_are_not_resumed_or_reused(chain, capsys):
+    """Editing the SFT section keeps the finished pretraining stages, but the SFT run made under the
+    old settings is neither reused nor continued."""
+    path, _ = chain
+
+    def new_sft_lr(data):
+        data["sft"]["lr"]["peak"] *= 2
+
+    edited = recipe_variant(path, path.with_name("edited.yaml"), new_sft_lr)
+    assert train_local.main([str(edited), "--stage", "stage3"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert train_local.main([str(edited), "--stage", "sft", "--resume"]) == 2
+    assert "other settings" in capsys.readouterr().err
