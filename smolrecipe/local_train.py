@@ -253,7 +253,10 @@ def wandb_settings(recipe: Recipe, out: Path) -> list[str]:
     os.environ.setdefault("WANDB_MODE", recipe.tracking.wandb_mode)  # the user's environment wins
     os.environ.setdefault("WANDB_PROJECT", recipe.tracking.project)
     os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ["WANDB_DIR"] = str(out)  # per stage: wandb/ sits beside the stage's checkpoints
+    # One wandb/ folder per recipe run (wandb reads its directory once per process, so a per-stage
+    # folder would not hold for `--stage all`), one run per stage, grouped by recipe.
+    os.environ["WANDB_DIR"] = str(out.parent.parent)
+    os.environ.setdefault("WANDB_RUN_GROUP", recipe.name)
     return ["wandb"]
 
 

@@ -167,7 +167,7 @@ def test_wandb_runs_offline(chain, tmp_path):
     cmd = [sys.executable, str(ROOT / "tools" / "train_local.py"), str(copy), "--stage", "stage1", "--max-steps", "2"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = list((stage_dir(recipe, "stage1") / "wandb").glob("offline-run-*"))
+    runs = list((stage_dir(recipe, "stage1").parent.parent / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), runs
 
 
