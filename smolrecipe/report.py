@@ -351,9 +351,33 @@ def samples_section(r: ReportInputs) -> str | None:
     return "\n\n".join(parts)
 
 
+def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
+    """The rehearsal's expectations, each (what, met): every finished stage ends below its first
+    logged loss, and SFT answers end with the end-of-turn token where the base model's do not."""
+    checks = [(f"{s.name}: final loss {fmt_loss(s.final_loss)} below first {fmt_loss(s.first_loss)}",
+               s.final_loss < s.first_loss) for s in r.stages
+              if s.finished and s.first_loss is not None and s.final_loss is not None]
+    if r.samples is not None:
+        models = r.samples.get("models") or {}
+        (sft_eot, sft_n), (base_eot, base_n) = eot_count(models.get("sft")), eot_count(models.get("base"))
+        if sft_n:
+            checks.append((f"SFT ends {sft_eot} of {sft_n} answers with the end-of-turn token (base: {base_eot} of {base_n})",
+                           sft_eot > base_eot))
+    return checks
+
+
+def checks_section(r: ReportInputs) -> str | None:
+    checks = learning_checks(r)
+    if not checks:
+        return None
+    lines = [f"- {'✅' if met else '❌'} {what}" for what, met in checks]
+    return "## Checks\n\n" + "\n".join(lines)
+
+
 # The report, in order. Evaluation sections go here (before or after samples_section): each is a
 # function ReportInputs -> Markdown text, or None to leave itself out; their data goes in ReportInputs.
-SECTIONS: list[Callable[[ReportInputs], str | None]] = [title_section, plot_section, stages_section, samples_section]
+SECTIONS: list[Callable[[ReportInputs], str | None]] = [title_section, plot_section, stages_section, checks_section,
+                                                        samples_section]
 
 
 def report_sections(r: ReportInputs, sections=None) -> list[str]:
@@ -385,13 +409,14 @@ def write_file_atomically(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def summary_line(stages: list[StageLog], written: list[Path]) -> str:
+def summary_line(stages: list[StageLog], written: list[Path], checks: list[tuple[str, bool]] | None = None) -> str:
     """One line: stages, tokens, loss from the first stage's first step to the last stage's last."""
     first, last = stages[0], stages[-1]
     tokens = sum(s.tokens for s in stages)
+    met = f"checks {sum(ok for _, ok in checks)}/{len(checks)} met; " if checks else ""
     return (f"report: {len(stages)} stage{'s' if len(stages) != 1 else ''}, {tokens:,} tokens, "
             f"loss {fmt_loss(first.first_loss)} -> {fmt_loss(last.final_loss)} ({first.name} first -> {last.name} final); "
-            f"wrote {', '.join(str(p) for p in written)}")
+            f"{met}wrote {', '.join(str(p) for p in written)}")
 
 
 @dataclass
@@ -413,8 +438,9 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
     curves = loss_curves(stages)
     png = plot_loss(curves, run_dir.resolve().name)
     md_path, plot_path = out_dir / REPORT_NAME, out_dir / PLOT_NAME
-    markdown = render_report(ReportInputs(name=run_dir.resolve().name, stages=stages, samples=samples, plot=PLOT_NAME))
+    inputs = ReportInputs(name=run_dir.resolve().name, stages=stages, samples=samples, plot=PLOT_NAME)
+    markdown = render_report(inputs)
     write_file_atomically(plot_path, png)
     write_file_atomically(md_path, markdown)
     return Report(stages=stages, curves=curves, markdown=md_path, plot=plot_path,
-                  summary=summary_line(stages, [md_path, plot_path]))
+                  summary=summary_line(stages, [md_path, plot_path], learning_checks(inputs)))

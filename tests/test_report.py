@@ -139,7 +139,7 @@ def test_report_files(run):
     assert "SFT 2 of 3 answers, base 1 of 3" in md
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     assert report.summary == (f"report: 3 stages, 13,312 tokens, loss 10.00 -> 2.50 (stage1 first -> sft final); "
-                              f"wrote {run / 'report.md'}, {run / 'loss.png'}")
+                              f"checks 3/3 met; wrote {run / 'report.md'}, {run / 'loss.png'}")
 
 
 def test_no_samples_no_section(run, tmp_path):
@@ -164,7 +164,7 @@ def test_cli_prints_the_summary_line(run, capsys):
     assert load_cli().main([str(run)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == (f"report: 3 stages, 13,312 tokens, loss 10.00 -> 2.50 (stage1 first -> sft final); "
-                       f"wrote {run / 'report.md'}, {run / 'loss.png'}")
+                       f"checks 2/2 met; wrote {run / 'report.md'}, {run / 'loss.png'}")
 
 
 def test_cli_runs_as_a_script(run):
@@ -180,3 +180,18 @@ def test_a_broken_summary_is_a_one_line_error_naming_it(run):
     with pytest.raises(RecipeError, match="summary.json: not valid JSON"):
         write_report(run)
     assert not (run / "report.md").exists() and not (run / "loss.png").exists()
+
+
+def test_checks_flag_a_stage_that_did_not_learn(run):
+    summary_path = run / "stage2" / "local" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["final_loss"] = 6.0  # above its first loss, 5.5
+    summary_path.write_text(json.dumps(summary))
+    (run / "samples.json").write_text(json.dumps(SAMPLES))
+    report = write_report(run)
+    md = (run / "report.md").read_text()
+    assert "- ✅ stage1: final loss 5.00 below first 10.00" in md
+    assert "- ❌ stage2: final loss 6.00 below first 5.50" in md
+    assert "- ✅ SFT ends 2 of 3 answers with the end-of-turn token (base: 1 of 3)" in md
+    assert "sft: final loss" not in md  # unfinished stages are not judged
+    assert "checks 2/3 met" in report.summary
