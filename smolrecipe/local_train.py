@@ -344,8 +344,10 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     trainer.stage_plan = stage
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
+    optimizer_from = None
     if parent is not None and stage.load_optimizer and not (resume and last):
         carry_optimizer_state(trainer, parent, stage)
+        optimizer_from = str(parent / "optimizer.pt")
 
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last if resume and last else None)
@@ -369,6 +371,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         # the median step: the first one also pays for start-up
         "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in ran), 1) if ran else math.nan,
         "checkpoint": str(final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
+        "optimizer_from": optimizer_from,
         "recipe_hash": recipe.hash(), "fingerprint": fingerprint, "device": device_settings(recipe)["device"],
         "samples_per_folder": dataset.samples_per_folder() if not sft else None,
     }

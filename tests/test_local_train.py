@@ -58,6 +58,8 @@ def test_every_stage_finishes_from_its_parent(chain):
         if stage.init_from:
             parent = plan.stage(stage.init_from)
             assert summary["init_from"] == str(stage_dir(recipe, parent.name) / f"checkpoint-{parent.train_steps}")
+            # stage2 carries stage1's AdamW moments (short_chain), the others start fresh
+            assert summary["optimizer_from"] == (f"{summary['init_from']}/optimizer.pt" if stage.load_optimizer else None)
         if stage.kind == "pretrain":
             assert summary["tokens"] == stage.tokens
             assert set(summary["samples_per_folder"]) == {fw.folder for fw in stage.weights}
