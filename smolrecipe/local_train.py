@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,8 @@ def sft_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # TRL prepares the records (prompt + completion + eos, loss mask, padding); the loss is
             # transformers' token-mean NLL on the completion tokens. TRL's own loss path adds
-            # entropy and top-1 accuracy over the whole vocabulary for its logs, which nearly
-            # doubles a CPU step at SmolLM2's 49K vocabulary.
+            # entropy and top-1 accuracy over the whole vocabulary for its logs: 3.2x the CPU step
+            # at SmolLM2's 49K vocabulary (1.08 vs 0.34 s on the tiny recipe).
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return RecipeSFTTrainer
@@ -168,8 +169,6 @@ class StageLog(TrainerCallback):
         from tqdm.auto import tqdm
 
         self._last_time, self._last_tokens = time.perf_counter(), self.tokens(state)
-        import sys
-
         # In a batch log (SLURM, CI) a redraw per step is noise: redraw every few seconds there.
         self.progress = tqdm(total=state.max_steps, initial=state.global_step, desc=self.stage.name, unit="step",
                              dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 5.0,
