@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "tokenize.json")
     args = parser.parse_args(argv)
 
+    from smolrecipe.atomic import write_json
     from smolrecipe.chat_tokenizer import build_tokenizer
     from smolrecipe.corpus import write_demo_corpus
     from smolrecipe.recipe import load_recipe
@@ -115,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_tokens_per_s": round(bare_tokens / bare_s), "pipeline_tokens_per_s": round(ours_tokens / ours_s),
         "ratio": round(ratio, 3), "machine": platform.platform(), "python": platform.python_version(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -5,7 +5,7 @@
     python bench/train_throughput.py --shape 492m             # llama500m's model at seq 1024 (needs a GPU)
 
 (a) ours: smolrecipe.local_train's PretrainTrainer built the way run_stage builds it (the recipe's
-    TrainingArguments, LR schedule, StageLog callback writing JSONL + progress bar, collate_pretrain),
+    TrainingArguments, LR schedule, JSONL + progress-bar callback, collate_pretrain: build_trainer),
     checkpoint saving off, fed the sequences from an in-memory dataset;
 (b) bare: the same model (fresh build_model, same seed), a plain forward / backward / clip /
     AdamW / LambdaLR loop over the same micro-batches, already stacked on the device.
@@ -83,11 +83,9 @@ def run_ours(recipe, stage, items: list[dict], warmup: int, steps: int, override
     import torch
     from torch.utils.data import Dataset
     from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from smolrecipe.local_data import collate_pretrain
     from smolrecipe.local_model import build_model
-    from smolrecipe.local_train import LOG, PretrainTrainer, StageLog, training_arguments
+    from smolrecipe.local_train import build_trainer, set_generation_tokens
 
     class InMemory(Dataset):
         def __len__(self) -> int:
@@ -109,19 +107,11 @@ def run_ours(recipe, stage, items: list[dict], warmup: int, steps: int, override
                 self.marks[state.global_step] = time.perf_counter()
 
     model = build_model(recipe)
-    pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else recipe.tokenizer.eos_token_id
-    model.config.pad_token_id = model.generation_config.pad_token_id = pad
-    model.generation_config.eos_token_id = recipe.tokenizer.eos_token_id
-    model.generation_config.bos_token_id = recipe.tokenizer.bos_token_id
+    set_generation_tokens(model, recipe, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
-    args = training_arguments(recipe, stage, out, [], False, max_steps=warmup + steps, save_strategy="no", **overrides)
-    log = StageLog(out / LOG, stage, stage.tokens_per_step)
     clock = StepClock()
-    trainer = PretrainTrainer(model=model, args=args, train_dataset=InMemory(), data_collator=collate_pretrain,
-                              processing_class=tokenizer, callbacks=[log, clock])
-    trainer.stage_plan = stage
-    for callback in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(callback)
+    trainer, log = build_trainer(recipe, stage, model, InMemory(), tokenizer, out, [], callbacks=(clock,),
+                                 max_steps=warmup + steps, save_strategy="no", **overrides)
     trainer.train()
     assert trainer.state.global_step == warmup + steps, trainer.state.global_step
     losses = {r["step"]: r["loss"] for r in log.records}
@@ -196,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_throughput: the {args.shape} shape trains only on a GPU (no GPU here); skipped")
         return 0
 
+    from smolrecipe.atomic import write_json
     from smolrecipe.chat_tokenizer import load_tokenizer
     from smolrecipe.errors import RecipeError
-    from smolrecipe.local_train import device_settings, training_arguments, write_json_atomically
+    from smolrecipe.local_train import device_settings, training_arguments
     from smolrecipe.plan import build_plan
 
     try:
@@ -280,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(), "machine": platform.platform(), "python": platform.python_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(args.out, result)  # a temp file beside it, then os.replace
+    write_json(args.out, result)  # a temp file beside it, then os.replace
     shown = args.out.resolve().relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out
     print(f"train_throughput: ours {median['ours']:,.0f} tok/s vs bare {median['bare']:,.0f} tok/s = {ratio:.2f} (goal >= 0.9) "
           f"on {device_name}, {recipe.name} recipe{f' ({args.shape} shape)' if args.shape else ''}, "

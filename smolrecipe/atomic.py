@@ -1,18 +1,20 @@
-"""Folders that appear whole or not at all.
+"""Folders and files that appear whole or not at all.
 
 Every output folder a tool publishes (tokenizer, demo corpus, nanoset, SFT dataset) is written
 into a temporary sibling and renamed into place, so a crash leaves the previous folder or the
-complete new one, never a half-written one.
+complete new one, never a half-written one. Single files (manifests, summaries, reports, plots)
+go the same way through write_file / write_json.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -46,3 +48,23 @@ def replace_folder(new: Path, out: Path) -> None:
             raise
     finally:
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_file(path: Path, data: bytes | str) -> Path:
+    """Write `data` to a temporary name in `path`'s folder, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary shared outputs
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_file(path, json.dumps(data, indent=2) + "\n")

@@ -34,7 +34,7 @@ from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.tokens import DocumentTokenizer
 
-from smolrecipe.atomic import replace_folder
+from smolrecipe.atomic import replace_folder, write_json
 from smolrecipe.chat_tokenizer import PROVENANCE
 from smolrecipe.datasources import build_filters, build_reader
 from smolrecipe.errors import RecipeError
@@ -303,9 +303,7 @@ def publish(job: SourceJob, recipe_name: str, recipe_hash: str) -> dict[str, Any
         "datatrove": _version("datatrove"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = job.staged / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, job.staged / MANIFEST)
+    write_json(job.staged / MANIFEST, manifest)
     replace_folder(job.staged, job.final)  # a folder of another fingerprint is replaced whole
     for scratch in ("minhash", "tokenize_tmp"):  # intermediate files; the logs stay for inspection
         shutil.rmtree(job.work / scratch, ignore_errors=True)

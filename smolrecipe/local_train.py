@@ -36,7 +36,7 @@ from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainingArg
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from smolrecipe.atomic import replace_folder
+from smolrecipe.atomic import replace_folder, write_json
 from smolrecipe.chat_tokenizer import load_tokenizer
 from smolrecipe.errors import RecipeError
 from smolrecipe.local_data import StageNanoset, collate_pretrain
@@ -77,12 +77,6 @@ def stage_fingerprint(plan: RunPlan, stage: StagePlan) -> str:
 def read_summary(recipe: Recipe, stage: str) -> dict | None:
     path = stage_dir(recipe, stage) / SUMMARY
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +143,7 @@ def sft_trainer_class():
 # Logging: JSONL per stage, a progress bar with loss / LR / tokens per second
 
 
-class StageLog(TrainerCallback):
+class StageLogCallback(TrainerCallback):
     """Appends one JSON line per logged step and keeps the numbers the summary needs."""
 
     def __init__(self, path: Path, stage: StagePlan, tokens_per_step: int | None):
@@ -289,6 +283,33 @@ def carry_optimizer_state(trainer: Trainer, parent: Path, stage: StagePlan) -> N
         group.pop("initial_lr", None)  # else LambdaLR would scale the parent's peak
 
 
+def set_generation_tokens(model, recipe: Recipe, tokenizer) -> None:
+    """Generation stops at the end-of-turn token: the saved model answers a chat and stops."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = pad if pad is not None else recipe.tokenizer.eos_token_id
+    model.config.pad_token_id = model.generation_config.pad_token_id = pad
+    model.generation_config.eos_token_id = recipe.tokenizer.eos_token_id
+    model.generation_config.bos_token_id = recipe.tokenizer.bos_token_id
+
+
+def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, tokenizer, out: Path, report_to: list[str],
+                  callbacks: tuple[TrainerCallback, ...] = (), **overrides) -> tuple[Trainer, StageLogCallback]:
+    """The stage's trainer (TRL's for SFT), with our logging in place of transformers' printers."""
+    sft = stage.kind == "sft"
+    args = training_arguments(recipe, stage, out, report_to, sft, **overrides)
+    log = StageLogCallback(out / LOG, stage, None if sft else stage.tokens_per_step)
+    if sft:
+        trainer = sft_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                      callbacks=[log, *callbacks])
+    else:
+        trainer = PretrainTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_pretrain,
+                                  processing_class=tokenizer, callbacks=[log, *callbacks])
+    trainer.stage_plan = stage
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    return trainer, log
+
+
 def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = False, restart: bool = False,
               max_steps: int | None = None) -> StageResult:
     """Train one stage; returns its summary. A finished stage is not run again."""
@@ -311,7 +332,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         raise RecipeError("--resume", f"{out} already has {Path(last).name} from an earlier run",
                           "pass --resume to continue it, or --restart to start the stage over")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})
+    write_json(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})
 
     tokenizer = load_tokenizer(recipe.tokenizer.path)
     parent = None
@@ -319,30 +340,16 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         model, parent = load_parent(recipe, plan, stage)
     else:
         model = build_model(recipe)
-    # Generation stops at the end-of-turn token: the saved model answers a chat and stops.
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else recipe.tokenizer.eos_token_id
-    model.config.pad_token_id = model.generation_config.pad_token_id = pad
-    model.generation_config.eos_token_id = recipe.tokenizer.eos_token_id
-    model.generation_config.bos_token_id = recipe.tokenizer.bos_token_id
-
-    sft = stage.kind == "sft"
-    report_to = wandb_settings(recipe, out)
-    extra = {"max_steps": max_steps} if max_steps is not None else {}
-    args = training_arguments(recipe, stage, out, report_to, sft, **extra)
-    log = StageLog(out / LOG, stage, None if sft else stage.tokens_per_step)
-    if sft:
+    set_generation_tokens(model, recipe, tokenizer)
+    if stage.kind == "sft":
         from datasets import load_dataset
 
         dataset = load_dataset(stage.sft_dataset, split="train")
-        trainer = sft_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                      callbacks=[log])
     else:
         dataset = StageNanoset(stage, recipe.training.sequence_length, recipe.training.seed)
-        trainer = PretrainTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_pretrain,
-                                  processing_class=tokenizer, callbacks=[log])
-    trainer.stage_plan = stage
-    for callback in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(callback)
+    report_to = wandb_settings(recipe, out)
+    extra = {"max_steps": max_steps} if max_steps is not None else {}
+    trainer, log = build_trainer(recipe, stage, model, dataset, tokenizer, out, report_to, **extra)
     optimizer_from = None
     if parent is not None and stage.load_optimizer and not (resume and last):
         carry_optimizer_state(trainer, parent, stage)
@@ -372,7 +379,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         "checkpoint": str(final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
         "optimizer_from": optimizer_from,
         "recipe_hash": recipe.hash(), "fingerprint": fingerprint, "device": device_settings(recipe)["device"],
-        "samples_per_folder": dataset.samples_per_folder() if not sft else None,
+        "samples_per_folder": dataset.samples_per_folder() if stage.kind == "pretrain" else None,
     }
-    write_json_atomically(out / SUMMARY, summary)
+    write_json(out / SUMMARY, summary)
     return StageResult(stage.name, summary)

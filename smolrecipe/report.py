@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection
 
+from smolrecipe.atomic import write_file
 from smolrecipe.errors import RecipeError
 
 LOG_NAME = "log.jsonl"
@@ -36,6 +35,10 @@ PLOT_NAME = "loss.png"
 REPORT_NAME = "report.md"
 CELL_CHARS = 200  # longer answers are shortened in the Markdown table
 MISSING = "—"
+
+
+def _optional(cast, value):
+    return None if value is None else cast(value)
 
 
 @dataclass
@@ -56,54 +59,44 @@ class StageLog:
     def index(self) -> int | None:
         return self.summary.get("index") if self.summary else None
 
+    def _value(self, key: str, logged: str | None = None, first: bool = False):
+        """The summary's `key`; for an unfinished stage, the `logged` field of its last (or first) logged step."""
+        if self.summary and self.summary.get(key) is not None:
+            return self.summary[key]
+        return self.records[0 if first else -1].get(logged or key) if self.records else None
+
     @property
     def kind(self) -> str:
-        if self.summary and "kind" in self.summary:
-            return self.summary["kind"]
-        return self.records[-1].get("kind", "?") if self.records else "?"
+        return self._value("kind") or "?"
 
     @property
     def tokens(self) -> int:
         """Tokens this stage trained on: the summary's total, else the last logged step's count."""
-        if self.summary and "tokens" in self.summary:
-            return int(self.summary["tokens"])
-        return int(self.records[-1]["tokens"]) if self.records else 0
+        return int(self._value("tokens") or 0)
 
     @property
     def steps(self) -> int:
-        if self.summary and "steps" in self.summary:
-            return int(self.summary["steps"])
-        return int(self.records[-1]["step"]) if self.records else 0
+        return int(self._value("steps", "step") or 0)
 
     @property
     def train_steps(self) -> int | None:
-        if self.summary and "train_steps" in self.summary:
-            return int(self.summary["train_steps"])
-        return self.records[-1].get("train_steps") if self.records else None
+        return _optional(int, self._value("train_steps"))
 
     @property
     def first_loss(self) -> float | None:
-        if self.summary and self.summary.get("first_loss") is not None:
-            return float(self.summary["first_loss"])
-        return float(self.records[0]["loss"]) if self.records else None
+        return _optional(float, self._value("first_loss", "loss", first=True))
 
     @property
     def final_loss(self) -> float | None:
-        if self.summary and self.summary.get("final_loss") is not None:
-            return float(self.summary["final_loss"])
-        return float(self.records[-1]["loss"]) if self.records else None
+        return _optional(float, self._value("final_loss", "loss"))
 
     @property
     def seconds(self) -> float | None:
-        if self.summary and self.summary.get("seconds") is not None:
-            return float(self.summary["seconds"])
-        return self.records[-1].get("elapsed_s") if self.records else None
+        return _optional(float, self._value("seconds", "elapsed_s"))
 
     @property
     def tokens_per_s(self) -> float | None:
-        if self.summary and self.summary.get("tokens_per_s") is not None:
-            return float(self.summary["tokens_per_s"])
-        return self.records[-1].get("tokens_per_s") if self.records else None
+        return _optional(float, self._value("tokens_per_s"))
 
     @property
     def checkpoint(self) -> str | None:
@@ -393,22 +386,6 @@ def render_report(r: ReportInputs) -> str:
 # ---- writing -------------------------------------------------------------------------------------
 
 
-def write_file_atomically(path: Path, data: bytes | str) -> Path:
-    """Write `data` to a temporary name in `path`'s folder, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the report is ordinary shared output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def summary_line(stages: list[StageLog], written: list[Path], checks: list[tuple[str, bool]] | None = None) -> str:
     """One line: stages, tokens, loss from the first stage's first step to the last stage's last."""
     first, last = stages[0], stages[-1]
@@ -440,7 +417,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
     md_path, plot_path = out_dir / REPORT_NAME, out_dir / PLOT_NAME
     inputs = ReportInputs(name=run_dir.resolve().name, stages=stages, samples=samples, plot=PLOT_NAME)
     markdown = render_report(inputs)
-    write_file_atomically(plot_path, png)
-    write_file_atomically(md_path, markdown)
+    write_file(plot_path, png)
+    write_file(md_path, markdown)
     return Report(stages=stages, curves=curves, markdown=md_path, plot=plot_path,
                   summary=summary_line(stages, [md_path, plot_path], learning_checks(inputs)))

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from smolrecipe.atomic import write_json
 from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
 from smolrecipe.plan import build_plan
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
-        from smolrecipe.local_train import final_checkpoint, write_json_atomically
+        from smolrecipe.local_train import final_checkpoint
         from smolrecipe.samples import DEMO_PROMPTS, answer
 
         base = [s for s in plan.stages if s.kind == "pretrain"][-1]
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2
     out = Path(recipe.paths.runs) / recipe.name / "samples.json"
-    write_json_atomically(out, {"prompts": list(DEMO_PROMPTS), "models": models})
+    write_json(out, {"prompts": list(DEMO_PROMPTS), "models": models})
     table = Table(title=f"{recipe.name}: base ({base.name}) vs SFT", show_lines=True)
     for column in ("prompt", "base", "sft"):
         table.add_column(column, overflow="fold")
