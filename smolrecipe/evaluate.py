@@ -1,0 +1,323 @@
+"""Run an evaluation suite on one checkpoint with lighteval, and write its results JSON.
+
+A checkpoint is a transformers folder (a local-backend `checkpoint-<N>`, an exported model), a
+nanotron checkpoint (converted to a temporary transformers folder first), or a model id with a
+packaged copy (SmolLM2-135M-Instruct, for checking the harness). lighteval's accelerate backend
+scores it on the GPU when there is one, otherwise on the CPU.
+
+Two things lighteval does by default are not what we want, and are changed here:
+- its task registry imports every built-in task module, and one of them downloads a file from
+  GitHub at import time, which fails on offline compute nodes; we register only our own tasks;
+- its prediction cache is keyed by the model's path, not its weights, so re-evaluating a
+  retrained checkpoint would read stale answers; each run gets a fresh cache.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import tempfile
+import time
+import types
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from unittest import mock
+
+import yaml
+
+from smolrecipe import sft_checks
+from smolrecipe.atomic import write_json
+from smolrecipe.errors import RecipeError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
+GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
+
+
+# --- suites --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: list[str]
+    limit: int | None = None
+    token_budget: int = 200_000
+    max_new_tokens: int = 256
+    slices: dict[str, Any] = field(default_factory=dict)
+
+
+def _project_path(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, Any]]:
+    """(suites by name, the file's top level) from eval/suites.yaml."""
+    raw = yaml.safe_load(path.read_text())
+    allowed = set(Suite.__dataclass_fields__) - {"name"}
+    suites = {}
+    for name, spec in raw["suites"].items():
+        unknown = set(spec) - allowed
+        if unknown:
+            raise RecipeError(f"suites.{name}", f"unknown key(s) {sorted(unknown)} in {path}", f"use some of {sorted(allowed)}")
+        suites[name] = Suite(name=name, **spec)
+    return suites, raw
+
+
+def suite_names(path: Path = SUITES_FILE) -> list[str]:
+    return [*load_suites(path)[0], *GROUP_SUITES]
+
+
+def expand_suite(name: str, suites: dict[str, Suite]) -> list[Suite]:
+    if name in GROUP_SUITES:
+        return [suites[n] for n in GROUP_SUITES[name]]
+    if name not in suites:
+        raise RecipeError("--suite", f"unknown suite '{name}'", f"use one of {', '.join([*suites, *GROUP_SUITES])}")
+    return [suites[name]]
+
+
+def local_copies(dirs: list[str], environ=os.environ) -> dict[str, Path]:
+    """task name -> local copy folder, from the first listed folder that has a sub-folder of that name."""
+    found: dict[str, Path] = {}
+    for entry in dirs:
+        expanded = os.path.expandvars(entry)
+        if "$" in expanded or not expanded:  # an unset variable: skip the entry
+            continue
+        folder = _project_path(expanded)
+        if folder.is_dir():
+            for sub in sorted(folder.iterdir()):
+                if sub.is_dir():
+                    found.setdefault(sub.name, sub)
+    return found
+
+
+def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
+    from smolrecipe.eval_tasks import Slice
+
+    specs = {**raw.get("slices", {}), **suite.slices}
+    for name, source in overrides.items():
+        specs[name] = {"source": source}
+    out = {}
+    for name, spec in specs.items():
+        source = spec["source"]
+        if not Path(source).is_absolute() and _project_path(source).exists() and not Path(source).exists():
+            source = str(_project_path(source))
+        out[name] = Slice(name=name, **{**spec, "source": source})
+    return out
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
+    """What a local-backend checkpoint (`runs/<recipe>/<stage>/local/checkpoint-<N>`) was trained on."""
+    stage_dir = hf_dir.parent
+    summary = _read_json(stage_dir / "summary.json") or {}
+    settings = _read_json(stage_dir / "settings.json") or {}
+    trainer = _read_json(hf_dir / "trainer_state.json") or {}
+    step = trainer.get("global_step")
+    tokens = kind = None
+    log = stage_dir / "log.jsonl"
+    if log.is_file() and step is not None:
+        for line in log.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("step") == step:
+                tokens, kind = record.get("tokens"), record.get("kind")
+    if not (summary or settings or trainer):
+        return {}
+    return {
+        "recipe": stage_dir.parent.parent.name if stage_dir.name == "local" else None,
+        "stage": summary.get("stage") or settings.get("stage"),
+        "stage_index": summary.get("index"),
+        "kind": summary.get("kind") or kind,
+        "step": step,
+        "tokens_seen": tokens,
+        "recipe_hash": summary.get("recipe_hash") or settings.get("recipe_hash"),
+        "backend": "local",
+    }
+
+
+@contextmanager
+def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(transformers folder, provenance) for a checkpoint of any kind we know."""
+    from smolrecipe import convert
+    from smolrecipe.packaged_model import save_as_hf_folder
+
+    path = Path(checkpoint)
+    if path.is_dir() and convert.is_nanotron_checkpoint(path):
+        provenance = {**convert.checkpoint_provenance(path), "backend": "nanotron"}
+        yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance
+    elif (path / "config.json").is_file():
+        yield path, local_run_provenance(path)
+    elif path.exists():
+        raise RecipeError("CHECKPOINT", f"{path} is neither a transformers folder (config.json) nor a nanotron checkpoint",
+                          "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
+    else:
+        yield save_as_hf_folder(checkpoint, work_dir / "hf"), {"model": checkpoint}
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def only_our_tasks() -> Iterator[None]:
+    """lighteval's Registry imports every built-in task module (one downloads from GitHub at import
+    time); ours are passed as a module, so the built-in ones are not needed."""
+    from lighteval.tasks.registry import Registry
+
+    def load(custom_tasks=None, load_multilingual=False):
+        return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
+
+    with mock.patch.object(Registry, "load_all_task_configs", staticmethod(load)):
+        yield
+
+
+def lighteval_model_config(hf_dir: Path, batch_size: int, cache_dir: Path):
+    import torch
+    from lighteval.models.transformers.transformers_model import TransformersModelConfig
+
+    cuda = torch.cuda.is_available()
+    # Our prompts are rendered by the tasks themselves (the chat template where a task wants
+    # one), so lighteval must not wrap them in the template a second time.
+    return TransformersModelConfig(
+        model_name=str(hf_dir), device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32",
+        batch_size=batch_size, override_chat_template=False, cache_dir=str(cache_dir),
+    )
+
+
+def _plain(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+@dataclass
+class SuiteResult:
+    path: Path
+    data: dict[str, Any]
+
+    def line(self) -> str:
+        d = self.data
+        return (f"{d['suite']}: {len(d['tasks'])} task(s), {d['items']:,} items in {d['seconds']:.1f}s "
+                f"({d['items_per_s']:.2f} items/s) -> {self.path}")
+
+
+def default_output_dir(provenance: dict[str, Any], hf_dir: Path) -> Path:
+    """Beside the run when the checkpoint is a recipe run's (where tools/report.py finds it),
+    otherwise results/<model folder name>."""
+    if provenance.get("backend") == "local" and provenance.get("recipe") and provenance.get("stage"):
+        run_dir = hf_dir.parent.parent.parent
+        return run_dir / "eval" / provenance["stage"] / f"step-{provenance['step']}"
+    if provenance.get("recipe") and provenance.get("stage"):
+        return PROJECT_ROOT / "results" / f"{provenance['recipe']}-{provenance['stage']}" / str(provenance.get("step"))
+    return PROJECT_ROOT / "results" / hf_dir.name
+
+
+def score_slices(hf_dir: Path, tokenizer, specs: list, token_budget: int) -> dict[str, dict[str, Any]]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from smolrecipe.eval_tasks import slice_texts
+    from smolrecipe.perplexity import score_texts
+
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16 if cuda else torch.float32)
+    model.to("cuda" if cuda else "cpu").eval()
+    out = {}
+    for spec in specs:
+        scored = score_texts(model, tokenizer, slice_texts(spec, tokenizer, token_budget), desc=f"ppl:{spec.name}")
+        out[f"ppl:{spec.name}"] = scored.metrics() | {"n": scored.documents}
+    return out
+
+
+def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | None, batch_size: int) -> dict[str, dict[str, Any]]:
+    """Per-task metrics (and item counts) of the lighteval tasks `names`."""
+    from lighteval.logging.evaluation_tracker import EvaluationTracker
+    from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
+    from smolrecipe.eval_tasks import build_tasks
+
+    with tempfile.TemporaryDirectory(prefix="smolrecipe-eval-") as tmp:
+        ctx.data_dir = Path(tmp) / "data"
+        module = types.ModuleType("smolrecipe_eval_tasks")
+        module.TASKS_TABLE = build_tasks(ctx, names)
+        with only_our_tasks():
+            pipeline = Pipeline(
+                tasks=",".join(f"{c.name}|0" for c in module.TASKS_TABLE),
+                pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE, custom_tasks_directory=module,
+                                                       max_samples=limit),
+                evaluation_tracker=EvaluationTracker(output_dir=str(Path(tmp) / "tracker"), save_details=False),
+                model_config=lighteval_model_config(hf_dir, batch_size, Path(tmp) / "cache"),
+            )
+            pipeline.evaluate()
+        # lighteval keys documents by "<task>|<fewshots>" and results by "<task>:<fewshots>"
+        results = {name.rsplit(":", 1)[0]: metrics for name, metrics in pipeline.get_results()["results"].items()}
+        counts = {name.rsplit("|", 1)[0]: len(docs) for name, docs in pipeline.documents_dict.items()}
+    return {c.name: {k: _plain(v) for k, v in results[c.name].items()} | {"n": counts[c.name]} for c in module.TASKS_TABLE}
+
+
+def _source(task: str, specs: dict, copies: dict[str, Path]) -> str:
+    key = task.split(":")[-1]
+    if task.startswith("ppl:"):
+        return specs[key].source
+    if task == "sft_suite":
+        return str(copies.get(task, sft_checks.SUITE_PATH))
+    return str(copies[key].resolve()) if key in copies else "hub"
+
+
+def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[str, Any], out_dir: Path, *,
+              tasks: list[str] | None = None, limit: int | None = None, slices: dict[str, str] | None = None,
+              local: dict[str, str] | None = None, chat: bool | None = None, batch_size: int = 16) -> SuiteResult:
+    """Run `suite` (or the `tasks` subset of it) on `hf_dir`, write `<out_dir>/<suite>.json`."""
+    from transformers import AutoTokenizer
+
+    from smolrecipe.eval_tasks import TaskContext, known_tasks
+
+    specs = slice_specs(raw, suite, slices or {})
+    names = tasks or suite.tasks
+    unknown = [n for n in names if n not in known_tasks(specs)]
+    if unknown:
+        raise RecipeError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known_tasks(specs))}")
+    copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
+    tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
+    if chat is None:  # SFT models answer in their chat format; base models continue plain text
+        chat = provenance.get("kind") == "sft" or (provenance.get("kind") is None and bool(tokenizer.chat_template))
+    limit = limit if limit is not None else suite.limit
+
+    per_task: dict[str, dict[str, Any]] = {}
+    start = time.time()
+    ppl_names = [n for n in names if n.startswith("ppl:")]
+    if ppl_names:
+        per_task |= score_slices(hf_dir, tokenizer, [specs[n.removeprefix("ppl:")] for n in ppl_names], suite.token_budget)
+    lighteval_names = [n for n in names if not n.startswith("ppl:")]
+    if lighteval_names:
+        per_task |= run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
+            tokenizer=tokenizer, data_dir=Path(), local=copies, slices=specs, token_budget=suite.token_budget, chat=chat,
+            max_new_tokens=suite.max_new_tokens), limit, batch_size)
+    seconds = time.time() - start
+    per_task = {name: per_task[name] for name in names}
+    counts = {name: metrics["n"] for name, metrics in per_task.items()}
+    items = sum(counts.values())
+    data = {
+        "suite": suite.name, "checkpoint": str(hf_dir), "model": provenance, "chat_prompts": chat,
+        "limit": limit, "tasks": per_task, "items": items, "seconds": round(seconds, 2),
+        "items_per_s": round(items / seconds, 3) if seconds else None,
+        "sources": {name: _source(name, specs, copies) for name in per_task},
+        "lighteval_version": importlib.metadata.version("lighteval"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    path = out_dir / f"{suite.name}.json"
+    write_json(path, data)
+    return SuiteResult(path, data)

@@ -1,0 +1,87 @@
+"""Score a checkpoint with lighteval: tier 2 (perplexity), tier 3 (multiple choice), tier 4 (SFT
+prompt suite), GSM8K, or the CPU-sized `quick` subset. Suites are defined in eval/suites.yaml.
+
+    python tools/run_eval.py runs/tiny/sft/local/checkpoint-256 --suite quick
+    python tools/run_eval.py $SCRATCH/ckpt/llama500m/stage3/12000 --suite tier3   # nanotron, converted on the fly
+    python tools/run_eval.py HuggingFaceTB/SmolLM2-135M-Instruct --suite tier3 --tasks mc:piqa --limit 500
+
+CHECKPOINT is a transformers folder, a nanotron checkpoint (<checkpoints>/<step>) or a model id.
+Results go to <output-dir>/<suite>.json; by default next to the run
+(runs/<recipe>/eval/<stage>/step-<N>/) for a local-backend checkpoint, else results/<run>/<step>/.
+Local copies of benchmarks are used where eval/suites.yaml's local_copies folders have them
+(or --local NAME=PATH); everything else is read from the hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
+
+from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.evaluate import as_hf_folder, default_output_dir, expand_suite, load_suites, run_suite, suite_names  # noqa: E402
+
+
+def pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise RecipeError(flag, f"'{value}' is not NAME=VALUE", f"write it as {flag} piqa=/data/piqa")
+        out[name] = target
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", metavar="CHECKPOINT")
+    parser.add_argument("--suite", default="quick", help=f"one of {', '.join(suite_names())} (default: quick)")
+    parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks, e.g. mc:piqa,mc:hellaswag")
+    parser.add_argument("--limit", type=int, help="items per task (default: the suite's)")
+    parser.add_argument("--output-dir", type=Path, help="where <suite>.json goes")
+    parser.add_argument("--slice", action="append", default=[], metavar="NAME=SOURCE", help="a tier-2 slice from a file or hub id")
+    parser.add_argument("--local", action="append", default=[], metavar="TASK=PATH", help="a local copy of a benchmark")
+    parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                        help="prompt GSM8K through the chat template (default: for SFT checkpoints)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
+    try:
+        suites, raw = load_suites()
+        chosen = expand_suite(args.suite, suites)
+        slices, local = pairs(args.slice, "--slice"), pairs(args.local, "--local")
+        with tempfile.TemporaryDirectory(prefix="smolrecipe-ckpt-") as tmp, as_hf_folder(args.checkpoint, Path(tmp)) as (hf, prov):
+            out_dir = args.output_dir or default_output_dir(prov, hf)
+            for suite in chosen:
+                tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+                result = run_suite(hf, prov, suite, raw, out_dir, tasks=tasks, limit=args.limit, slices=slices, local=local,
+                                   chat=args.chat, batch_size=args.batch_size)
+                print_result(result)
+    except RecipeError as err:
+        print(f"error: {err.line()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_result(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.data['suite']} on {result.data['checkpoint']}", title_justify="left")
+    for col in ("task", "n", "metric", "value"):
+        table.add_column(col, justify="right" if col in ("n", "value") else "left")
+    for task, metrics in result.data["tasks"].items():
+        for i, (name, value) in enumerate((k, v) for k, v in metrics.items() if k != "n" and not k.endswith("_stderr")):
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            table.add_row(task if i == 0 else "", str(metrics["n"]) if i == 0 else "", name, shown)
+    console = Console(width=160, highlight=False)
+    console.print(table)
+    console.print(result.line(), markup=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
