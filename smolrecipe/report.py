@@ -1,32 +1,35 @@
-"""A run folder's training logs -> a loss plot (loss.png) and a Markdown report (report.md).
+"""A run folder's training logs and evaluation results -> plots (loss.png, eval_<tier>.png) and a Markdown report (report.md).
 
 Reads what the local backend writes for each stage, <run>/<stage>/local/:
   log.jsonl      one JSON object per logged optimizer step (step, tokens within the stage, loss, ...);
                  after a resume a step can appear twice (the last one counts), and a line cut off
                  by a kill is skipped
   summary.json   written when the stage finished (its `index` orders the stages)
-and, when present, <run>/samples.json: the base and SFT models' answers to the same prompts.
+and, when present, <run>/samples.json: the base and SFT models' answers to the same prompts, and
+<run>/eval/<stage>/step-<N>/<suite>.json: tools/run_eval.py's results (read by smolrecipe.eval_report).
 
   find_stages        run folder -> the stages in training order (StageLog each)
   loss_curves        stages -> one curve per stage on a shared axis of cumulative tokens
   plot_loss          curves -> PNG bytes (matplotlib, Agg canvas: no display needed)
+  plot_eval          one tier's evaluation points -> PNG bytes, on the same token axis as the loss
   report_sections    everything the report shows -> its Markdown sections, one small function each
-  write_report       all of it: both files written atomically, returns the summary line
+  write_report       all of it: every file written atomically, returns the summary line
 
-The report is a list of section builders (SECTIONS); an evaluation section is added by writing
-one more builder that reads its results into ReportInputs, and listing it there.
+The report is a list of section builders (SECTIONS); a new section is added by writing one more
+builder, putting the data it reads into ReportInputs, and listing it there.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
 
 from smolrecipe.atomic import write_file
 from smolrecipe.errors import RecipeError
+from smolrecipe.eval_report import EVAL_DIR, TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, rows
 
 LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -126,6 +129,7 @@ class ReportInputs:
     stages: list[StageLog]
     samples: dict | None = None
     plot: str = PLOT_NAME  # the plot's path relative to report.md
+    evals: EvalResults | None = None
 
 
 # ---- reading the logs ----------------------------------------------------------------------------
@@ -221,29 +225,66 @@ def human_tokens(n: float) -> str:
     return f"{n:.3g}" if n != int(n) else f"{int(n)}"
 
 
-def plot_loss(curves: list[Curve], title: str) -> bytes:
-    """The loss figure as PNG bytes: one coloured line per stage, dashed lines at the boundaries."""
+def _axes():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(9, 4.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    return fig, fig.add_subplot()
+
+
+def token_axis(ax, curves: list[Curve], name_stages: bool = False) -> None:
+    """x as tokens seen, a dashed line where each stage after the first begins (named when the
+    lines are not stages themselves)."""
+    from matplotlib.ticker import FuncFormatter
+
     for i, curve in enumerate(curves):
-        color = f"C{i % 10}"
-        ax.plot(curve.tokens, curve.loss, color=color, label=curve.label, marker="." if len(curve.tokens) < 40 else None)
         if i:
             ax.axvline(curve.start, color="grey", linestyle="--", linewidth=1)
+        if name_stages:
+            ax.text(curve.start, 1, f" {curve.stage}", transform=ax.get_xaxis_transform(), va="top", color="grey", fontsize=8)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: human_tokens(x)))
     ax.set_xlabel("tokens seen")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"{title}: training loss")
     ax.grid(True, alpha=0.3)
-    ax.legend(title="stage")
+
+
+def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def plot_loss(curves: list[Curve], title: str) -> bytes:
+    """The loss figure as PNG bytes: one coloured line per stage, dashed lines at the boundaries."""
+    fig, ax = _axes()
+    token_axis(ax, curves)
+    for i, curve in enumerate(curves):
+        ax.plot(curve.tokens, curve.loss, color=f"C{i % 10}", label=curve.label, marker="." if len(curve.tokens) < 40 else None)
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{title}: training loss")
+    ax.legend(title="stage")
+    return _png(fig)
+
+
+def plot_eval(points: list[EvalPoint], tier: Tier, curves: list[Curve], end: int, title: str) -> bytes:
+    """One tier's figure as PNG bytes: a line per task (or per metric, where the tier plots several),
+    over the whole run's tokens (0 to `end`) so that the tiers' figures line up with loss.png."""
+    fig, ax = _axes()
+    token_axis(ax, curves, name_stages=True)
+    lines: dict[str, list[EvalPoint]] = {}
+    for p in points:
+        lines.setdefault(p.task if tier.plotted == 1 else p.metric, []).append(p)
+    for label, line in lines.items():
+        ax.plot([p.tokens for p in line], [p.value for p in line], marker="o", label=label)
+    if end:  # a run that logged no tokens keeps matplotlib's own limits
+        ax.set_xlim(-0.02 * end, 1.02 * end)
+    if tier.rates:
+        ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel(tier.shown[0] if tier.plotted == 1 else "rate")
+    ax.set_title(f"{title}: {tier.title}")
+    ax.legend(title="task" if tier.plotted == 1 else tier.tasks)
+    return _png(fig)
 
 
 # ---- Markdown ------------------------------------------------------------------------------------
@@ -272,6 +313,19 @@ def fmt_loss(x: float | None) -> str:
 
 def fmt_number(x: float | None, digits: int = 0) -> str:
     return MISSING if x is None else f"{x:,.{digits}f}"
+
+
+def fmt_metric(x: float | None, signed: bool = False) -> str:
+    """A rate or bits per byte to 3 decimals; a perplexity (large) to 1."""
+    return MISSING if x is None else f"{x:{'+' if signed else ''},.{1 if abs(x) >= 100 else 3}f}"
+
+
+def fmt_point(p: EvalPoint | None) -> str:
+    return MISSING if p is None else fmt_metric(p.value) + (f" (n={p.n:,})" if p.n is not None else "")
+
+
+def fmt_checkpoint(checkpoint: tuple[str, int]) -> str:
+    return f"{checkpoint[0]} step {checkpoint[1]}"
 
 
 STAGE_COLUMNS = ["stage", "kind", "steps", "tokens", "first loss", "final loss", "tokens/s", "time (s)", "checkpoint"]
@@ -367,10 +421,50 @@ def checks_section(r: ReportInputs) -> str | None:
     return "## Checks\n\n" + "\n".join(lines)
 
 
-# The report, in order. Evaluation sections go here (before or after samples_section): each is a
-# function ReportInputs -> Markdown text, or None to leave itself out; their data goes in ReportInputs.
+def eval_notes(evals: EvalResults) -> list[str]:
+    notes = [f"- skipped an unreadable results file: {path}" for path in evals.skipped]
+    return notes + [f"- {w}" for w in evals.warnings]
+
+
+def evaluation_section(r: ReportInputs) -> str | None:
+    """Per tier: its plot and a task x checkpoint table of the headline metric."""
+    if r.evals is None or not (r.evals.files or r.evals.skipped):
+        return None
+    parts = ["## Evaluation", f"{r.evals.files} result file(s) of tools/run_eval.py ({EVAL_DIR}/<stage>/step-<N>/<suite>.json). "
+             "Cells: the metric (n = items). A task run by several suites on one checkpoint shows the result over more items."]
+    for tier in TIERS:
+        points = r.evals.tier_points(tier)
+        if not points:
+            continue
+        columns = checkpoints(points)
+        at = {(p.task, p.metric, p.stage, p.step): p for p in points}
+        table = [[md_cell(task), md_cell(metric)] + [fmt_point(at.get((task, metric, *c))) for c in columns]
+                 for task, metric in rows(points)]
+        parts += [f"### {tier.title}", f"![{tier.key}]({tier.png})",
+                  md_table(["task", "metric"] + [fmt_checkpoint(c) for c in columns], table, right=range(2, 2 + len(columns)))]
+    notes = eval_notes(r.evals)
+    return "\n\n".join(parts + (["\n".join(notes)] if notes else []))
+
+
+def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
+    """Every evaluated metric of the last pretraining checkpoint next to the SFT model's."""
+    compared = base_vs_sft(r.evals.points, r.stages) if r.evals else None
+    if compared is None:
+        return None
+    base, sft, comparisons = compared
+    table = [[md_cell(c.task), md_cell(c.metric), fmt_point(c.base), fmt_point(c.sft), fmt_metric(c.diff, signed=True),
+              "lower" if c.lower_is_better else "higher", c.verdict or MISSING] for c in comparisons]
+    return "\n\n".join([
+        "## Base vs SFT: evaluation",
+        f"Base: {fmt_checkpoint(base)} (the last evaluated pretraining checkpoint); SFT: {fmt_checkpoint(sft)}.",
+        md_table(["task", "metric", "base", "SFT", "SFT − base", "better when", "SFT is"], table, right={2, 3, 4}),
+    ])
+
+
+# The report, in order: each is a function ReportInputs -> Markdown text, or None to leave itself
+# out; their data goes in ReportInputs. The evaluated comparison comes before the sampled answers.
 SECTIONS: list[Callable[[ReportInputs], str | None]] = [title_section, plot_section, stages_section, checks_section,
-                                                        samples_section]
+                                                        evaluation_section, eval_base_vs_sft_section, samples_section]
 
 
 def report_sections(r: ReportInputs, sections=None) -> list[str]:
@@ -386,14 +480,19 @@ def render_report(r: ReportInputs) -> str:
 # ---- writing -------------------------------------------------------------------------------------
 
 
-def summary_line(stages: list[StageLog], written: list[Path], checks: list[tuple[str, bool]] | None = None) -> str:
-    """One line: stages, tokens, loss from the first stage's first step to the last stage's last."""
+def summary_line(stages: list[StageLog], written: list[Path], checks: list[tuple[str, bool]] | None = None,
+                 evals: EvalResults | None = None) -> str:
+    """One line: stages, tokens, loss from the first stage's first step to the last stage's last,
+    evaluation results read (when there are any)."""
     first, last = stages[0], stages[-1]
     tokens = sum(s.tokens for s in stages)
     met = f"checks {sum(ok for _, ok in checks)}/{len(checks)} met; " if checks else ""
+    read = ""
+    if evals and (evals.files or evals.skipped):
+        read = f"{evals.files} eval result(s) read" + (f", {len(evals.skipped)} unreadable skipped" if evals.skipped else "") + "; "
     return (f"report: {len(stages)} stage{'s' if len(stages) != 1 else ''}, {tokens:,} tokens, "
             f"loss {fmt_loss(first.first_loss)} -> {fmt_loss(last.final_loss)} ({first.name} first -> {last.name} final); "
-            f"{met}wrote {', '.join(str(p) for p in written)}")
+            f"{met}{read}wrote {', '.join(str(p) for p in written)}")
 
 
 @dataclass
@@ -403,21 +502,29 @@ class Report:
     markdown: Path
     plot: Path
     summary: str
+    evals: EvalResults | None = None
+    eval_plots: list[Path] = field(default_factory=list)
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
-    """Read a run folder's logs and write report.md and loss.png into `out_dir` (default: the run
-    folder). Every input is read and checked before anything is written."""
+    """Read a run folder's logs and evaluation results and write report.md, loss.png and an
+    eval_<tier>.png per tier with results into `out_dir` (default: the run folder). Every input is
+    read and checked before anything is written."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
+    name = run_dir.resolve().name
     stages = find_stages(run_dir)
     samples = read_samples(run_dir)
     curves = loss_curves(stages)
-    png = plot_loss(curves, run_dir.resolve().name)
-    md_path, plot_path = out_dir / REPORT_NAME, out_dir / PLOT_NAME
-    inputs = ReportInputs(name=run_dir.resolve().name, stages=stages, samples=samples, plot=PLOT_NAME)
+    evals = read_evals(run_dir, stages, curves)
+    plots = {out_dir / PLOT_NAME: plot_loss(curves, name)}
+    end = sum(s.tokens for s in stages)
+    plots |= {out_dir / tier.png: plot_eval(points, tier, curves, end, name) for tier in TIERS if (points := evals.tier_points(tier))}
+    inputs = ReportInputs(name=name, stages=stages, samples=samples, plot=PLOT_NAME, evals=evals)
     markdown = render_report(inputs)
-    write_file(plot_path, png)
-    write_file(md_path, markdown)
-    return Report(stages=stages, curves=curves, markdown=md_path, plot=plot_path,
-                  summary=summary_line(stages, [md_path, plot_path], learning_checks(inputs)))
+    for path, png in plots.items():
+        write_file(path, png)
+    md_path = write_file(out_dir / REPORT_NAME, markdown)
+    plot_path, *eval_plots = plots
+    return Report(stages=stages, curves=curves, markdown=md_path, plot=plot_path, evals=evals, eval_plots=eval_plots,
+                  summary=summary_line(stages, [md_path, *plots], learning_checks(inputs), evals))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from smolrecipe.errors import RecipeError
+from smolrecipe.eval_report import read_evals
 from smolrecipe.report import find_stages, human_tokens, loss_curves, md_cell, read_log, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +196,140 @@ def test_checks_flag_a_stage_that_did_not_learn(run):
     assert "- ✅ SFT ends 2 of 3 answers with the end-of-turn token (base: 1 of 3)" in md
     assert "sft: final loss" not in md  # unfinished stages are not judged
     assert "checks 2/3 met" in report.summary
+
+
+# ---- evaluation results --------------------------------------------------------------------------
+
+
+def ppl(bpb: float, n: int = 17) -> dict:
+    return {"bits_per_byte": bpb, "token_ppl": 2 ** (bpb * 4), "tokens": 4096, "bytes": 16384, "n": n}
+
+
+def mc(acc_norm: float, n: int = 24) -> dict:
+    return {"acc": acc_norm - 0.05, "acc_stderr": 0.1, "acc_norm": acc_norm, "acc_norm_stderr": 0.1, "n": n}
+
+
+def write_eval(run: Path, stage: str, step: int, suite: str, tasks: dict, tokens_seen: int | None,
+               created: str = "2026-01-01T00:00:00") -> Path:
+    """One results file as tools/run_eval.py writes it."""
+    path = run / "eval" / stage / f"step-{step}" / f"{suite}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "suite": suite, "checkpoint": f"runs/tiny/{stage}/local/checkpoint-{step}",
+        "model": {"recipe": "tiny", "stage": stage, "stage_index": 0, "kind": "sft" if stage == "sft" else "pretrain",
+                  "step": step, "tokens_seen": tokens_seen, "recipe_hash": "ab12cd34", "backend": "local"},
+        "chat_prompts": stage == "sft", "limit": 24, "items": 10, "seconds": 1.0, "items_per_s": 10.0, "tasks": tasks,
+        "sources": {}, "lighteval_version": "0.13.0", "created": created}))
+    return path
+
+
+@pytest.fixture
+def evals(run) -> Path:
+    """The `run` fixture with results at stage1 step 2, stage2's end and sft step 2 (tiers 2, 3, 4; no GSM8K).
+
+    On the loss axis stage1 starts at 0, stage2 at 4,096 and sft at 4,096 + 8,192 = 12,288.
+    """
+    write_eval(run, "stage1", 2, "quick", {"ppl:web": ppl(4.0), "mc:piqa": mc(0.30)}, tokens_seen=2048)
+    write_eval(run, "stage2", 4, "quick", {"ppl:web": ppl(3.0), "ppl:code": ppl(3.5, n=28), "mc:piqa": mc(0.50)}, tokens_seen=8192)
+    write_eval(run, "sft", 2, "quick", {"ppl:web": ppl(2.5), "mc:piqa": mc(0.40), "sft_suite": {
+        "instruction_match": 0.25, "instruction_match_stderr": 0.1, "all_checks_pass": 0.125, "format_valid": 0.5,
+        "code_parse": float("nan"), "code_parse_stderr": float("nan"), "clean_end": 0.75, "n": 8}}, tokens_seen=1024)
+    return run
+
+
+def points_of(run: Path, **match):
+    stages = find_stages(run)
+    results = read_evals(run, stages, loss_curves(stages))
+    return results, [p for p in results.points if all(getattr(p, k) == v for k, v in match.items())]
+
+
+def test_eval_points_sit_on_the_loss_axis_in_training_order(evals):
+    results, web = points_of(evals, task="ppl:web", metric="bits_per_byte")
+    assert [(p.stage, p.step, p.tokens, p.value, p.n) for p in web] == \
+        [("stage1", 2, 2048, 4.0, 17), ("stage2", 4, 4096 + 8192, 3.0, 17), ("sft", 2, 12288 + 1024, 2.5, 17)]
+    assert results.files == 3 and not results.skipped and not results.warnings
+    _, suite = points_of(evals, task="sft_suite")
+    assert {p.metric for p in suite} == {"instruction_match", "all_checks_pass", "format_valid", "clean_end"}  # NaN: no point
+
+
+def test_eval_checkpoint_without_tokens_is_placed_at_its_stage_end_or_left_out(evals):
+    write_eval(evals, "stage2", 4, "quick", {"ppl:web": ppl(3.0)}, tokens_seen=None)  # the stage's last step
+    write_eval(evals, "stage2", 2, "quick", {"ppl:web": ppl(3.2)}, tokens_seen=None)
+    write_eval(evals, "stage9", 1, "quick", {"ppl:web": ppl(3.2)}, tokens_seen=10)
+    results, web = points_of(evals, task="ppl:web")
+    assert [(p.stage, p.step, p.tokens) for p in web if p.metric == "bits_per_byte"] == \
+        [("stage1", 2, 2048), ("stage2", 4, 12288), ("sft", 2, 13312)]
+    assert results.warnings == ["eval/stage2/step-2: left out, no tokens_seen and not the stage's last step",
+                                "eval/stage9/step-1: left out, not a stage of this run"]
+
+
+def test_a_task_in_several_suites_counts_once_with_more_items_then_newer(evals):
+    write_eval(evals, "stage2", 4, "tier3", {"mc:piqa": mc(0.60, n=100)}, tokens_seen=8192, created="2025-01-01T00:00:00")
+    write_eval(evals, "sft", 2, "tier3", {"mc:piqa": mc(0.45, n=24)}, tokens_seen=1024, created="2026-06-01T00:00:00")
+    _, piqa = points_of(evals, task="mc:piqa", metric="acc_norm")
+    assert [(p.stage, p.value, p.n) for p in piqa] == [("stage1", 0.30, 24), ("stage2", 0.60, 100), ("sft", 0.45, 24)]
+
+
+def test_unreadable_eval_files_are_skipped_and_counted(evals, tmp_path):
+    folder = evals / "eval" / "sft" / "step-2"
+    (folder / "cut.json").write_text('{"suite": "quick", "mod')
+    (folder / "list.json").write_text("[1, 2]")
+    (folder / "nomodel.json").write_text('{"tasks": {}}')
+    report = write_report(evals, tmp_path / "out")
+    assert report.evals.files == 3 and [p.name for p in report.evals.skipped] == ["cut.json", "list.json", "nomodel.json"]
+    assert "3 eval result(s) read, 3 unreadable skipped; " in report.summary
+    assert f"- skipped an unreadable results file: {folder / 'cut.json'}" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_plot_per_tier_with_results(evals, tmp_path):
+    out = tmp_path / "out"
+    report = write_report(evals, out)
+    for name in ("eval_tier2.png", "eval_tier3.png", "eval_tier4.png"):
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
+    assert not (out / "eval_gsm8k.png").exists()
+    assert report.eval_plots == [out / "eval_tier2.png", out / "eval_tier3.png", out / "eval_tier4.png"]
+    assert report.summary.endswith(f"wrote {out / 'report.md'}, {out / 'loss.png'}, {out / 'eval_tier2.png'}, "
+                                   f"{out / 'eval_tier3.png'}, {out / 'eval_tier4.png'}")
+    # one checkpoint, one point per line, GSM8K only: still a plot
+    gsm = tmp_path / "gsm"
+    write_stage(gsm, "stage1", [record("stage1", "pretrain", 1, 1, 100, 2.0)], {"stage": "stage1", "index": 0, "tokens": 100})
+    write_eval(gsm, "stage1", 1, "gsm8k", {"gsm8k": {"exact_match": 0.02, "exact_match_stderr": 0.01, "n": 100}}, tokens_seen=100)
+    assert [p.name for p in write_report(gsm).eval_plots] == ["eval_gsm8k.png"]
+    assert (gsm / "eval_gsm8k.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_evaluation_tables(evals):
+    write_report(evals)
+    md = (evals / "report.md").read_text()
+    assert md.index("## Checks") < md.index("## Evaluation") < md.index("## Base vs SFT: evaluation")
+    assert "3 result file(s) of tools/run_eval.py" in md
+    assert "![tier2](eval_tier2.png)" in md and "![tier4](eval_tier4.png)" in md and "eval_gsm8k" not in md
+    assert "| task | metric | stage1 step 2 | stage2 step 4 | sft step 2 |\n|---|---|---:|---:|---:|" in md
+    assert "| ppl:code | bits_per_byte | — | 3.500 (n=28) | — |" in md
+    assert "| ppl:web | bits_per_byte | 4.000 (n=17) | 3.000 (n=17) | 2.500 (n=17) |" in md
+    assert "| mc:piqa | acc_norm | 0.300 (n=24) | 0.500 (n=24) | 0.400 (n=24) |" in md
+    assert "| task | metric | sft step 2 |" in md  # tier 4: only the SFT checkpoint ran it
+    assert "| sft_suite | instruction_match | 0.250 (n=8) |\n| sft_suite | all_checks_pass | 0.125 (n=8) |" in md
+    assert "code_parse" not in md  # NaN everywhere: no row
+
+
+def test_eval_base_vs_sft(evals):
+    write_report(evals)
+    md = (evals / "report.md").read_text()
+    section = md[md.index("## Base vs SFT: evaluation"):]
+    assert "Base: stage2 step 4 (the last evaluated pretraining checkpoint); SFT: sft step 2." in section
+    assert "| task | metric | base | SFT | SFT − base | better when | SFT is |" in section
+    assert "| ppl:web | bits_per_byte | 3.000 (n=17) | 2.500 (n=17) | -0.500 | lower | better |" in section
+    assert "| ppl:web | token_ppl | 4,096.0 (n=17) | 1,024.0 (n=17) | -3,072.0 | lower | better |" in section
+    assert "| mc:piqa | acc_norm | 0.500 (n=24) | 0.400 (n=24) | -0.100 | higher | worse |" in section
+    assert "| ppl:code | bits_per_byte | 3.500 (n=28) | — | — | lower | — |" in section
+    assert "| sft_suite | clean_end | — | 0.750 (n=8) | — | higher | — |" in section
+
+
+def test_no_eval_folder_no_eval_output(run, tmp_path):
+    (run / "eval" / "stage1").mkdir(parents=True)  # an empty eval folder is the same as none
+    report = write_report(run, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Evaluation" not in md and report.eval_plots == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["loss.png", "report.md"]
+    assert "eval result" not in report.summary

@@ -1,10 +1,15 @@
-"""A run folder's training logs -> loss.png (loss vs tokens, all stages) and report.md.
+"""A run folder's training logs and evaluation results -> loss.png (loss vs tokens, all stages),
+eval_<tier>.png (evaluation vs tokens) and report.md.
 
-    python tools/report.py runs/tiny                   # writes runs/tiny/report.md and runs/tiny/loss.png
-    python tools/report.py runs/tiny --out /tmp/tiny   # the same two files, elsewhere
+    python tools/report.py runs/tiny                   # writes runs/tiny/report.md, runs/tiny/loss.png, ...
+    python tools/report.py runs/tiny --out /tmp/tiny   # the same files, elsewhere
 
-Reads <RUN_DIR>/<stage>/local/log.jsonl and summary.json as tools/train_local.py writes them, and
-<RUN_DIR>/samples.json (base vs SFT answers) when it is there. Each file is written under a
+Reads <RUN_DIR>/<stage>/local/log.jsonl and summary.json as tools/train_local.py writes them,
+<RUN_DIR>/samples.json (base vs SFT answers) when it is there, and every
+<RUN_DIR>/eval/<stage>/step-<N>/<suite>.json that tools/run_eval.py wrote (an unreadable one is
+skipped and counted). Each tier with results gets a plot: eval_tier2.png (perplexity, bits per
+byte), eval_tier3.png (multiple choice), eval_tier4.png (SFT prompt suite), eval_gsm8k.png; the
+report adds per-tier tables and the base vs SFT evaluation. Each file is written under a
 temporary name and renamed into place; with no logs at all nothing is written.
 """
 
@@ -27,7 +32,7 @@ from smolrecipe.report import NUMERIC_COLUMNS, STAGE_COLUMNS, stage_rows, write_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a recipe's run folder, e.g. runs/tiny")
-    parser.add_argument("--out", metavar="DIR", help="where to write report.md and loss.png (default: RUN_DIR)")
+    parser.add_argument("--out", metavar="DIR", help="where to write report.md and the plots (default: RUN_DIR)")
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True, highlight=False)
     try:
