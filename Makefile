@@ -23,15 +23,19 @@ test: $(STAMP)
 # The whole path at toy scale on this machine: generate the tiny recipe's corpus, prepare its data
 # with datatrove (nanoset folders + SFT records), render + check both recipes' configs, train
 # stage1 -> stage2 -> stage3 -> SFT with the local backend (finished stages are skipped, an
-# interrupted one resumes), answer fixed prompts with the base and the SFT model, write the report.
+# interrupted one resumes), answer fixed prompts with the base and the SFT model, score every
+# stage's final checkpoint with its eval suites (quick: held-out perplexity from a corpus of another
+# seed, PIQA, the SFT prompt suite), write the report with its plots.
 demo: $(STAMP)
 	$(PY) tools/make_demo_corpus.py
+	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05
 	$(PY) tools/prepare_data.py recipes/tiny.yaml
 	$(PY) tools/prepare_data.py recipes/tiny.yaml --sft
 	$(PY) tools/make_config.py recipes/tiny.yaml --out runs/demo/configs/tiny --check
 	$(PY) tools/make_config.py recipes/llama500m.yaml --out runs/demo/configs/llama500m --check
 	$(PY) tools/train_local.py recipes/tiny.yaml --stage all --resume
 	$(PY) tools/sample.py recipes/tiny.yaml
+	$(PY) tools/run_eval.py --recipe recipes/tiny.yaml
 	$(PY) tools/report.py runs/tiny
 
 # Regenerate the committed configs/ from recipes/ (a test fails when they drift).

@@ -80,7 +80,7 @@ def expand_suite(name: str, suites: dict[str, Suite]) -> list[Suite]:
     return [suites[name]]
 
 
-def local_copies(dirs: list[str], environ=os.environ) -> dict[str, Path]:
+def local_copies(dirs: list[str]) -> dict[str, Path]:
     """task name -> local copy folder, from the first listed folder that has a sub-folder of that name."""
     found: dict[str, Path] = {}
     for entry in dirs:
@@ -144,6 +144,7 @@ def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
         "step": step,
         "tokens_seen": tokens,
         "recipe_hash": summary.get("recipe_hash") or settings.get("recipe_hash"),
+        "fingerprint": summary.get("fingerprint") or settings.get("fingerprint"),
         "backend": "local",
     }
 
@@ -154,7 +155,7 @@ def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[s
     from smolrecipe import convert
     from smolrecipe.packaged_model import save_as_hf_folder
 
-    path = Path(checkpoint)
+    path = convert.resolve_checkpoint(Path(checkpoint))  # a nanotron checkpoints folder means its latest step
     if path.is_dir() and convert.is_nanotron_checkpoint(path):
         provenance = {**convert.checkpoint_provenance(path), "backend": "nanotron"}
         yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance
@@ -275,6 +276,16 @@ def _source(task: str, specs: dict, copies: dict[str, Path]) -> str:
     if task == "sft_suite":
         return str(copies.get(task, sft_checks.SUITE_PATH))
     return str(copies[key].resolve()) if key in copies else "hub"
+
+
+def up_to_date(path: Path, provenance: dict[str, Any], suite: Suite, limit: int | None) -> bool:
+    """Whether `path` already holds this suite's results for this very checkpoint (a local run's
+    stage fingerprint and step): then a rerun of the recipe's evaluations skips it."""
+    old = _read_json(path) or {}
+    model = old.get("model") or {}
+    return (provenance.get("fingerprint") is not None and model.get("fingerprint") == provenance["fingerprint"]
+            and model.get("step") == provenance.get("step") and list(old.get("tasks", {})) == suite.tasks
+            and old.get("limit") == (limit if limit is not None else suite.limit))
 
 
 def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[str, Any], out_dir: Path, *,

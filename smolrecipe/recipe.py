@@ -468,11 +468,24 @@ def recipe_from_dict(data: object, source: str | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError("recipe", "the top level is not a mapping", "start the file with `name: ...`", source)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
+        _check_eval_suites(recipe)
+        return recipe
     except RecipeError as err:
         raise err.with_source(source) if source else err from None
     except ValidationError as exc:
         raise _first_error(exc, source) from None
+
+
+def _check_eval_suites(recipe: "Recipe") -> None:
+    from smolrecipe.evaluate import suite_names  # eval/suites.yaml, the one list of suites
+
+    known = suite_names()
+    stages = [(f"stages.{s.name}", s) for s in recipe.stages] + ([("sft", recipe.sft)] if recipe.sft else [])
+    for where, stage in stages:
+        unknown = [name for name in stage.eval_suites if name not in known]
+        if unknown:
+            raise RecipeError(f"{where}.eval_suites", f"unknown suite(s) {unknown}", f"use some of {', '.join(known)} (eval/suites.yaml)")
 
 
 def _first_error(exc: ValidationError, source: str | None) -> RecipeError:

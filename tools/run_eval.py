@@ -4,10 +4,13 @@ prompt suite), GSM8K, or the CPU-sized `quick` subset. Suites are defined in eva
     python tools/run_eval.py runs/tiny/sft/local/checkpoint-256 --suite quick
     python tools/run_eval.py $SCRATCH/ckpt/llama500m/stage3/12000 --suite tier3   # nanotron, converted on the fly
     python tools/run_eval.py HuggingFaceTB/SmolLM2-135M-Instruct --suite tier3 --tasks mc:piqa --limit 500
+    python tools/run_eval.py --recipe recipes/tiny.yaml     # every stage's final checkpoint, its eval_suites
 
 CHECKPOINT is a transformers folder, a nanotron checkpoint (<checkpoints>/<step>) or a model id.
 Results go to <output-dir>/<suite>.json; by default next to the run
 (runs/<recipe>/eval/<stage>/step-<N>/) for a local-backend checkpoint, else results/<run>/<step>/.
+With --recipe, each stage's final local-backend checkpoint is scored with the suites the recipe
+lists for that stage (`eval_suites`); results already there for the same checkpoint are kept.
 Local copies of benchmarks are used where eval/suites.yaml's local_copies folders have them
 (or --local NAME=PATH); everything else is read from the hub.
 """
@@ -21,8 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
+from smolrecipe.convert import ConversionError  # noqa: E402
 from smolrecipe.errors import RecipeError  # noqa: E402
-from smolrecipe.evaluate import as_hf_folder, default_output_dir, expand_suite, load_suites, run_suite, suite_names  # noqa: E402
+from smolrecipe.evaluate import (  # noqa: E402
+    as_hf_folder,
+    default_output_dir,
+    expand_suite,
+    load_suites,
+    run_suite,
+    suite_names,
+    up_to_date,
+)
 
 
 def pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -37,8 +49,9 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", metavar="CHECKPOINT")
-    parser.add_argument("--suite", default="quick", help=f"one of {', '.join(suite_names())} (default: quick)")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?")
+    parser.add_argument("--recipe", help="score every stage of this recipe's local run with its eval_suites")
+    parser.add_argument("--suite", help=f"one of {', '.join(suite_names())} (default: quick; with --recipe, the recipe's)")
     parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks, e.g. mc:piqa,mc:hellaswag")
     parser.add_argument("--limit", type=int, help="items per task (default: the suite's)")
     parser.add_argument("--output-dir", type=Path, help="where <suite>.json goes")
@@ -50,21 +63,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
+    if (args.checkpoint is None) == (args.recipe is None):
+        parser.error("give a CHECKPOINT or --recipe RECIPE (one of the two)")
     try:
         suites, raw = load_suites()
-        chosen = expand_suite(args.suite, suites)
         slices, local = pairs(args.slice, "--slice"), pairs(args.local, "--local")
-        with tempfile.TemporaryDirectory(prefix="smolrecipe-ckpt-") as tmp, as_hf_folder(args.checkpoint, Path(tmp)) as (hf, prov):
-            out_dir = args.output_dir or default_output_dir(prov, hf)
-            for suite in chosen:
-                tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
-                result = run_suite(hf, prov, suite, raw, out_dir, tasks=tasks, limit=args.limit, slices=slices, local=local,
-                                   chat=args.chat, batch_size=args.batch_size)
-                print_result(result)
+        jobs = recipe_jobs(args.recipe, args.suite) if args.recipe else [(args.checkpoint, args.suite or "quick")]
+        for checkpoint, suite_name in jobs:
+            chosen = expand_suite(suite_name, suites)
+            with tempfile.TemporaryDirectory(prefix="smolrecipe-ckpt-") as tmp, as_hf_folder(checkpoint, Path(tmp)) as (hf, prov):
+                out_dir = args.output_dir or default_output_dir(prov, hf)
+                for suite in chosen:
+                    if args.recipe and up_to_date(out_dir / f"{suite.name}.json", prov, suite, args.limit):
+                        print(f"{suite.name} on {checkpoint}: up to date ({out_dir / f'{suite.name}.json'})")
+                        continue
+                    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+                    result = run_suite(hf, prov, suite, raw, out_dir, tasks=tasks, limit=args.limit, slices=slices, local=local,
+                                       chat=args.chat, batch_size=args.batch_size)
+                    print_result(result)
     except RecipeError as err:
-        print(f"error: {err.line()}", file=sys.stderr)
+        print(f"error: {err.with_source(args.recipe).line() if args.recipe else err.line()}", file=sys.stderr)
+        return 2
+    except ConversionError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def recipe_jobs(recipe_path: str, suite: str | None) -> list[tuple[str, str]]:
+    """(final checkpoint, suite) for every stage of the recipe's local run, in training order."""
+    from smolrecipe.envpaths import resolve_recipe
+    from smolrecipe.local_train import final_checkpoint
+    from smolrecipe.plan import build_plan
+    from smolrecipe.recipe import load_recipe
+
+    recipe = resolve_recipe(load_recipe(recipe_path))
+    suites_of = {s.name: s.eval_suites for s in recipe.stages} | ({recipe.sft.name: recipe.sft.eval_suites} if recipe.sft else {})
+    jobs = []
+    for stage in build_plan(recipe).stages:
+        checkpoint = final_checkpoint(recipe, stage)
+        names = [suite] if suite else suites_of[stage.name]
+        if names and not checkpoint.is_dir():
+            raise RecipeError(f"{stage.name}", f"{checkpoint} does not exist",
+                              f"train it first: python tools/train_local.py {recipe_path} --stage {stage.name}")
+        jobs += [(str(checkpoint), name) for name in names]
+    return jobs
 
 
 def print_result(result) -> None:

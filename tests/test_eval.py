@@ -1,0 +1,292 @@
+"""Evaluation: task definitions (tier 3 adapters, GSM8K scoring), perplexity windows and values,
+suites, local copies, and real lighteval runs on a tiny random model and on SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from smolrecipe import eval_tasks, evaluate
+from smolrecipe.errors import RecipeError
+from smolrecipe.eval_tasks import CHOICE_TASKS, Slice, final_number, slice_texts
+from smolrecipe.perplexity import score_texts, windows
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"
+
+# One row per tier-3 task, in its hub dataset's schema, with the gold answer's text.
+HUB_ROWS = {
+    "arc_easy": ({"question": "Which is a liquid?", "choices": {"text": ["rock", "water", "wood"], "label": ["A", "B", "C"]},
+                  "answerKey": "B"}, "water"),
+    "arc_challenge": ({"question": "What melts ice?", "choices": {"text": ["heat", "cold"], "label": ["1", "2"]}, "answerKey": "1"},
+                      "heat"),
+    "openbookqa": ({"question_stem": "The sun is a", "choices": {"text": ["star", "moon", "planet", "comet"],
+                                                                 "label": ["A", "B", "C", "D"]}, "answerKey": "A"}, "star"),
+    "qasc": ({"question": "What do plants need?", "choices": {"text": ["light", "sand"], "label": ["A", "B"]}, "answerKey": "A"},
+             "light"),
+    "sciq": ({"question": "What gas do we breathe in?", "distractor1": "helium", "distractor2": "neon", "distractor3": "argon",
+              "correct_answer": "oxygen", "support": ""}, "oxygen"),
+    "commonsense_qa": ({"question": "Where do fish live?", "choices": {"label": ["A", "B", "C"], "text": ["tree", "water", "desert"]},
+                        "answerKey": "B"}, "water"),
+    "hellaswag": ({"ctx_a": "A man is sitting on a roof.", "ctx_b": "he", "activity_label": "Roofing", "label": "1",
+                   "endings": ["flies away.", "starts pulling up shingles.", "eats a cake.", "sings."]}, "starts pulling up shingles"),
+    "copa": ({"premise": "The man broke his toe.", "question": "cause", "choice1": "He got a hole in his sock.",
+              "choice2": "He dropped a hammer on his foot.", "label": 1}, "dropped a hammer"),
+    "piqa": ({"goal": "Dry wet shoes", "sol1": "Put them in a freezer.", "sol2": "Stuff them with newspaper.", "label": 1}, "newspaper"),
+    "winogrande": ({"sentence": "The cup fell off the table because _ was wobbly.", "option1": "the cup", "option2": "the table",
+                    "answer": "2"}, "the table"),
+    "social_iqa": ({"context": "Tracy gave Bo a gift.", "question": "How does Bo feel?", "answerA": "sad", "answerB": "thankful",
+                    "answerC": "angry", "label": "2"}, "thankful"),
+    "mmlu": ({"question": "2 + 2 =", "choices": ["3", "4", "5", "6"], "answer": 1, "subject": "math"}, "4"),
+}
+
+
+def test_every_tier3_task_has_a_hand_checked_row():
+    assert set(HUB_ROWS) == set(CHOICE_TASKS)
+
+
+@pytest.mark.parametrize("name", sorted(HUB_ROWS))
+def test_tier3_prompt_scores_the_gold_answer_text(name):
+    row, gold_text = HUB_ROWS[name]
+    doc = CHOICE_TASKS[name].prompt(row, name)
+    golds = [doc.gold_index] if isinstance(doc.gold_index, int) else doc.gold_index
+    assert len(golds) == 1 and gold_text.lower() in doc.choices[golds[0]].lower()
+    assert all(c.strip() for c in doc.choices) and len(doc.choices) >= 2
+    assert doc.choices[golds[0]] not in doc.query  # cloze: the answer is scored, never shown
+
+
+def test_piqa_local_copy_in_the_authors_layout(tmp_path):
+    (tmp_path / "valid.jsonl").write_text('{"goal": "a", "sol1": "b", "sol2": "c"}\n{"goal": "d", "sol1": "e", "sol2": "f"}\n')
+    (tmp_path / "valid-labels.lst").write_text("1\n0\n")
+    rows = list(eval_tasks.local_rows(tmp_path, CHOICE_TASKS["piqa"].local_reader))
+    assert [r["label"] for r in rows] == [1, 0] and rows[1]["goal"] == "d"
+    (tmp_path / "valid-labels.lst").write_text("1\n")
+    with pytest.raises(RecipeError, match="2 questions but 1 labels"):
+        list(eval_tasks.local_rows(tmp_path, CHOICE_TASKS["piqa"].local_reader))
+
+
+def test_local_copy_in_the_hub_layout_is_read_as_jsonl(tmp_path):
+    (tmp_path / "validation.jsonl").write_text(json.dumps(HUB_ROWS["piqa"][0]) + "\n")
+    assert list(eval_tasks.local_rows(tmp_path, CHOICE_TASKS["piqa"].local_reader)) == [HUB_ROWS["piqa"][0]]
+
+
+@pytest.mark.parametrize("text, number", [
+    ("Janet sells 9 eggs.\n#### 18", "18"), ("so the answer is $1,250.", "1250"), ("It is -3.5 degrees", "-3.5"),
+    ("The total is 12.0", "12"), ("no digits here", None), ("3 apples and 4 pears make 7", "7"),
+])
+def test_final_number(text, number):
+    assert final_number(text) == number
+
+
+def test_gsm8k_exact_match_on_hand_written_answers():
+    doc = eval_tasks.Doc(task_name="gsm8k", query="q", choices=["She has 16 - 3 = 13.\n#### 13"], gold_index=0)
+
+    class Response:
+        def __init__(self, text):
+            self.text = [text]
+
+    match = eval_tasks.FinalNumberMatch()
+    assert match.compute(doc, Response("16 - 3 = 13, so the answer is 13.")) == 1.0
+    assert match.compute(doc, Response("The answer is 13 eggs, sold for 26")) == 0.0
+    assert match.compute(doc, Response("I do not know")) == 0.0
+
+
+@pytest.mark.parametrize("n, context", [(2, 8), (8, 8), (9, 8), (40, 8), (41, 16), (1000, 128)])
+def test_windows_score_every_position_once_with_left_context(n, context):
+    spans = windows(n, context, context // 2)
+    scored = [p for start, end, first in spans for p in range(first, end)]
+    assert scored == list(range(1, n))
+    assert all(end - start <= context and start <= first - 1 for start, end, first in spans)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_perplexity_equals_the_direct_computation(tiny_lm, hf_tokenizer):
+    texts = ["The river runs past the mill.", "def add(a, b):\n    return a + b\n"]
+    got = score_texts(tiny_lm, hf_tokenizer, texts)
+    nll, tokens = 0.0, 0
+    for text in texts:
+        ids = torch.tensor([[hf_tokenizer.eos_token_id] + hf_tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            loss = tiny_lm(ids, labels=ids).loss.item()  # mean NLL of tokens 1.. given the ones before
+        nll += loss * (ids.shape[1] - 1)
+        tokens += ids.shape[1] - 1
+    assert got.tokens == tokens and got.documents == 2
+    assert got.nll == pytest.approx(nll, rel=1e-5)
+    assert got.bits_per_byte == pytest.approx(nll / math.log(2) / sum(len(t.encode()) for t in texts), rel=1e-5)
+    assert got.token_ppl == pytest.approx(math.exp(nll / tokens), rel=1e-5)
+
+
+def test_long_documents_are_scored_in_windows(tiny_lm, hf_tokenizer):
+    text = " ".join(f"word{i}" for i in range(200))
+    n = len(hf_tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert n + 1 > tiny_lm.config.max_position_embeddings
+    got = score_texts(tiny_lm, hf_tokenizer, [text])
+    assert got.tokens == n and math.isfinite(got.nll)
+
+
+def test_slice_texts_stops_at_the_token_budget(tmp_path, hf_tokenizer):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"Document {i} is about the town of Lrel."}) + "\n" for i in range(50)))
+    texts = slice_texts(Slice("web", str(tmp_path)), hf_tokenizer, token_budget=40)
+    assert sum(len(hf_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) == pytest.approx(40, abs=1)
+    with pytest.raises(RecipeError, match="'body' is not a field"):
+        slice_texts(Slice("web", str(tmp_path), text_field="body"), hf_tokenizer, token_budget=40)
+
+
+def test_suites_name_only_known_tasks():
+    suites, raw = evaluate.load_suites()
+    assert {"tier2", "tier3", "tier4", "gsm8k", "quick"} <= set(suites)
+    for suite in suites.values():
+        known = eval_tasks.known_tasks(evaluate.slice_specs(raw, suite, {}))
+        assert set(suite.tasks) <= set(known), suite.name
+    assert {t.removeprefix("mc:") for t in suites["tier3"].tasks} == set(CHOICE_TASKS)
+    assert [s.name for s in evaluate.expand_suite("all", suites)] == ["tier2", "tier3", "tier4", "gsm8k"]
+    with pytest.raises(RecipeError, match="unknown suite 'tier9'"):
+        evaluate.expand_suite("tier9", suites)
+
+
+def test_bad_suite_file_names_the_key(tmp_path):
+    (tmp_path / "suites.yaml").write_text("suites:\n  quick:\n    tasks: [mc:piqa]\n    limt: 3\n")
+    with pytest.raises(RecipeError, match=r"suites.quick.*limt"):
+        evaluate.load_suites(tmp_path / "suites.yaml")
+
+
+def test_local_copies_expand_variables_and_skip_unset_ones(tmp_path, monkeypatch):
+    (tmp_path / "piqa").mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    monkeypatch.setenv("SMOLRECIPE_TEST_BENCH", str(tmp_path))
+    monkeypatch.delenv("SMOLRECIPE_TEST_UNSET", raising=False)
+    assert evaluate.local_copies(["$SMOLRECIPE_TEST_UNSET", "$SMOLRECIPE_TEST_BENCH"]) == {"piqa": tmp_path / "piqa"}
+
+
+# --- real lighteval runs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_hf(tmp_path_factory, tiny_lm, hf_tokenizer) -> Path:
+    """A random tiny LLaMA with the tiny recipe's tokenizer, as a transformers folder."""
+    out = tmp_path_factory.mktemp("random") / "hf"
+    tiny_lm.save_pretrained(out)
+    hf_tokenizer.save_pretrained(out)
+    return out
+
+
+def _local_samples(tmp_path: Path) -> dict[str, str]:
+    """Hand-written local copies (a few items each) in the layouts the tasks read."""
+    piqa = tmp_path / "piqa"
+    piqa.mkdir()
+    (piqa / "valid.jsonl").write_text("".join(json.dumps({"goal": f"Goal {i}", "sol1": "Use a cloth.", "sol2": "Use a rock."}) + "\n"
+                                              for i in range(5)))
+    (piqa / "valid-labels.lst").write_text("0\n1\n0\n1\n0\n")
+    gsm8k = tmp_path / "gsm8k.jsonl"
+    gsm8k.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) + "\n"
+                             for i in range(3)))
+    web = tmp_path / "web.jsonl"
+    web.write_text("".join(json.dumps({"text": f"The town of Lrel has {i} bridges over the river."}) + "\n" for i in range(10)))
+    return {"piqa": str(piqa), "gsm8k": str(gsm8k), "web": str(web)}
+
+
+@pytest.mark.slow
+def test_every_tier_runs_through_lighteval_and_writes_results(random_hf, tmp_path):
+    suites, raw = evaluate.load_suites()
+    local = _local_samples(tmp_path)
+    suite = evaluate.Suite(name="smoke", tasks=["ppl:web", "mc:piqa", "sft_suite", "gsm8k"], limit=3, token_budget=100, max_new_tokens=6)
+    result = evaluate.run_suite(random_hf, {"kind": "sft"}, suite, raw, tmp_path / "out", slices={"web": local["web"]},
+                                local={"piqa": local["piqa"], "gsm8k": local["gsm8k"]}, batch_size=4)
+    data = json.loads((tmp_path / "out" / "smoke.json").read_text())
+    assert data == json.loads(json.dumps(result.data))
+    tasks = data["tasks"]
+    assert list(tasks) == suite.tasks
+    assert tasks["ppl:web"]["tokens"] == 100 and 0 < tasks["ppl:web"]["bits_per_byte"] < 40
+    assert tasks["mc:piqa"]["n"] == 3 and 0 <= tasks["mc:piqa"]["acc"] <= 1 and "acc_norm" in tasks["mc:piqa"]
+    assert tasks["sft_suite"]["n"] == 3 and set(eval_tasks.SUITE_METRICS) <= set(tasks["sft_suite"])
+    # 6 new tokens from a random model: the answers cannot end with end-of-turn or pass a primary check
+    assert tasks["sft_suite"]["clean_end"] == 0 and tasks["sft_suite"]["instruction_match"] == 0
+    assert tasks["gsm8k"]["n"] == 3 and tasks["gsm8k"]["exact_match"] == 0
+    assert data["items"] == 3 * 3 + tasks["ppl:web"]["n"]
+    assert data["sources"]["mc:piqa"] == str(Path(local["piqa"]).resolve()) and data["chat_prompts"] is True
+
+
+@pytest.mark.slow
+def test_run_eval_cli_on_a_local_run_checkpoint(random_hf, tmp_path):
+    """A checkpoint laid out as the local backend writes it gets its results beside the run."""
+    ckpt = tmp_path / "runs" / "toy" / "stage1" / "local" / "checkpoint-4"
+    shutil.copytree(random_hf, ckpt)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    (ckpt.parent / "summary.json").write_text(json.dumps({"stage": "stage1", "kind": "pretrain", "index": 0, "recipe_hash": "abc"}))
+    (ckpt.parent / "log.jsonl").write_text("".join(json.dumps({"step": s, "tokens": 256 * s, "kind": "pretrain"}) + "\n"
+                                                   for s in range(1, 5)))
+    web = _local_samples(tmp_path)["web"]
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), str(ckpt), "--suite", "quick", "--tasks", "ppl:web",
+                          "--slice", f"web={web}"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = tmp_path / "runs" / "toy" / "eval" / "stage1" / "step-4" / "quick.json"
+    data = json.loads(out.read_text())
+    assert data["model"]["tokens_seen"] == 1024 and data["model"]["recipe"] == "toy"
+    assert data["model"]["recipe_hash"] == "abc" and data["chat_prompts"] is False
+    assert "items/s" in run.stdout and str(out) in run.stdout.replace("\n", "")
+
+
+def test_run_eval_cli_refuses_bad_input(tmp_path):
+    (tmp_path / "notes").mkdir()
+    cases = [([str(tmp_path / "notes")], "neither a transformers folder"),
+             ([str(tmp_path), "--suite", "tier9"], "unknown suite 'tier9'"),
+             ([str(tmp_path), "--slice", "web"], "'web' is not NAME=VALUE")]
+    for args, message in cases:
+        run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), *args], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr[-1000:])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (BENCHMARKS / "piqa").is_dir(), reason=f"no local PIQA copy at {BENCHMARKS}")
+def test_smollm2_is_far_above_chance_on_piqa(smollm2_hf, tmp_path):
+    """A healthy harness: SmolLM2-135M-Instruct on 64 PIQA validation items from the local copy."""
+    suites, raw = evaluate.load_suites()
+    result = evaluate.run_suite(smollm2_hf, {}, suites["tier3"], raw, tmp_path, tasks=["mc:piqa"], limit=64,
+                                local={"piqa": str(BENCHMARKS / "piqa")})
+    piqa = result.data["tasks"]["mc:piqa"]
+    assert piqa["n"] == 64
+    assert piqa["acc"] >= 0.58, piqa  # chance is 0.5; on all 1,838 items this model scores about 0.6-0.7
+
+
+def test_recipe_eval_suites_must_exist(tiny_dict, write_recipe):
+    from smolrecipe.recipe import load_recipe
+
+    tiny_dict["stages"][1]["eval_suites"] = ["quick", "tier9"]
+    with pytest.raises(RecipeError, match=r"stages\.stage2\.eval_suites: unknown suite\(s\) \['tier9'\]"):
+        load_recipe(write_recipe(tiny_dict))
+
+
+def test_run_eval_recipe_mode_names_the_stage_to_train_first(tiny_dict, write_recipe, tmp_path):
+    tiny_dict["paths"]["runs"] = str(tmp_path / "runs")
+    recipe = write_recipe(tiny_dict)
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), "--recipe", str(recipe)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "stage1: " in run.stderr and "train it first" in run.stderr, run.stderr[-1000:]
+
+
+def test_results_are_up_to_date_only_for_the_same_checkpoint_and_suite(tmp_path):
+    suite = evaluate.Suite(name="quick", tasks=["mc:piqa"], limit=8)
+    prov = {"fingerprint": "f1", "step": 4}
+    path = tmp_path / "quick.json"
+    assert not evaluate.up_to_date(path, prov, suite, None)
+    path.write_text(json.dumps({"model": prov, "tasks": {"mc:piqa": {}}, "limit": 8}))
+    assert evaluate.up_to_date(path, prov, suite, None)
+    assert not evaluate.up_to_date(path, {"fingerprint": "f2", "step": 4}, suite, None)  # retrained
+    assert not evaluate.up_to_date(path, prov, suite, 16)  # another sample size
+    assert not evaluate.up_to_date(path, prov, evaluate.Suite(name="quick", tasks=["mc:piqa", "gsm8k"], limit=8), None)
