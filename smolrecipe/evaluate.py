@@ -157,15 +157,15 @@ def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[s
 
     path = convert.resolve_checkpoint(Path(checkpoint))  # a nanotron checkpoints folder means its latest step
     if path.is_dir() and convert.is_nanotron_checkpoint(path):
-        provenance = {**convert.checkpoint_provenance(path), "backend": "nanotron"}
+        provenance = {**convert.checkpoint_provenance(path), "backend": "nanotron", "source": str(path)}
         yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance
     elif (path / "config.json").is_file():
-        yield path, local_run_provenance(path)
+        yield path, local_run_provenance(path) | {"source": str(path)}
     elif path.exists():
         raise RecipeError("CHECKPOINT", f"{path} is neither a transformers folder (config.json) nor a nanotron checkpoint",
                           "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
     else:
-        yield save_as_hf_folder(checkpoint, work_dir / "hf"), {"model": checkpoint}
+        yield save_as_hf_folder(checkpoint, work_dir / "hf"), {"source": checkpoint}
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     counts = {name: metrics["n"] for name, metrics in per_task.items()}
     items = sum(counts.values())
     data = {
-        "suite": suite.name, "checkpoint": str(hf_dir), "model": provenance, "chat_prompts": chat,
+        "suite": suite.name, "checkpoint": provenance.get("source", str(hf_dir)), "model": provenance, "chat_prompts": chat,
         "limit": limit, "tasks": per_task, "items": items, "seconds": round(seconds, 2),
         "items_per_s": round(items / seconds, 3) if seconds else None,
         "sources": {name: _source(name, specs, copies) for name in per_task},

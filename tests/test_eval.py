@@ -290,3 +290,29 @@ def test_results_are_up_to_date_only_for_the_same_checkpoint_and_suite(tmp_path)
     assert not evaluate.up_to_date(path, {"fingerprint": "f2", "step": 4}, suite, None)  # retrained
     assert not evaluate.up_to_date(path, prov, suite, 16)  # another sample size
     assert not evaluate.up_to_date(path, prov, evaluate.Suite(name="quick", tasks=["mc:piqa", "gsm8k"], limit=8), None)
+
+
+@pytest.mark.slow
+def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokenizer, tiny_tokenizer, tmp_path):
+    from smolrecipe.convert import hf_to_nanotron
+
+    ckpt = hf_to_nanotron(random_hf, tmp_path / "checkpoints" / "12")
+    (ckpt / "config.yaml").write_text(json.dumps({  # what nanotron saves beside the weights (JSON is YAML)
+        "general": {"project": "smolrecipe", "run": "toy-stage2", "step": 12, "consumed_train_samples": 48},
+        "tokens": {"sequence_length": 64}, "tokenizer": {"tokenizer_name_or_path": str(tiny_tokenizer)}}))
+    meta = json.loads((ckpt / "checkpoint_metadata.json").read_text())
+    meta["metas"] |= {"last_train_step": 12, "consumed_train_samples": 48}
+    (ckpt / "checkpoint_metadata.json").write_text(json.dumps(meta))
+    web = _local_samples(tmp_path)["web"]
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), str(ckpt.parent), "--suite", "tier2", "--tasks",
+                          "ppl:web", "--slice", f"web={web}", "--output-dir", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads((tmp_path / "out" / "tier2.json").read_text())
+    assert data["model"] | {"source": None} == {"recipe": "toy", "stage": "stage2", "step": 12, "tokens_seen": 48 * 64,
+                                                "backend": "nanotron", "source": None}
+    assert data["checkpoint"] == str(ckpt)
+    # the converted model scores exactly as the transformers folder it came from
+    direct = evaluate.run_suite(random_hf, {}, evaluate.Suite("tier2", ["ppl:web"], token_budget=200_000), evaluate.load_suites()[1],
+                                tmp_path / "direct", slices={"web": web})
+    assert data["tasks"]["ppl:web"]["bits_per_byte"] == pytest.approx(direct.data["tasks"]["ppl:web"]["bits_per_byte"], rel=1e-6)
