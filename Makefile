@@ -49,6 +49,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/tokenize.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/eval_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

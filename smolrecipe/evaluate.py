@@ -172,16 +172,26 @@ def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[s
 
 
 @contextmanager
-def only_our_tasks() -> Iterator[None]:
-    """lighteval's Registry imports every built-in task module (one downloads from GitHub at import
-    time); ours are passed as a module, so the built-in ones are not needed."""
-    from lighteval.tasks.registry import Registry
+def lighteval_session() -> Iterator[None]:
+    """Where lighteval's pipeline is imported and run, undoing two of its global effects:
+    - its Registry imports every built-in task module (one downloads from GitHub at import time);
+      ours are passed as a module, so only those are registered;
+    - its transformers backend turns autograd off for the whole process (at import and again when
+      it loads a model); training in the same process afterwards would fail, so the mode is restored.
+    """
+    import torch
 
-    def load(custom_tasks=None, load_multilingual=False):
-        return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
+    grad = torch.is_grad_enabled()
+    try:
+        from lighteval.tasks.registry import Registry
 
-    with mock.patch.object(Registry, "load_all_task_configs", staticmethod(load)):
-        yield
+        def load(custom_tasks=None, load_multilingual=False):
+            return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
+
+        with mock.patch.object(Registry, "load_all_task_configs", staticmethod(load)):
+            yield
+    finally:
+        torch.set_grad_enabled(grad)
 
 
 def lighteval_model_config(hf_dir: Path, batch_size: int, cache_dir: Path):
@@ -245,24 +255,23 @@ def score_slices(hf_dir: Path, tokenizer, specs: list, token_budget: int) -> dic
 
 def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | None, batch_size: int) -> dict[str, dict[str, Any]]:
     """Per-task metrics (and item counts) of the lighteval tasks `names`."""
-    from lighteval.logging.evaluation_tracker import EvaluationTracker
-    from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
-
     from smolrecipe.eval_tasks import build_tasks
 
-    with tempfile.TemporaryDirectory(prefix="smolrecipe-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="smolrecipe-eval-") as tmp, lighteval_session():
+        from lighteval.logging.evaluation_tracker import EvaluationTracker
+        from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
         ctx.data_dir = Path(tmp) / "data"
         module = types.ModuleType("smolrecipe_eval_tasks")
         module.TASKS_TABLE = build_tasks(ctx, names)
-        with only_our_tasks():
-            pipeline = Pipeline(
-                tasks=",".join(f"{c.name}|0" for c in module.TASKS_TABLE),
-                pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE, custom_tasks_directory=module,
-                                                       max_samples=limit),
-                evaluation_tracker=EvaluationTracker(output_dir=str(Path(tmp) / "tracker"), save_details=False),
-                model_config=lighteval_model_config(hf_dir, batch_size, Path(tmp) / "cache"),
-            )
-            pipeline.evaluate()
+        pipeline = Pipeline(
+            tasks=",".join(f"{c.name}|0" for c in module.TASKS_TABLE),
+            pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE, custom_tasks_directory=module,
+                                                   max_samples=limit),
+            evaluation_tracker=EvaluationTracker(output_dir=str(Path(tmp) / "tracker"), save_details=False),
+            model_config=lighteval_model_config(hf_dir, batch_size, Path(tmp) / "cache"),
+        )
+        pipeline.evaluate()
         # lighteval keys documents by "<task>|<fewshots>" and results by "<task>:<fewshots>"
         results = {name.rsplit(":", 1)[0]: metrics for name, metrics in pipeline.get_results()["results"].items()}
         counts = {name.rsplit("|", 1)[0]: len(docs) for name, docs in pipeline.documents_dict.items()}

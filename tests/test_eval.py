@@ -303,6 +303,7 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
     meta = json.loads((ckpt / "checkpoint_metadata.json").read_text())
     meta["metas"] |= {"last_train_step": 12, "consumed_train_samples": 48}
     (ckpt / "checkpoint_metadata.json").write_text(json.dumps(meta))
+    (ckpt.parent / "latest.txt").write_text("12")  # nanotron's pointer to the newest step
     web = _local_samples(tmp_path)["web"]
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), str(ckpt.parent), "--suite", "tier2", "--tasks",
                           "ppl:web", "--slice", f"web={web}", "--output-dir", str(tmp_path / "out")],
@@ -316,3 +317,12 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
     direct = evaluate.run_suite(random_hf, {}, evaluate.Suite("tier2", ["ppl:web"], token_budget=200_000), evaluate.load_suites()[1],
                                 tmp_path / "direct", slices={"web": web})
     assert data["tasks"]["ppl:web"]["bits_per_byte"] == pytest.approx(direct.data["tasks"]["ppl:web"]["bits_per_byte"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluating_leaves_autograd_on_for_training_afterwards(random_hf, tmp_path):
+    """lighteval switches autograd off process-wide; a run (make demo, tests) trains after evaluating."""
+    suite = evaluate.Suite(name="smoke", tasks=["mc:piqa"], limit=1)
+    evaluate.run_suite(random_hf, {}, suite, evaluate.load_suites()[1], tmp_path, local={"piqa": _local_samples(tmp_path)["piqa"]},
+                       batch_size=2)
+    assert torch.is_grad_enabled()
