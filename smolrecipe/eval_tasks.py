@@ -276,10 +276,8 @@ class TaskContext:
     """What building the tasks needs to know about this evaluation."""
 
     tokenizer: object
-    data_dir: Path  # where local copies and slices are rewritten for datasets.load_dataset
+    data_dir: Path  # where local copies are rewritten for datasets.load_dataset
     local: dict[str, Path]  # task name -> local copy
-    slices: dict[str, Slice]
-    token_budget: int
     chat: bool  # render gsm8k through the chat template (SFT models)
     max_new_tokens: int = 256
 
@@ -343,5 +341,5 @@ def build_tasks(ctx: TaskContext, names: list[str]) -> list[LightevalTaskConfig]
         elif name == "gsm8k":
             configs.append(gsm8k_task(ctx))
         else:
-            raise RecipeError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks(ctx.slices))}")
+            raise RecipeError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks({}))}")
     return configs

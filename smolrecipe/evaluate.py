@@ -29,7 +29,7 @@ from unittest import mock
 import yaml
 
 from smolrecipe import sft_checks
-from smolrecipe.atomic import write_json
+from smolrecipe.atomic import write_file, write_json
 from smolrecipe.errors import RecipeError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -253,8 +253,9 @@ def score_slices(hf_dir: Path, tokenizer, specs: list, token_budget: int) -> dic
     return out
 
 
-def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | None, batch_size: int) -> dict[str, dict[str, Any]]:
-    """Per-task metrics (and item counts) of the lighteval tasks `names`."""
+def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | None,
+                  batch_size: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(per-task metrics and item counts, generated answers) of the lighteval tasks `names`."""
     from smolrecipe.eval_tasks import build_tasks
 
     with tempfile.TemporaryDirectory(prefix="smolrecipe-eval-") as tmp, lighteval_session():
@@ -275,7 +276,24 @@ def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | N
         # lighteval keys documents by "<task>|<fewshots>" and results by "<task>:<fewshots>"
         results = {name.rsplit(":", 1)[0]: metrics for name, metrics in pipeline.get_results()["results"].items()}
         counts = {name.rsplit("|", 1)[0]: len(docs) for name, docs in pipeline.documents_dict.items()}
-    return {c.name: {k: _plain(v) for k, v in results[c.name].items()} | {"n": counts[c.name]} for c in module.TASKS_TABLE}
+        answers = generated_answers(pipeline.evaluation_tracker.details_logger.details)
+    metrics = {c.name: {k: _plain(v) for k, v in results[c.name].items()} | {"n": counts[c.name]} for c in module.TASKS_TABLE}
+    return metrics, answers
+
+
+def generated_answers(details: dict) -> list[dict[str, Any]]:
+    """One record per generated answer (tier 4, GSM8K) with its scores: what people read to see
+    why a rate is what it is."""
+    records = []
+    for task, items in details.items():
+        for detail in items:
+            if not detail.model_response.text:  # log-likelihood tasks generate nothing
+                continue
+            doc = detail.doc
+            records.append({"task": task.rsplit("|", 1)[0], "id": (doc.specific or {}).get("prompt_id"),
+                            "prompt": doc.query, "answer": detail.model_response.text[0],
+                            "scores": {k: _plain(v) for k, v in detail.metric.items()}})
+    return records
 
 
 def _source(task: str, specs: dict, copies: dict[str, Path]) -> str:
@@ -322,10 +340,11 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     if ppl_names:
         per_task |= score_slices(hf_dir, tokenizer, [specs[n.removeprefix("ppl:")] for n in ppl_names], suite.token_budget)
     lighteval_names = [n for n in names if not n.startswith("ppl:")]
+    answers: list[dict[str, Any]] = []
     if lighteval_names:
-        per_task |= run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
-            tokenizer=tokenizer, data_dir=Path(), local=copies, slices=specs, token_budget=suite.token_budget, chat=chat,
-            max_new_tokens=suite.max_new_tokens), limit, batch_size)
+        metrics, answers = run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
+            tokenizer=tokenizer, data_dir=Path(), local=copies, chat=chat, max_new_tokens=suite.max_new_tokens), limit, batch_size)
+        per_task |= metrics
     seconds = time.time() - start
     per_task = {name: per_task[name] for name in names}
     counts = {name: metrics["n"] for name, metrics in per_task.items()}
@@ -338,6 +357,8 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
         "lighteval_version": importlib.metadata.version("lighteval"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if answers:  # beside the results, not in them: tools/report.py reads */<suite>.json only
+        write_file(out_dir / f"{suite.name}.answers.jsonl", "".join(json.dumps(a) + "\n" for a in answers))
     path = out_dir / f"{suite.name}.json"
     write_json(path, data)
     return SuiteResult(path, data)

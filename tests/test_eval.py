@@ -220,6 +220,10 @@ def test_every_tier_runs_through_lighteval_and_writes_results(random_hf, tmp_pat
     assert tasks["gsm8k"]["n"] == 3 and tasks["gsm8k"]["exact_match"] == 0
     assert data["items"] == 3 * 3 + tasks["ppl:web"]["n"]
     assert data["sources"]["mc:piqa"] == str(Path(local["piqa"]).resolve()) and data["chat_prompts"] is True
+    answers = [json.loads(line) for line in (tmp_path / "out" / "smoke.answers.jsonl").read_text().splitlines()]
+    assert sorted(a["task"] for a in answers) == ["gsm8k"] * 3 + ["sft_suite"] * 3  # generated ones only
+    suite_answer = next(a for a in answers if a["task"] == "sft_suite")
+    assert suite_answer["id"] and "<|im_start|>assistant" in suite_answer["prompt"] and "instruction_match" in suite_answer["scores"]
 
 
 @pytest.mark.slow
