@@ -105,7 +105,7 @@ CHOICE_TASKS: dict[str, ChoiceTask] = {t.name: t for t in [
     ChoiceTask("copa", "aps/super_glue", "copa", "validation", get_copa_prompt_function(EN, lambda line: {
         "context": line["premise"], "cause_effect": line["question"], "continuations": [line["choice1"], line["choice2"]],
         "gold_idx": int(line["label"])}, CF)),
-    ChoiceTask("piqa", "ybisk/piqa", None, "validation", get_mcq_prompt_function(EN, lambda line: {
+    ChoiceTask("piqa", "ybisk/piqa", "plain_text", "validation", get_mcq_prompt_function(EN, lambda line: {
         "question": line["goal"], "choices": [line["sol1"], line["sol2"]], "gold_idx": int(line["label"])}, CF), _piqa_local),
     ChoiceTask("winogrande", "allenai/winogrande", "winogrande_xl", "validation", winogrande_prompt),
     ChoiceTask("social_iqa", "allenai/social_i_qa", None, "validation", get_mcq_prompt_function(EN, lambda line: {

@@ -157,7 +157,11 @@ def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[s
 
     path = convert.resolve_checkpoint(Path(checkpoint))  # a nanotron checkpoints folder means its latest step
     if path.is_dir() and convert.is_nanotron_checkpoint(path):
-        provenance = {**convert.checkpoint_provenance(path), "backend": "nanotron", "source": str(path)}
+        # <runs>/<recipe>/<stage>/checkpoints/<step>: the stage folder may hold the settings.json
+        # (recipe hash, config fingerprint) that the job wrote when it started, as the local backend does
+        settings = _read_json(path.parent.parent / "settings.json") or {}
+        provenance = {**convert.checkpoint_provenance(path), "recipe_hash": settings.get("recipe_hash"),
+                      "fingerprint": settings.get("fingerprint"), "backend": "nanotron", "source": str(path)}
         yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance
     elif (path / "config.json").is_file():
         yield path, local_run_provenance(path) | {"source": str(path)}

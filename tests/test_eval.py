@@ -308,6 +308,7 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
     meta["metas"] |= {"last_train_step": 12, "consumed_train_samples": 48}
     (ckpt / "checkpoint_metadata.json").write_text(json.dumps(meta))
     (ckpt.parent / "latest.txt").write_text("12")  # nanotron's pointer to the newest step
+    (ckpt.parent.parent / "settings.json").write_text(json.dumps({"stage": "stage2", "recipe_hash": "abc123"}))
     web = _local_samples(tmp_path)["web"]
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), str(ckpt.parent), "--suite", "tier2", "--tasks",
                           "ppl:web", "--slice", f"web={web}", "--output-dir", str(tmp_path / "out")],
@@ -315,7 +316,7 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads((tmp_path / "out" / "tier2.json").read_text())
     assert data["model"] | {"source": None} == {"recipe": "toy", "stage": "stage2", "step": 12, "tokens_seen": 48 * 64,
-                                                "backend": "nanotron", "source": None}
+                                                "recipe_hash": "abc123", "fingerprint": None, "backend": "nanotron", "source": None}
     assert data["checkpoint"] == str(ckpt)
     # the converted model scores exactly as the transformers folder it came from
     direct = evaluate.run_suite(random_hf, {}, evaluate.Suite("tier2", ["ppl:web"], token_budget=200_000), evaluate.load_suites()[1],
