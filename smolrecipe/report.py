@@ -400,7 +400,8 @@ def samples_section(r: ReportInputs) -> str | None:
 
 def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
     """The rehearsal's expectations, each (what, met): every finished stage ends below its first
-    logged loss, and SFT answers end with the end-of-turn token where the base model's do not."""
+    logged loss, and SFT answers end with the end-of-turn token where the base model's do not (in
+    the sampled answers and, when both were evaluated, in the tier-4 suite)."""
     checks = [(f"{s.name}: final loss {fmt_loss(s.final_loss)} below first {fmt_loss(s.first_loss)}",
                s.final_loss < s.first_loss) for s in r.stages
               if s.finished and s.first_loss is not None and s.final_loss is not None]
@@ -410,6 +411,11 @@ def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
         if sft_n:
             checks.append((f"SFT ends {sft_eot} of {sft_n} answers with the end-of-turn token (base: {base_eot} of {base_n})",
                            sft_eot > base_eot))
+    compared = base_vs_sft(r.evals.points, r.stages) if r.evals else None
+    clean = next((c for c in compared[2] if (c.task, c.metric) == ("sft_suite", "clean_end")), None) if compared else None
+    if clean is not None and clean.diff is not None:
+        checks.append((f"SFT ends {clean.sft.value:.0%} of the SFT-suite answers cleanly (base: {clean.base.value:.0%})",
+                       clean.diff > 0))
     return checks
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from smolrecipe.errors import RecipeError
 from smolrecipe.eval_report import read_evals
-from smolrecipe.report import find_stages, human_tokens, loss_curves, md_cell, read_log, write_report
+from smolrecipe.report import ReportInputs, find_stages, human_tokens, learning_checks, loss_curves, md_cell, read_log, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -333,3 +333,13 @@ def test_no_eval_folder_no_eval_output(run, tmp_path):
     assert "Evaluation" not in md and report.eval_plots == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["loss.png", "report.md"]
     assert "eval result" not in report.summary
+
+
+@pytest.mark.parametrize("base_clean, met", [(0.25, True), (0.75, False)])
+def test_checks_compare_clean_ends_of_the_evaluated_sft_suite(evals, base_clean, met):
+    suite = {"instruction_match": 0.0, "all_checks_pass": 0.0, "format_valid": 0.0, "clean_end": base_clean, "n": 8}
+    write_eval(evals, "stage2", 4, "tier4", {"sft_suite": suite}, tokens_seen=8192)
+    stages = find_stages(evals)
+    checks = learning_checks(ReportInputs(name="tiny", stages=stages, evals=read_evals(evals, stages, loss_curves(stages))))
+    clean = [ok for what, ok in checks if "SFT-suite answers cleanly" in what]
+    assert clean == [met]  # SFT ends 75% cleanly; a base model that ends as often has not been outdone
