@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import tempfile
 import time
@@ -212,10 +213,12 @@ def lighteval_model_config(hf_dir: Path, batch_size: int, cache_dir: Path):
 
 
 def _plain(value):
+    """numpy scalars as floats, NaN (a rate with no eligible item) as null: results files are plain JSON."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return value
+    return number if math.isfinite(number) else None
 
 
 @dataclass

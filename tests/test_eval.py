@@ -331,3 +331,10 @@ def test_evaluating_leaves_autograd_on_for_training_afterwards(random_hf, tmp_pa
     evaluate.run_suite(random_hf, {}, suite, evaluate.load_suites()[1], tmp_path, local={"piqa": _local_samples(tmp_path)["piqa"]},
                        batch_size=2)
     assert torch.is_grad_enabled()
+
+
+def test_results_hold_plain_json_numbers():
+    import numpy as np
+
+    assert evaluate._plain(np.float64(0.25)) == 0.25 and type(evaluate._plain(np.float64(0.25))) is float
+    assert evaluate._plain(float("nan")) is None and evaluate._plain("hub") == "hub"
