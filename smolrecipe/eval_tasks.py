@@ -136,10 +136,14 @@ def write_local_dataset(rows: Iterator[dict], out: Path, split: str) -> Path:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict]:
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json")) if path.is_dir() else [path]
+    """Rows of a JSONL file or a folder of them; a plain-text file is one row {"text": <its content>}."""
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".txt")) if path.is_dir() else [path]
     if not files:
-        raise RecipeError("eval.local", f"{path} holds no .jsonl files", "give a JSONL file or a folder of them")
+        raise RecipeError("eval.local", f"{path} holds no .jsonl or .txt files", "give a JSONL or text file, or a folder of them")
     for file in files:
+        if file.suffix == ".txt":
+            yield {"text": file.read_text()}
+            continue
         with open(file) as f:
             yield from (json.loads(line) for line in f if line.strip())
 

@@ -146,6 +146,8 @@ def test_slice_texts_stops_at_the_token_budget(tmp_path, hf_tokenizer):
     assert sum(len(hf_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) == pytest.approx(40, abs=1)
     with pytest.raises(RecipeError, match="'body' is not a field"):
         slice_texts(Slice("web", str(tmp_path), text_field="body"), hf_tokenizer, token_budget=40)
+    (tmp_path / "notes.txt").write_text("A plain text file is one document.")
+    assert slice_texts(Slice("notes", str(tmp_path / "notes.txt")), hf_tokenizer, token_budget=1000) == ["A plain text file is one document."]
 
 
 def test_suites_name_only_known_tasks():
