@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import tempfile
@@ -187,6 +188,9 @@ def lighteval_session() -> Iterator[None]:
     import torch
 
     grad = torch.is_grad_enabled()
+    loggers = [logging.getLogger(name) for name in MISLEADING_WARNINGS]
+    for logger in loggers:
+        logger.addFilter(_drop_misleading_warnings)
     try:
         from lighteval.tasks.registry import Registry
 
@@ -197,6 +201,20 @@ def lighteval_session() -> Iterator[None]:
             yield
     finally:
         torch.set_grad_enabled(grad)
+        for logger in loggers:
+            logger.removeFilter(_drop_misleading_warnings)
+
+
+# Warnings lighteval prints on every run of ours that do not apply: our tasks are zero-shot (no
+# few-shot examples are drawn, from any split), and a --limit is deliberate and recorded in the results.
+MISLEADING_WARNINGS = {
+    "lighteval.tasks.lighteval_task": "Careful, the task",
+    "lighteval.pipeline": "--max_samples WAS SET",
+}
+
+
+def _drop_misleading_warnings(record: logging.LogRecord) -> bool:
+    return not any(str(record.msg).startswith(prefix) for prefix in MISLEADING_WARNINGS.values())
 
 
 def lighteval_model_config(hf_dir: Path, batch_size: int, cache_dir: Path):

@@ -114,7 +114,7 @@ def print_result(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result.data['suite']} on {result.data['checkpoint']}", title_justify="left")
+    table = Table()
     for col in ("task", "n", "metric", "value"):
         table.add_column(col, justify="right" if col in ("n", "value") else "left")
     for task, metrics in result.data["tasks"].items():
@@ -122,6 +122,7 @@ def print_result(result) -> None:
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             table.add_row(task if i == 0 else "", str(metrics["n"]) if i == 0 else "", name, shown)
     console = Console(width=160, highlight=False)
+    console.print(f"{result.data['suite']} on {result.data['checkpoint']}", markup=False)
     console.print(table)
     console.print(result.line(), markup=False)
 
