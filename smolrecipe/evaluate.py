@@ -23,12 +23,13 @@ import tempfile
 import time
 import types
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 from unittest import mock
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smolrecipe import sft_checks
 from smolrecipe.atomic import write_file, write_json
@@ -42,14 +43,31 @@ GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
 # --- suites --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Suite:
+class SliceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    subset: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+
+
+class Suite(BaseModel):
+    """One suite of eval/suites.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    tasks: list[str]
-    limit: int | None = None
-    token_budget: int = 200_000
-    max_new_tokens: int = 256
-    slices: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] = Field(min_length=1)
+    limit: int | None = Field(default=None, gt=0)  # items per task (lighteval's max_samples)
+    token_budget: int = Field(default=200_000, gt=0)  # tier-2 tokens per slice
+    max_new_tokens: int = Field(default=256, gt=0)  # generation length of tier 4 and GSM8K
+    slices: dict[str, SliceSpec] = {}  # this suite's own tier-2 slices, over the file's
+
+
+class SuitesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    local_copies: list[str] = []
+    slices: dict[str, SliceSpec] = {}
+    suites: dict[str, dict[str, Any]]
 
 
 def _project_path(path: str) -> Path:
@@ -58,15 +76,20 @@ def _project_path(path: str) -> Path:
 
 
 def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, Any]]:
-    """(suites by name, the file's top level) from eval/suites.yaml."""
+    """(suites by name, the file's top level) from eval/suites.yaml, checked field by field."""
     raw = yaml.safe_load(path.read_text())
-    allowed = set(Suite.__dataclass_fields__) - {"name"}
-    suites = {}
-    for name, spec in raw["suites"].items():
-        unknown = set(spec) - allowed
-        if unknown:
-            raise RecipeError(f"suites.{name}", f"unknown key(s) {sorted(unknown)} in {path}", f"use some of {sorted(allowed)}")
-        suites[name] = Suite(name=name, **spec)
+    where = "suites.yaml"
+    try:
+        SuitesFile.model_validate(raw)
+        suites = {}
+        for name, spec in raw["suites"].items():
+            where = f"suites.{name}"
+            suites[name] = Suite(name=name, **spec)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field_name = ".".join([where, *(str(part) for part in err["loc"])])
+        raise RecipeError(field_name, f"{err['msg']} (in {path})", "a suite takes tasks (at least one), limit, token_budget "
+                          "and max_new_tokens (each > 0) and slices ({name: {source, subset, split, text_field}})") from None
     return suites, raw
 
 
@@ -100,7 +123,7 @@ def local_copies(dirs: list[str]) -> dict[str, Path]:
 def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
     from smolrecipe.eval_tasks import Slice
 
-    specs = {**raw.get("slices", {}), **suite.slices}
+    specs = {**raw.get("slices", {}), **{name: spec.model_dump() for name, spec in suite.slices.items()}}
     for name, source in overrides.items():
         specs[name] = {"source": source}
     out = {}

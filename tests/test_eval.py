@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -147,7 +148,8 @@ def test_slice_texts_stops_at_the_token_budget(tmp_path, hf_tokenizer):
     with pytest.raises(RecipeError, match="'body' is not a field"):
         slice_texts(Slice("web", str(tmp_path), text_field="body"), hf_tokenizer, token_budget=40)
     (tmp_path / "notes.txt").write_text("A plain text file is one document.")
-    assert slice_texts(Slice("notes", str(tmp_path / "notes.txt")), hf_tokenizer, token_budget=1000) == ["A plain text file is one document."]
+    notes = Slice("notes", str(tmp_path / "notes.txt"))
+    assert slice_texts(notes, hf_tokenizer, token_budget=1000) == ["A plain text file is one document."]
 
 
 def test_suites_name_only_known_tasks():
@@ -162,9 +164,15 @@ def test_suites_name_only_known_tasks():
         evaluate.expand_suite("tier9", suites)
 
 
-def test_bad_suite_file_names_the_key(tmp_path):
-    (tmp_path / "suites.yaml").write_text("suites:\n  quick:\n    tasks: [mc:piqa]\n    limt: 3\n")
-    with pytest.raises(RecipeError, match=r"suites.quick.*limt"):
+@pytest.mark.parametrize("suite, field", [
+    ("tasks: [mc:piqa]\n    limt: 3", "suites.quick.limt"),
+    ("tasks: [mc:piqa]\n    limit: 0", "suites.quick.limit"),
+    ("tasks: []", "suites.quick.tasks"),
+    ("tasks: [ppl:web]\n    slices: {web: {path: x.jsonl}}", "suites.quick.slices.web"),
+])
+def test_bad_suite_file_names_the_field(tmp_path, suite, field):
+    (tmp_path / "suites.yaml").write_text(f"suites:\n  quick:\n    {suite}\n")
+    with pytest.raises(RecipeError, match=rf"^{re.escape(field)}"):
         evaluate.load_suites(tmp_path / "suites.yaml")
 
 
@@ -321,7 +329,7 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
                                                 "recipe_hash": "abc123", "fingerprint": None, "backend": "nanotron", "source": None}
     assert data["checkpoint"] == str(ckpt)
     # the converted model scores exactly as the transformers folder it came from
-    direct = evaluate.run_suite(random_hf, {}, evaluate.Suite("tier2", ["ppl:web"], token_budget=200_000), evaluate.load_suites()[1],
+    direct = evaluate.run_suite(random_hf, {}, evaluate.Suite(name="tier2", tasks=["ppl:web"]), evaluate.load_suites()[1],
                                 tmp_path / "direct", slices={"web": web})
     assert data["tasks"]["ppl:web"]["bits_per_byte"] == pytest.approx(direct.data["tasks"]["ppl:web"]["bits_per_byte"], rel=1e-6)
 
