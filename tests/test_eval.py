@@ -348,3 +348,25 @@ def test_results_hold_plain_json_numbers():
 
     assert evaluate._plain(np.float64(0.25)) == 0.25 and type(evaluate._plain(np.float64(0.25))) is float
     assert evaluate._plain(float("nan")) is None and evaluate._plain("hub") == "hub"
+
+
+def test_hub_slices_are_streamed_and_read_only_up_to_the_budget(monkeypatch, hf_tokenizer):
+    """No hub here: datasets.load_dataset stands in, and must be asked for a stream of the named split."""
+    import datasets
+
+    calls, served = [], []
+
+    def fake_load_dataset(path, name=None, split=None, streaming=False):
+        calls.append((path, name, split, streaming))
+
+        def rows():
+            for i in range(10_000):
+                served.append(i)
+                yield {"content": f"def f{i}(x):\n    return x + {i}\n"}
+        return rows()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    spec = Slice("code", "someone/code-dataset", subset="python", split="validation", text_field="content")
+    texts = slice_texts(spec, hf_tokenizer, token_budget=50)
+    assert calls == [("someone/code-dataset", "python", "validation", True)]
+    assert len(served) == len(texts) < 20 and texts[0].startswith("def f0(x)")
