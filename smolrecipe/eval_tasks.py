@@ -153,10 +153,12 @@ def local_rows(path: Path, reader: Callable[[Path], Iterator[dict]] | None) -> I
     otherwise JSONL in the hub's layout."""
     if reader is not None and path.is_dir():
         try:
-            yield from reader(path)
-            return
+            rows = list(reader(path))  # whole, so a missing file cannot cut it short halfway
         except FileNotFoundError:
-            pass
+            rows = None
+        if rows is not None:
+            yield from rows
+            return
     yield from _jsonl_rows(path)
 
 
@@ -165,7 +167,7 @@ def local_rows(path: Path, reader: Callable[[Path], Iterator[dict]] | None) -> I
 
 @dataclass(frozen=True)
 class Slice:
-    """Held-out text for perplexity: a hub dataset (streamed) or a local JSONL file/folder."""
+    """Held-out text for perplexity: a hub dataset (streamed) or a local JSONL / text file or folder."""
 
     name: str
     source: str
