@@ -329,6 +329,16 @@ def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | N
     return metrics, answers
 
 
+def suite_categories(answers: list[dict[str, Any]], suite_file: Path | None) -> dict[str, float]:
+    """Tier 4's all-checks pass rate per prompt category, over the prompts that were run."""
+    category = {p.id: p.category for p in sft_checks.load_suite(suite_file)}
+    passed: dict[str, list[float]] = {}
+    for a in answers:
+        if a["task"] == "sft_suite":
+            passed.setdefault(category[a["id"]], []).append(a["scores"]["all_checks_pass"])
+    return {name: sum(values) / len(values) for name, values in sorted(passed.items())}
+
+
 def generated_answers(details: dict) -> list[dict[str, Any]]:
     """One record per generated answer (tier 4, GSM8K) with its scores: what people read to see
     why a rate is what it is."""
@@ -394,6 +404,8 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
             tokenizer=tokenizer, data_dir=Path(), local=copies, chat=chat, max_new_tokens=suite.max_new_tokens), limit, batch_size)
         per_task |= metrics
     seconds = time.time() - start
+    if "sft_suite" in per_task:
+        per_task["sft_suite"]["per_category"] = suite_categories(answers, copies.get("sft_suite"))
     per_task = {name: per_task[name] for name in names}
     counts = {name: metrics["n"] for name, metrics in per_task.items()}
     items = sum(counts.values())

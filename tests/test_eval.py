@@ -234,6 +234,8 @@ def test_every_tier_runs_through_lighteval_and_writes_results(random_hf, tmp_pat
     assert sorted(a["task"] for a in answers) == ["gsm8k"] * 3 + ["sft_suite"] * 3  # generated ones only
     suite_answer = next(a for a in answers if a["task"] == "sft_suite")
     assert suite_answer["id"] and "<|im_start|>assistant" in suite_answer["prompt"] and "instruction_match" in suite_answer["scores"]
+    categories = {a["id"].rsplit("-", 1)[0] for a in answers if a["task"] == "sft_suite"}
+    assert tasks["sft_suite"]["per_category"] == dict.fromkeys(sorted(categories), 0.0)
 
 
 @pytest.mark.slow
