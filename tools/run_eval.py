@@ -118,7 +118,9 @@ def print_result(result) -> None:
     for col in ("task", "n", "metric", "value"):
         table.add_column(col, justify="right" if col in ("n", "value") else "left")
     for task, metrics in result.data["tasks"].items():
-        for i, (name, value) in enumerate((k, v) for k, v in metrics.items() if k != "n" and not k.endswith("_stderr")):
+        flat = {f"{k}.{sub}" if isinstance(v, dict) else k: subv
+                for k, v in metrics.items() for sub, subv in (v.items() if isinstance(v, dict) else [(None, v)])}
+        for i, (name, value) in enumerate((k, v) for k, v in flat.items() if k != "n" and not k.endswith("_stderr")):
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             table.add_row(task if i == 0 else "", str(metrics["n"]) if i == 0 else "", name, shown)
     console = Console(width=160, highlight=False)
