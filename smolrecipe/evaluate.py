@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 import types
@@ -38,6 +39,7 @@ from smolrecipe.errors import RecipeError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
 GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name; anything else is a path
 
 
 # --- suites --------------------------------------------------------------------------------------
@@ -155,8 +157,9 @@ def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
     tokens = kind = None
     log = stage_dir / "log.jsonl"
     if log.is_file() and step is not None:
-        for line in log.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
+        from smolrecipe.report import read_log  # the one reader of training logs (a killed job's cut line is skipped)
+
+        for record in read_log(log)[0]:
             if record.get("step") == step:
                 tokens, kind = record.get("tokens"), record.get("kind")
     if not (summary or settings or trainer):
@@ -190,11 +193,17 @@ def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[s
         yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance
     elif (path / "config.json").is_file():
         yield path, local_run_provenance(path) | {"source": str(path)}
-    elif path.exists():
-        raise RecipeError("CHECKPOINT", f"{path} is neither a transformers folder (config.json) nor a nanotron checkpoint",
+    elif path.exists() or not HUB_ID.fullmatch(checkpoint):
+        problem = "is neither a transformers folder (config.json) nor a nanotron checkpoint" if path.exists() else "does not exist"
+        raise RecipeError("CHECKPOINT", f"{path} {problem}",
                           "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
     else:
-        yield save_as_hf_folder(checkpoint, work_dir / "hf"), {"source": checkpoint}
+        try:
+            hf = save_as_hf_folder(checkpoint, work_dir / "hf")
+        except OSError as err:  # transformers' way of saying "not on the hub, not in the cache"
+            raise RecipeError("CHECKPOINT", f"cannot load model '{checkpoint}' ({str(err).splitlines()[0][:200]})",
+                              "give a local folder, or go online once so that the hub id is cached") from None
+        yield hf, {"source": checkpoint}
 
 
 # --- running ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -245,7 +246,7 @@ def test_run_eval_cli_on_a_local_run_checkpoint(random_hf, tmp_path):
     shutil.copytree(random_hf, ckpt)
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
     (ckpt.parent / "summary.json").write_text(json.dumps({"stage": "stage1", "kind": "pretrain", "index": 0, "recipe_hash": "abc"}))
-    (ckpt.parent / "log.jsonl").write_text("".join(json.dumps({"step": s, "tokens": 256 * s, "kind": "pretrain"}) + "\n"
+    (ckpt.parent / "log.jsonl").write_text("".join(json.dumps({"step": s, "tokens": 256 * s, "loss": 5.0, "kind": "pretrain"}) + "\n"
                                                    for s in range(1, 5)))
     web = _local_samples(tmp_path)["web"]
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), str(ckpt), "--suite", "quick", "--tasks", "ppl:web",
@@ -261,10 +262,14 @@ def test_run_eval_cli_on_a_local_run_checkpoint(random_hf, tmp_path):
 def test_run_eval_cli_refuses_bad_input(tmp_path):
     (tmp_path / "notes").mkdir()
     cases = [([str(tmp_path / "notes")], "neither a transformers folder"),
+             ([str(tmp_path / "runs" / "checkpoint-9")], "does not exist"),
+             (["nobody/no-such-model"], "cannot load model 'nobody/no-such-model'"),
              ([str(tmp_path), "--suite", "tier9"], "unknown suite 'tier9'"),
              ([str(tmp_path), "--slice", "web"], "'web' is not NAME=VALUE")]
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the hub id is looked up in the cache only, at once
     for args, message in cases:
-        run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), *args], capture_output=True, text=True, cwd=ROOT)
+        run = subprocess.run([sys.executable, str(ROOT / "tools" / "run_eval.py"), *args], capture_output=True, text=True, cwd=ROOT,
+                             env=offline)
         assert run.returncode == 2 and message in run.stderr, (args, run.stderr[-1000:])
 
 
