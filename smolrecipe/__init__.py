@@ -15,7 +15,26 @@ data_pipeline.py     datatrove pipelines per source -> published nanoset folders
 chat_tokenizer.py    the tokenizer folder: base tokenizer + the recipe's chat template
 sft_data.py          chats -> nanotron's prompt/completion SFT records
 corpus.py            the offline demo corpus the tiny recipe trains on
-atomic.py            folders that appear whole or not at all
+atomic.py            folders and files that appear whole or not at all
+
+local_model.py       the recipe's model as a transformers LlamaForCausalLM, initialised as nanotron does
+local_data.py        nanoset folders blended and batched as nanotron's Nanoset and collator do
+lr_schedule.py       nanotron's LR schedule as a LambdaLR
+local_train.py       the local backend: HF Trainer / TRL SFTTrainer per stage, chained and resumable
+samples.py           greedy answers of a checkpoint to fixed chat prompts
+report.py            logs + eval results -> plots and report.md (eval_report.py: the eval results part)
+
+convert.py           nanotron checkpoint <-> transformers LLaMA folder
+packaged_model.py    a model shipped in a Python package (SmolLM2 GGUF) as a transformers folder
+eval_tasks.py        the lighteval tasks of the tiers (tier 3, tier 4, GSM8K) and tier-2 text slices
+perplexity.py        tier 2: bits per byte and token perplexity with sliding windows
+sft_checks.py        tier 4: the prompt suite's deterministic checks and rates
+evaluate.py          a suite on a checkpoint through lighteval -> results JSON
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# The checkout: recipes/, eval/, tokenizer/ and relative paths in them are found from here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent

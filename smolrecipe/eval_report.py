@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from smolrecipe import sft_checks
+
 if TYPE_CHECKING:  # report imports this module; these are only annotations
     from smolrecipe.report import Curve, StageLog
 
@@ -51,7 +53,7 @@ TIERS = (
     Tier("tier2", "Tier 2: held-out perplexity (bits per byte, lower is better)", "ppl:", ("bits_per_byte", "token_ppl"), rates=False),
     Tier("tier3", "Tier 3: multiple choice (acc_norm)", "mc:", ("acc_norm", "acc")),
     Tier("tier4", "Tier 4: SFT prompt suite (pass rates)", "sft_suite",
-         ("instruction_match", "all_checks_pass", "format_valid", "code_parse", "clean_end"), plotted=5),
+         sft_checks.RATES, plotted=len(sft_checks.RATES)),
     Tier("gsm8k", "GSM8K (exact match)", "gsm8k", ("exact_match",)),
 )
 

@@ -230,7 +230,7 @@ class SuiteChecks(SampleLevelComputation):
         return {name: float(scores.get(name, math.nan)) for name in SUITE_METRICS}
 
 
-SUITE_METRICS = ["instruction_match", "all_checks_pass", "format_valid", "code_parse", "clean_end"]
+SUITE_METRICS = list(sft_checks.RATES)
 
 
 def _nanmean(values) -> float:

@@ -32,11 +32,11 @@ from unittest import mock
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smolrecipe import sft_checks
+from smolrecipe import PROJECT_ROOT, sft_checks
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.errors import RecipeError
+from smolrecipe.report import LOG_NAME, SUMMARY_NAME, read_log
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
 GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name; anything else is a path
@@ -150,16 +150,14 @@ def _read_json(path: Path) -> dict | None:
 def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
     """What a local-backend checkpoint (`runs/<recipe>/<stage>/local/checkpoint-<N>`) was trained on."""
     stage_dir = hf_dir.parent
-    summary = _read_json(stage_dir / "summary.json") or {}
+    summary = _read_json(stage_dir / SUMMARY_NAME) or {}
     settings = _read_json(stage_dir / "settings.json") or {}
     trainer = _read_json(hf_dir / "trainer_state.json") or {}
     step = trainer.get("global_step")
     tokens = kind = None
-    log = stage_dir / "log.jsonl"
+    log = stage_dir / LOG_NAME
     if log.is_file() and step is not None:
-        from smolrecipe.report import read_log  # the one reader of training logs (a killed job's cut line is skipped)
-
-        for record in read_log(log)[0]:
+        for record in read_log(log)[0]:  # the one reader of training logs (a killed job's cut line is skipped)
             if record.get("step") == step:
                 tokens, kind = record.get("tokens"), record.get("kind")
     if not (summary or settings or trainer):
@@ -339,13 +337,13 @@ def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | N
 
 
 def suite_categories(answers: list[dict[str, Any]], suite_file: Path | None) -> dict[str, float]:
-    """Tier 4's all-checks pass rate per prompt category, over the prompts that were run."""
-    category = {p.id: p.category for p in sft_checks.load_suite(suite_file)}
-    passed: dict[str, list[float]] = {}
-    for a in answers:
-        if a["task"] == "sft_suite":
-            passed.setdefault(category[a["id"]], []).append(a["scores"]["all_checks_pass"])
-    return {name: sum(values) / len(values) for name, values in sorted(passed.items())}
+    """Tier 4's all-checks pass rate per prompt category (sft_checks.score_answers), over the
+    categories of the prompts that were run."""
+    prompts = {p.id: p for p in sft_checks.load_suite(suite_file)}
+    run = [a for a in answers if a["task"] == "sft_suite"]
+    rates = sft_checks.score_answers([prompts[a["id"]] for a in run], [a["answer"] for a in run],
+                                     [a["scores"]["clean_end"] == 1.0 for a in run])
+    return {name: rate for name, rate in rates["per_category"].items() if rate is not None}
 
 
 def generated_answers(details: dict) -> list[dict[str, Any]]:

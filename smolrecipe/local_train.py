@@ -63,6 +63,15 @@ def final_checkpoint(recipe: Recipe, stage: StagePlan) -> Path:
     return stage_dir(recipe, stage.name) / f"checkpoint-{stage.train_steps}"
 
 
+def trained_checkpoint(recipe: Recipe, stage: StagePlan, recipe_path: str) -> Path:
+    """The stage's final checkpoint, or a RecipeError saying how to train it (for the tools that read it)."""
+    folder = final_checkpoint(recipe, stage)
+    if not folder.is_dir():
+        raise RecipeError(stage.name, f"{folder} does not exist",
+                          f"train it first: python tools/train_local.py {recipe_path} --stage {stage.name}")
+    return folder
+
+
 def stage_fingerprint(plan: RunPlan, stage: StagePlan) -> str:
     """What a stage's result depends on: its rendered nanotron config (model, data, weights, batch,
     optimizer, schedule) and, through the chain, its parent's. Editing the SFT section of a recipe

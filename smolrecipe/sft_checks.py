@@ -53,7 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-SUITE_PATH = Path(__file__).resolve().parent.parent / "eval" / "sft_suite.jsonl"
+from smolrecipe import PROJECT_ROOT
+
+SUITE_PATH = PROJECT_ROOT / "eval" / "sft_suite.jsonl"
 SUITE_SIZE = 50
 CATEGORY_SIZE = range(5, 9)
 CATEGORIES = ("format_following", "structured_output", "code_generation", "instruction_priority",
@@ -339,6 +341,10 @@ def prompt_scores(prompt: SuitePrompt, answer: str, ended_cleanly: bool) -> dict
     return scores
 
 
+# The suite's rates, in the order results and reports list them (definitions in the module docstring).
+RATES = ("instruction_match", "all_checks_pass", "format_valid", "code_parse", "clean_end")
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -350,7 +356,7 @@ def score_answers(prompts: list[SuitePrompt], answers: list[str], ended_cleanly:
                          "fix: pass one answer and one flag per prompt")
     items = [prompt_scores(p, a, e) for p, a, e in zip(prompts, answers, ended_cleanly, strict=True)]
     rates: dict[str, Any] = {key: _mean([item[key] for item in items if key in item])
-                             for key in ("instruction_match", "all_checks_pass", "format_valid", "code_parse", "clean_end")}
+                             for key in RATES}
     categories = dict.fromkeys([*CATEGORIES, *(p.category for p in prompts)])
     rates["per_category"] = {category: _mean([item["all_checks_pass"] for p, item in zip(prompts, items, strict=True)
                                                       if p.category == category])

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 def recipe_jobs(recipe_path: str, suite: str | None) -> list[tuple[str, str]]:
     """(final checkpoint, suite) for every stage of the recipe's local run, in training order."""
     from smolrecipe.envpaths import resolve_recipe
-    from smolrecipe.local_train import final_checkpoint
+    from smolrecipe.local_train import trained_checkpoint
     from smolrecipe.plan import build_plan
     from smolrecipe.recipe import load_recipe
 
@@ -101,12 +101,9 @@ def recipe_jobs(recipe_path: str, suite: str | None) -> list[tuple[str, str]]:
     suites_of = {s.name: s.eval_suites for s in recipe.stages} | ({recipe.sft.name: recipe.sft.eval_suites} if recipe.sft else {})
     jobs = []
     for stage in build_plan(recipe).stages:
-        checkpoint = final_checkpoint(recipe, stage)
         names = [suite] if suite else suites_of[stage.name]
-        if names and not checkpoint.is_dir():
-            raise RecipeError(f"{stage.name}", f"{checkpoint} does not exist",
-                              f"train it first: python tools/train_local.py {recipe_path} --stage {stage.name}")
-        jobs += [(str(checkpoint), name) for name in names]
+        if names:
+            jobs += [(str(trained_checkpoint(recipe, stage, recipe_path)), name) for name in names]
     return jobs
 
 

@@ -31,19 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
-        from smolrecipe.local_train import final_checkpoint
+        from smolrecipe.local_train import trained_checkpoint
         from smolrecipe.samples import DEMO_PROMPTS, answer
 
         base = [s for s in plan.stages if s.kind == "pretrain"][-1]
         sft = next((s for s in plan.stages if s.kind == "sft"), None)
         if sft is None:
             raise RecipeError("sft", f"{recipe.name} has no SFT stage to compare with", "add an `sft:` section")
-        checkpoints = {"base": final_checkpoint(recipe, base), "sft": final_checkpoint(recipe, sft)}
-        for label, folder in checkpoints.items():
-            if not folder.is_dir():
-                stage = base.name if label == "base" else sft.name
-                raise RecipeError(stage, f"{folder} does not exist",
-                                  f"train it first: python tools/train_local.py {args.recipe} --stage {stage}")
+        checkpoints = {"base": trained_checkpoint(recipe, base, args.recipe), "sft": trained_checkpoint(recipe, sft, args.recipe)}
         models = {label: answer(folder, DEMO_PROMPTS, args.max_new_tokens) for label, folder in checkpoints.items()}
     except RecipeError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
