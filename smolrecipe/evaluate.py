@@ -320,13 +320,18 @@ def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | N
         ctx.data_dir = Path(tmp) / "data"
         module = types.ModuleType("smolrecipe_eval_tasks")
         module.TASKS_TABLE = build_tasks(ctx, names)
-        pipeline = Pipeline(
-            tasks=",".join(f"{c.name}|0" for c in module.TASKS_TABLE),
-            pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE, custom_tasks_directory=module,
-                                                   max_samples=limit),
-            evaluation_tracker=EvaluationTracker(output_dir=str(Path(tmp) / "tracker"), save_details=False),
-            model_config=lighteval_model_config(hf_dir, batch_size, Path(tmp) / "cache"),
-        )
+        try:
+            pipeline = Pipeline(
+                tasks=",".join(f"{c.name}|0" for c in module.TASKS_TABLE),
+                pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE, custom_tasks_directory=module,
+                                                       max_samples=limit),
+                evaluation_tracker=EvaluationTracker(output_dir=str(Path(tmp) / "tracker"), save_details=False),
+                model_config=lighteval_model_config(hf_dir, batch_size, Path(tmp) / "cache"),
+            )
+        except OSError as err:  # datasets' hub and file errors (offline, no such dataset) are OSErrors
+            raise RecipeError("--tasks", f"lighteval could not load a task's data ({str(err).splitlines()[0][:200]})",
+                              "give the benchmark as a local copy (--local NAME=PATH, or $SMOLRECIPE_BENCHMARKS/<name>/), "
+                              "or go online once so the HF datasets cache has it") from None
         pipeline.evaluate()
         # lighteval keys documents by "<task>|<fewshots>" and results by "<task>:<fewshots>"
         results = {name.rsplit(":", 1)[0]: metrics for name, metrics in pipeline.get_results()["results"].items()}

@@ -377,3 +377,17 @@ def test_hub_slices_are_streamed_and_read_only_up_to_the_budget(monkeypatch, hf_
     texts = slice_texts(spec, hf_tokenizer, token_budget=50)
     assert calls == [("someone/code-dataset", "python", "validation", True)]
     assert len(served) == len(texts) < 20 and texts[0].startswith("def f0(x)")
+
+
+def test_a_benchmark_neither_local_nor_reachable_is_a_one_line_error(random_hf):
+    """Offline, with no local copy: the hub dataset cannot load, and the error says where to put one."""
+    script = ("import sys; from pathlib import Path; from smolrecipe import evaluate\n"
+              "suites, raw = evaluate.load_suites(); raw = {**raw, 'local_copies': []}\n"
+              "try:\n"
+              f"    evaluate.run_suite(Path({str(random_hf)!r}), {{}}, suites['quick'], raw, Path('unused'), tasks=['mc:piqa'], limit=1)\n"
+              "except evaluate.RecipeError as err:\n"
+              "    print(err.line()); sys.exit(3)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert "could not load a task's data" in run.stdout and "ybisk/piqa" in run.stdout and "--local NAME=PATH" in run.stdout
