@@ -18,7 +18,6 @@ Layout, per stage: <paths.runs>/<recipe>/<stage>/local/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -42,7 +41,9 @@ from smolrecipe.errors import RecipeError
 from smolrecipe.local_data import StageNanoset, collate_pretrain
 from smolrecipe.local_model import build_model, llama_config
 from smolrecipe.lr_schedule import build_scheduler
+from smolrecipe.nanotron_config import stage_fingerprint
 from smolrecipe.plan import RunPlan, StagePlan, stage_run_dir
+from smolrecipe.preemption import StopRequest
 from smolrecipe.recipe import Recipe
 from smolrecipe.report import read_log
 
@@ -70,17 +71,6 @@ def trained_checkpoint(recipe: Recipe, stage: StagePlan, recipe_path: str) -> Pa
         raise RecipeError(stage.name, f"{folder} does not exist",
                           f"train it first: python tools/train_local.py {recipe_path} --stage {stage.name}")
     return folder
-
-
-def stage_fingerprint(plan: RunPlan, stage: StagePlan) -> str:
-    """What a stage's result depends on: its rendered nanotron config (model, data, weights, batch,
-    optimizer, schedule) and, through the chain, its parent's. Editing the SFT section of a recipe
-    therefore leaves the finished pretraining stages valid."""
-    from smolrecipe.nanotron_config import render_stage
-
-    parent = stage_fingerprint(plan, plan.stage(stage.init_from)) if stage.init_from else ""
-    config = json.dumps(render_stage(plan, stage), sort_keys=True, default=str)
-    return hashlib.sha256(f"{parent}|{config}".encode()).hexdigest()[:16]
 
 
 def read_summary(recipe: Recipe, stage: str) -> dict | None:
@@ -202,6 +192,21 @@ class StageLogCallback(TrainerCallback):
             self.progress.close()
 
 
+class CheckpointAndStop(TrainerCallback):
+    """At the end of the step during which a stop was requested (SLURM's warning signal before
+    the time limit or a preemption): save a checkpoint and end training there, so that the
+    requeued job resumes at the next step and repeats none."""
+
+    def __init__(self, stop: StopRequest):
+        self.stop = stop
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.requested and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
 # ---------------------------------------------------------------------------------------------
 # Running a stage
 
@@ -211,6 +216,17 @@ class StageResult:
     stage: str
     summary: dict
     skipped: bool = False
+    stopped: bool = False  # ended early with a checkpoint (a stop request, or --max-steps)
+
+    def line(self) -> str:
+        s = self.summary
+        if self.skipped:
+            return f"{s['stage']}: already finished ({s['steps']} steps, final loss {s['final_loss']:.3f}); {s['checkpoint']}"
+        if self.stopped:
+            return f"{s['stage']}: stopped at step {s['steps']} of {s['train_steps']} with a checkpoint; rerun with --resume to continue"
+        return (f"{s['stage']}: {s['steps']} steps, {s['tokens']:,} tokens in {s['seconds']:.1f} s "
+                f"({s['tokens_per_s']:,.0f} tok/s on {s['device']}), loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}; "
+                f"{s['checkpoint']}")
 
 
 def device_settings(recipe: Recipe) -> dict[str, Any]:
@@ -320,8 +336,9 @@ def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, tokenizer, o
 
 
 def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = False, restart: bool = False,
-              max_steps: int | None = None) -> StageResult:
-    """Train one stage; returns its summary. A finished stage is not run again."""
+              max_steps: int | None = None, stop: StopRequest | None = None) -> StageResult:
+    """Train one stage; returns its summary. A finished stage is not run again. When `stop` is
+    requested (a signal), the stage ends at the current step with a checkpoint."""
     stage = plan.stage(stage_name)
     out = stage_dir(recipe, stage.name)
     if restart and out.exists():
@@ -358,7 +375,8 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         dataset = StageNanoset(stage, recipe.training.sequence_length, recipe.training.seed)
     report_to = wandb_settings(recipe, out)
     extra = {"max_steps": max_steps} if max_steps is not None else {}
-    trainer, log = build_trainer(recipe, stage, model, dataset, tokenizer, out, report_to, **extra)
+    callbacks = (CheckpointAndStop(stop),) if stop is not None else ()
+    trainer, log = build_trainer(recipe, stage, model, dataset, tokenizer, out, report_to, callbacks, **extra)
     optimizer_from = None
     if parent is not None and stage.load_optimizer and not (resume and last):
         carry_optimizer_state(trainer, parent, stage)
@@ -371,8 +389,9 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         import wandb
 
         wandb.finish()
-    if max_steps is not None and max_steps < stage.train_steps:
-        return StageResult(stage.name, {"stage": stage.name, "steps": trainer.state.global_step}, skipped=False)
+    if trainer.state.global_step < stage.train_steps:
+        return StageResult(stage.name, {"stage": stage.name, "steps": trainer.state.global_step,
+                                        "train_steps": stage.train_steps}, stopped=True)
 
     records = read_log(out / LOG)[0] if (out / LOG).is_file() else []
     ran = log.records

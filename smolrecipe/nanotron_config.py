@@ -8,6 +8,8 @@ description of what that commit accepts; the tests hold the two against each oth
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import yaml
@@ -211,3 +213,12 @@ def render_files(plan: RunPlan, configs: dict[str, dict[str, Any]], recipe_path:
         )
         files[f"{stage.name}.yaml"] = to_yaml(configs[stage.name], header)
     return files
+
+
+def stage_fingerprint(plan: RunPlan, stage: StagePlan) -> str:
+    """What a stage's result depends on: its rendered nanotron config (model, data, weights, batch,
+    optimizer, schedule) and, through the chain, its parent's. Editing the SFT section of a recipe
+    therefore leaves the finished pretraining stages valid."""
+    parent = stage_fingerprint(plan, plan.stage(stage.init_from)) if stage.init_from else ""
+    config = json.dumps(render_stage(plan, stage), sort_keys=True, default=str)
+    return hashlib.sha256(f"{parent}|{config}".encode()).hexdigest()[:16]

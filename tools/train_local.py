@@ -39,22 +39,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in names if args.stage == "all" else [args.stage]:
             result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps)
-            print(summary_line(result))
+            print(result.line())
     except RecipeError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2
     return 0
-
-
-def summary_line(result) -> str:
-    s = result.summary
-    if result.skipped:
-        return f"{s['stage']}: already finished ({s['steps']} steps, final loss {s['final_loss']:.3f}); {s['checkpoint']}"
-    if "checkpoint" not in s:
-        return f"{s['stage']}: stopped after {s['steps']} steps (--max-steps)"
-    return (f"{s['stage']}: {s['steps']} steps, {s['tokens']:,} tokens in {s['seconds']:.1f} s "
-            f"({s['tokens_per_s']:,.0f} tok/s on {s['device']}), loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}; "
-            f"{s['checkpoint']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""Train one stage of a recipe as a cluster job would: what slurm/stage1.sh ... sft.sh run.
+
+    python tools/run_stage.py recipes/llama500m.yaml stage2 --gpus 4            # nanotron via torchrun
+    python tools/run_stage.py recipes/llama500m.yaml stage2 --gpus 4 --dry-run  # write the config, print the command
+    python tools/run_stage.py recipes/tiny.yaml stage1 --backend local          # the CPU rehearsal
+
+A stage that already finished is not run again; one with checkpoints of its own continues from
+the newest. SIGUSR1 ends the run at a checkpoint with exit code 75, which the batch script answers
+by requeueing the job. nanotron writes <runs>/<recipe>/<stage>/config.yaml (the resolved config
+the job trains with) and settings.json (recipe hash, stage fingerprint) beside its checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
+
+from smolrecipe.preemption import StopRequest  # noqa: E402
+
+STOP = StopRequest().install()  # first thing: a signal during the imports below still counts
+
+from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.stage_job import load, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/llama500m.yaml")
+    parser.add_argument("stage", help="stage name: stage1, stage2, stage3, sft, ...")
+    parser.add_argument("--backend", choices=("nanotron", "local"), default=os.environ.get("SMOLRECIPE_BACKEND", "nanotron"),
+                        help="nanotron on GPUs (default), or the local backend (default from $SMOLRECIPE_BACKEND)")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs on this node = torchrun processes (nanotron)")
+    parser.add_argument("--run-train", default=os.environ.get("NANOTRON_RUN_TRAIN", ""),
+                        help="nanotron's run_train.py (default: $NANOTRON_RUN_TRAIN)")
+    parser.add_argument("--dry-run", action="store_true", help="nanotron: write the config and print the command only")
+    args = parser.parse_args(argv)
+    try:
+        if args.backend == "local":
+            return run_local(load(args.recipe), args.stage, STOP)
+        job = prepare_nanotron(args.recipe, args.stage, args.gpus, args.run_train, dry_run=args.dry_run)
+        if job is None:
+            print(f"{args.stage}: already finished (nanotron checkpoint at its last step); nothing to run")
+            return 0
+        start = f"resumes from {job.resumes_from}" if job.resumes_from else "starts from scratch"
+        print(f"{args.stage}: {job.stage.train_steps:,} steps, {start}; config {job.config}")
+        print(shlex.join(job.command), flush=True)
+        return 0 if args.dry_run else run_until_stopped(job.command, STOP)
+    except RecipeError as err:
+        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
