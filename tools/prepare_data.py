@@ -4,6 +4,7 @@
     python tools/prepare_data.py recipes/llama500m.yaml --executor slurm  # the same pipelines as SLURM jobs
     python tools/prepare_data.py recipes/tiny.yaml --source prose --tasks 4 --workers 2
     python tools/prepare_data.py recipes/tiny.yaml --sft                  # chats -> prompt/completion records
+    python tools/prepare_data.py recipes/tiny.yaml --all                  # the sources, then the SFT records
     python tools/prepare_data.py recipes/tiny.yaml --build-tokenizer      # base tokenizer + chat template only
 
 Each source becomes <paths.data>/<recipe>/<source>/ (.ds + .index + .metadata + manifest.json),
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "sources, 1 for hub datasets locally, 32 on SLURM)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tasks run at once (local executor)")
     parser.add_argument("--sft", action="store_true", help="prepare the SFT dataset instead of the pretraining sources")
+    parser.add_argument("--all", action="store_true", help="the pretraining sources, then the SFT dataset when the recipe has one")
     parser.add_argument("--build-tokenizer", action="store_true", help="only build the tokenizer folder")
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True, highlight=False)
@@ -69,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.sft:
             return prepare_sft(recipe, console)
-        return prepare_sources(recipe, args, console)
+        status = prepare_sources(recipe, args, console)
+        if args.all and status == 0 and recipe.sft is not None:
+            status = prepare_sft(recipe, console)
+        return status
     except RecipeError as exc:
         Console(stderr=True, width=160, soft_wrap=True).print(
             f"[bold red]error[/]: {exc.line() if exc.source else f'{args.recipe}: {exc.line()}'}", highlight=False)

@@ -5,12 +5,14 @@ prompt suite), GSM8K, or the CPU-sized `quick` subset. Suites are defined in eva
     python tools/run_eval.py $SCRATCH/ckpt/llama500m/stage3/12000 --suite tier3   # nanotron, converted on the fly
     python tools/run_eval.py HuggingFaceTB/SmolLM2-135M-Instruct --suite tier3 --tasks mc:piqa --limit 500
     python tools/run_eval.py --recipe recipes/tiny.yaml     # every stage's final checkpoint, its eval_suites
+    python tools/run_eval.py --recipe recipes/llama500m.yaml --backend nanotron   # the cluster run's checkpoints
 
 CHECKPOINT is a transformers folder, a nanotron checkpoint (<checkpoints>/<step>) or a model id.
 Results go to <output-dir>/<suite>.json; by default next to the run
 (runs/<recipe>/eval/<stage>/step-<N>/) for a local-backend checkpoint, else results/<run>/<step>/.
-With --recipe, each stage's final local-backend checkpoint is scored with the suites the recipe
-lists for that stage (`eval_suites`); results already there for the same checkpoint are kept.
+With --recipe, each stage's final checkpoint (local backend, or nanotron's with --backend nanotron)
+is scored with the suites the recipe lists for that stage (`eval_suites`), results beside the run;
+results already there for the same checkpoint are kept.
 Local copies of benchmarks are used where eval/suites.yaml's local_copies folders have them
 (or --local NAME=PATH); everything else is read from the hub.
 """
@@ -50,7 +52,9 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?")
-    parser.add_argument("--recipe", help="score every stage of this recipe's local run with its eval_suites")
+    parser.add_argument("--recipe", help="score every stage of this recipe's run with its eval_suites")
+    parser.add_argument("--backend", choices=("local", "nanotron"), default="local",
+                        help="with --recipe: the local backend's checkpoints (default) or nanotron's")
     parser.add_argument("--suite", help=f"one of {', '.join(suite_names())} (default: quick; with --recipe, the recipe's)")
     parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks, e.g. mc:piqa,mc:hellaswag")
     parser.add_argument("--limit", type=int, help="items per task (default: the suite's)")
@@ -68,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         suites, raw = load_suites()
         slices, local = pairs(args.slice, "--slice"), pairs(args.local, "--local")
-        jobs = recipe_jobs(args.recipe, args.suite) if args.recipe else [(args.checkpoint, args.suite or "quick")]
-        for checkpoint, suite_name in jobs:
+        jobs = (recipe_jobs(args.recipe, args.suite, args.backend) if args.recipe
+                else [(args.checkpoint, args.suite or "quick", None)])
+        for checkpoint, suite_name, run_out in jobs:
             chosen = expand_suite(suite_name, suites)
             with tempfile.TemporaryDirectory(prefix="smolrecipe-ckpt-") as tmp, as_hf_folder(checkpoint, Path(tmp)) as (hf, prov):
-                out_dir = args.output_dir or default_output_dir(prov, hf)
+                out_dir = args.output_dir or run_out or default_output_dir(prov, hf)
                 for suite in chosen:
                     if args.recipe and up_to_date(out_dir / f"{suite.name}.json", prov, suite, args.limit):
                         print(f"{suite.name} on {checkpoint}: up to date ({out_dir / f'{suite.name}.json'})")
@@ -90,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def recipe_jobs(recipe_path: str, suite: str | None) -> list[tuple[str, str]]:
-    """(final checkpoint, suite) for every stage of the recipe's local run, in training order."""
+def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple[str, str, Path]]:
+    """(final checkpoint, suite, results folder) for every stage of the recipe's run, in training
+    order. Results go beside the run, <runs>/<recipe>/eval/<stage>/step-<N>/, for either backend."""
     from smolrecipe.envpaths import resolve_recipe
-    from smolrecipe.local_train import trained_checkpoint
-    from smolrecipe.plan import build_plan
+    from smolrecipe.plan import build_plan, stage_run_dir
     from smolrecipe.recipe import load_recipe
 
     recipe = resolve_recipe(load_recipe(recipe_path))
@@ -102,8 +107,18 @@ def recipe_jobs(recipe_path: str, suite: str | None) -> list[tuple[str, str]]:
     jobs = []
     for stage in build_plan(recipe).stages:
         names = [suite] if suite else suites_of[stage.name]
-        if names:
-            jobs += [(str(trained_checkpoint(recipe, stage, recipe_path)), name) for name in names]
+        if not names:
+            continue
+        if backend == "local":
+            from smolrecipe.local_train import trained_checkpoint
+
+            checkpoint = trained_checkpoint(recipe, stage, recipe_path)
+        else:
+            checkpoint = Path(stage.final_checkpoint())
+            if not checkpoint.is_dir():
+                raise RecipeError(stage.name, f"{checkpoint} does not exist", f"train it first: sbatch slurm/{stage.name}.sh {recipe_path}")
+        out = Path(stage_run_dir(recipe, stage.name)).parent / "eval" / stage.name / f"step-{stage.train_steps}"
+        jobs += [(str(checkpoint), name, out) for name in names]
     return jobs
 
 

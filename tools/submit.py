@@ -1,0 +1,71 @@
+"""Submit a recipe's whole run to SLURM as a dependency chain, one job per step:
+
+    prepare_data -> stage1 -> stage2 -> stage3 -> sft -> eval
+
+    python tools/submit.py recipes/llama500m.yaml              # the whole chain
+    python tools/submit.py recipes/llama500m.yaml --from stage2  # from stage 2 on (data and stage 1 done)
+    python tools/submit.py recipes/llama500m.yaml --dry-run    # print the sbatch lines only
+    SMOLRECIPE_BACKEND=local python tools/submit.py recipes/tiny.yaml   # the CPU rehearsal
+
+Each job runs slurm/<step>.sh with the recipe's cluster settings as sbatch flags (time, partition,
+account, qos, GPUs and CPUs per node) and starts only after the one before it succeeded
+(--dependency=afterok). Job logs go to <runs>/<recipe>/slurm/<recipe>-<step>-<jobid>.out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
+
+from smolrecipe.envpaths import resolve_recipe  # noqa: E402
+from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.plan import build_plan  # noqa: E402
+from smolrecipe.recipe import load_recipe  # noqa: E402
+from smolrecipe.slurm_jobs import chain, log_dir, submit  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/llama500m.yaml")
+    parser.add_argument("--from", dest="start", metavar="STEP", help="start the chain here (prepare_data, a stage name, or eval)")
+    parser.add_argument("--dry-run", action="store_true", help="print the sbatch lines, submit nothing")
+    args = parser.parse_args(argv)
+    backend = os.environ.get("SMOLRECIPE_BACKEND", "nanotron")
+    try:
+        if backend not in ("nanotron", "local"):
+            raise RecipeError("SMOLRECIPE_BACKEND", f"{backend!r} is not a backend", "use nanotron or local")
+        recipe_path = Path(args.recipe).resolve()
+        # Resolving the paths here checks that the environment the jobs inherit defines them.
+        recipe = resolve_recipe(load_recipe(recipe_path))
+        stages = [s.name for s in build_plan(recipe).stages]
+        jobs = chain(recipe, stages, backend, args.start)
+        if args.dry_run:
+            after = None
+            for job in jobs:
+                print(shlex.join(job.command(recipe_path, after)))
+                after = f"<{job.name}>"
+            print(f"dry run: {len(jobs)} job(s) for {recipe.name} ({backend} backend), nothing submitted")
+            return 0
+        if shutil.which("sbatch") is None:
+            raise RecipeError("sbatch", "not found on this machine's PATH", "run on a SLURM login node, or pass --dry-run")
+        log_dir(recipe).mkdir(parents=True, exist_ok=True)
+        submitted = submit(jobs, recipe_path)
+    except RecipeError as err:
+        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
+        return 2
+    for job, job_id, command in submitted:
+        print(f"{job_id:>10}  {job.name:<13} {shlex.join(command)}")
+    ids = [job_id for _, job_id, _ in submitted]
+    print(f"submitted {len(ids)} job(s) for {recipe.name} ({backend} backend): {' -> '.join(ids)}; "
+          f"logs in {log_dir(recipe)}/; watch with: squeue --jobs={','.join(ids)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
