@@ -110,10 +110,20 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, run_train: str, dry
     return NanotronJob(stage, config, nanotron_command(run_train, gpus, config), resumes_from, step)
 
 
-def run_until_stopped(command: list[str], stop: StopRequest, poll_s: float = 1.0) -> int:
+def nanotron_environment() -> dict[str, str]:
+    """This process's environment, with $NANOTRON_PYTHONPATH (the datatrove nanotron's Nanoset
+    was written against, installed apart by slurm/setup_env.sh) first on the path."""
+    env = dict(os.environ)
+    extra = [p for p in (env.get("NANOTRON_PYTHONPATH"), env.get("PYTHONPATH")) if p]
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join(extra)
+    return env
+
+
+def run_until_stopped(command: list[str], stop: StopRequest, poll_s: float = 1.0, env: dict[str, str] | None = None) -> int:
     """Run `command` in its own process group; on a stop request end the group (torchrun passes
     SIGTERM on to its workers) and return PREEMPTED."""
-    proc = subprocess.Popen(command, start_new_session=True)
+    proc = subprocess.Popen(command, start_new_session=True, env=env)
     ended = False
     while True:
         try:

@@ -25,7 +25,7 @@ from smolrecipe.preemption import StopRequest  # noqa: E402
 STOP = StopRequest().install()  # first thing: a signal during the imports below still counts
 
 from smolrecipe.errors import RecipeError  # noqa: E402
-from smolrecipe.stage_job import load, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
+from smolrecipe.stage_job import load, nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         start = f"resumes from {job.resumes_from}" if job.resumes_from else "starts from scratch"
         print(f"{args.stage}: {job.stage.train_steps:,} steps, {start}; config {job.config}")
         print(shlex.join(job.command), flush=True)
-        return 0 if args.dry_run else run_until_stopped(job.command, STOP)
+        return 0 if args.dry_run else run_until_stopped(job.command, STOP, env=nanotron_environment())
     except RecipeError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2

@@ -1,0 +1,364 @@
+"""The SLURM side: job scripts, tools/submit.py, tools/run_stage.py, and a real one-node SLURM.
+
+The integration tests start Debian's slurm-wlm + munge on this machine (slurm/local_cluster.sh,
+its own config, key and ports in a temporary folder), submit the real scripts in rehearsal mode
+(SMOLRECIPE_BACKEND=local) and stop the daemons at the end. Where SLURM cannot start here (not
+root, packages missing) they are skipped with the reason; under CI they fail instead, since
+.ci/run installs the packages.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import submit
+import yaml
+from conftest import ROOT, recipe_variant
+
+from smolrecipe.envpaths import resolve_recipe
+from smolrecipe.local_train import stage_dir
+from smolrecipe.plan import build_plan
+from smolrecipe.preemption import PREEMPTED, StopRequest
+from smolrecipe.recipe import load_recipe
+from smolrecipe.report import read_log
+from smolrecipe.stage_job import run_until_stopped
+
+SLURM = ROOT / "slurm"
+JOB_SCRIPTS = ["prepare_data", "stage1", "stage2", "stage3", "sft", "eval"]
+TRAINING = ["stage1", "stage2", "stage3", "sft"]
+
+
+def sbatch_defaults(script: Path) -> dict[str, str]:
+    flags = re.findall(r"^#SBATCH --([a-z-]+)(?:=(\S+))?", script.read_text(), flags=re.M)
+    return {name: value for name, value in flags}
+
+
+# ---------------------------------------------------------------------------------------------
+# The scripts themselves
+
+
+def test_job_scripts_share_one_set_of_defaults():
+    defaults = {name: sbatch_defaults(SLURM / f"{name}.sh") for name in JOB_SCRIPTS}
+    for name, flags in defaults.items():
+        assert flags.pop("job-name") == f"smolrecipe-{name}"
+    for name in TRAINING:
+        assert defaults[name] == defaults["stage1"]
+    assert defaults["stage1"]["nodes"] == "1" and defaults["stage1"]["gpus-per-node"] == "4"
+    assert defaults["stage1"]["cpus-per-task"] == "32"
+    assert defaults["stage1"]["signal"].startswith("B:USR1@") and "requeue" in defaults["stage1"]
+    assert defaults["prepare_data"]["gpus-per-node"] == "0" and defaults["eval"]["gpus-per-node"] == "1"
+    for name in JOB_SCRIPTS:
+        text = (SLURM / f"{name}.sh").read_text()
+        assert "set -euo pipefail" in text and 'source "$root/slurm/common.sh"' in text
+        assert re.search(r"/(home|scratch|work|users?)/", text) is None, f"{name}.sh names a user path"
+
+
+@pytest.mark.parametrize("name", [*JOB_SCRIPTS, "setup_env", "local_cluster"])
+def test_every_script_has_help(name):
+    done = subprocess.run(["bash", str(SLURM / f"{name}.sh"), "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert f"slurm/{name}.sh" in done.stdout and "#SBATCH" not in done.stdout
+
+
+def test_shellcheck_is_clean():
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is missing in CI (.ci/run installs it)")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    scripts = sorted(str(p) for p in SLURM.glob("*.sh"))
+    done = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout
+
+
+def test_a_missing_recipe_is_named_before_anything_runs(tmp_path):
+    done = subprocess.run(["bash", str(SLURM / "stage1.sh"), str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1 and "nope.yaml not found" in done.stderr and "fix:" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/submit.py
+
+
+def dry_run(capsys, *args, env=None) -> list[str]:
+    assert submit.main([*args, "--dry-run"]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_submit_dry_run_is_the_chain_with_the_recipe_flags(capsys, monkeypatch):
+    monkeypatch.setenv("SCRATCH", "/cluster/scratch")
+    monkeypatch.delenv("SMOLRECIPE_BACKEND", raising=False)
+    lines = dry_run(capsys, str(ROOT / "recipes" / "llama500m.yaml"))
+    assert len(lines) == 7 and lines[-1].startswith("dry run: 6 job(s) for llama500m (nanotron backend)")
+    jobs = [re.search(r"slurm/(\w+)\.sh", line).group(1) for line in lines[:-1]]
+    assert jobs == JOB_SCRIPTS
+    recipe = yaml.safe_load((ROOT / "recipes" / "llama500m.yaml").read_text())["cluster"]
+    for i, line in enumerate(lines[:-1]):
+        assert f"--time={recipe['time']}" in line and f"--partition={recipe['partition']}" in line
+        assert "--output=/cluster/scratch/smolrecipe/runs/llama500m/slurm/%x-%j.out" in line
+        assert line.endswith(str(ROOT / "recipes" / "llama500m.yaml"))
+        assert ("--dependency=afterok:<" + jobs[i - 1] + ">" in line) == (i > 0)
+    assert "--gpus-per-node=4 --cpus-per-task=32" in lines[1] and "--gpus-per-node=0" in lines[0]
+    assert "--gpus-per-node=1 --cpus-per-task=8" in lines[5]
+
+    later = dry_run(capsys, str(ROOT / "recipes" / "llama500m.yaml"), "--from", "stage3")
+    assert [re.search(r"slurm/(\w+)\.sh", line).group(1) for line in later[:-1]] == ["stage3", "sft", "eval"]
+    assert "--dependency" not in later[0]
+
+
+def test_submit_refuses_what_the_jobs_could_not_run(capsys, monkeypatch, tiny_dict, write_recipe):
+    monkeypatch.setenv("SCRATCH", "/cluster/scratch")
+    assert submit.main([str(ROOT / "recipes" / "llama500m.yaml"), "--from", "stage9", "--dry-run"]) == 2
+    assert "--from: 'stage9' is not a job of llama500m" in capsys.readouterr().err
+    monkeypatch.delenv("SMOLRECIPE_BACKEND", raising=False)
+    assert submit.main([str(ROOT / "recipes" / "tiny.yaml"), "--dry-run"]) == 2  # nanotron needs a GPU per process
+    assert "cluster.gpus_per_node: 0 GPU(s)" in capsys.readouterr().err
+    tiny_dict["cluster"]["nodes"] = 2
+    monkeypatch.setenv("SMOLRECIPE_BACKEND", "local")
+    assert submit.main([str(write_recipe(tiny_dict)), "--dry-run"]) == 2
+    assert "cluster.nodes: 2 nodes" in capsys.readouterr().err
+    monkeypatch.delenv("SCRATCH")
+    assert submit.main([str(ROOT / "recipes" / "llama500m.yaml"), "--dry-run"]) == 2
+    assert "$SCRATCH is not set" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/run_stage.py on the nanotron backend (nanotron itself needs CUDA: the command is checked, not run)
+
+
+def test_nanotron_stage_job_resumes_its_own_checkpoints_and_skips_a_finished_stage(prepared, tmp_path, capsys):
+    import run_stage
+
+    recipe_path = recipe_variant(prepared[0], tmp_path / "tiny.yaml")
+    recipe = resolve_recipe(load_recipe(recipe_path))
+    plan = build_plan(recipe)
+    stage1, stage2 = plan.stage("stage1"), plan.stage("stage2")
+    args = [str(recipe_path), "stage2", "--backend", "nanotron", "--gpus", "1", "--run-train", "/opt/nanotron/run_train.py"]
+
+    assert run_stage.main([*args, "--dry-run"]) == 0  # stage 1 not trained: dry run still shows the command
+    out = capsys.readouterr().out
+    config_path = Path(stage2.checkpoints_path).parent / "config.yaml"
+    assert f"torchrun --standalone --nproc_per_node=1 /opt/nanotron/run_train.py --config-file {config_path}" in out
+    config = yaml.safe_load(config_path.read_text())["checkpoints"]
+    assert config["resume_checkpoint_path"] == stage1.final_checkpoint() and config["load_lr_scheduler"] is False
+    settings = json.loads((config_path.parent / "settings.json").read_text())
+    assert settings["recipe_hash"] == load_recipe(recipe_path).hash()
+
+    assert run_stage.main(args) == 2  # for real: stage 1 must have finished
+    assert "stage2.init_from: stage1 has not finished" in capsys.readouterr().err
+
+    own = Path(stage2.checkpoints_path)  # a job of stage 2 that was stopped at step 8
+    (own / "8").mkdir(parents=True)
+    (own / "latest.txt").write_text("8")
+    assert run_stage.main([*args, "--dry-run"]) == 0
+    assert f"resumes from {own}" in capsys.readouterr().out
+    config = yaml.safe_load(config_path.read_text())["checkpoints"]
+    assert config["resume_checkpoint_path"] == str(own) and config["load_lr_scheduler"] is True
+    assert config["load_optimizer"] is True
+
+    (own / str(stage2.train_steps)).mkdir()
+    (own / "latest.txt").write_text(str(stage2.train_steps))
+    assert run_stage.main(args) == 0
+    assert "stage2: already finished" in capsys.readouterr().out
+
+    assert run_stage.main([*args[:-4], "--gpus", "4", "--run-train", "x", "--dry-run"]) == 2
+    assert "parallelism: dp x tp x pp = 1 processes, but the job has 4 GPU(s)" in capsys.readouterr().err
+
+
+def test_a_stop_request_ends_the_launched_process_group():
+    stop = StopRequest()
+    # a parent that would outlive its child's end if only the parent were signalled
+    command = [sys.executable, "-c", "import subprocess, sys, time; "
+               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"]
+    threading.Timer(1.0, lambda: setattr(stop, "signum", signal.SIGUSR1)).start()
+    started = time.monotonic()
+    assert run_until_stopped(command, stop, poll_s=0.1) == PREEMPTED
+    assert time.monotonic() - started < 30
+
+
+# ---------------------------------------------------------------------------------------------
+# A real SLURM
+
+
+def free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A running one-node SLURM: the environment that points its commands at it."""
+    missing = [tool for tool in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(tool) is None]
+    reason = (f"SLURM cannot start here: {', '.join(missing)} not installed (apt-get install slurm-wlm munge)" if missing
+              else "SLURM cannot start here: slurmd needs root" if os.geteuid() != 0 else None)
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; .ci/run installs and starts it in CI")
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "SMOLRECIPE_SLURM_PORT": str(free_port_pair()), "SLURM_CONF": str(folder / "slurm.conf"),
+           "SMOLRECIPE_BACKEND": "local", "SMOLRECIPE_VENV": sys.prefix}
+    script = str(SLURM / "local_cluster.sh")
+    started = subprocess.run(["bash", script, "start", str(folder)], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        logs = "".join(f"\n--- {p.name}\n{p.read_text()[-1500:]}" for p in folder.glob("*.log"))
+        subprocess.run(["bash", script, "stop", str(folder)], env=env, capture_output=True)
+        pytest.fail(f"slurm/local_cluster.sh start failed: {started.stderr}{logs}")
+    yield env
+    subprocess.run(["bash", script, "stop", str(folder)], env=env, capture_output=True)
+
+
+DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+
+def job_info(env, job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], env=env, capture_output=True, text=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def wait_for(env, job_ids: list[str], timeout: float = 600) -> dict[str, dict[str, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        infos = {job_id: job_info(env, job_id) for job_id in job_ids}
+        if all(info.get("JobState") in DONE for info in infos.values()):
+            return infos
+        assert time.monotonic() < deadline, f"jobs still not done after {timeout} s: {infos}"
+        time.sleep(1)
+
+
+def sbatch(env, *args) -> str:
+    done = subprocess.run(["sbatch", "--parsable", *args], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def log_steps(folder: Path) -> list[int]:
+    log = folder / "log.jsonl"
+    return [r["step"] for r in read_log(log)[0]] if log.is_file() else []
+
+
+def stage1_only(steps: int):
+    def edit(data):
+        data["stages"][0]["tokens"] = steps * 1024  # tiny: 1,024 tokens per step
+        data["training"]["checkpoint_interval"] = 1000  # the only mid-stage checkpoint is the signal's
+
+    return edit
+
+
+@pytest.fixture(scope="module")
+def rehearsal_jobs(slurm, prepared, tmp_path_factory):
+    """Two identical stage-1 jobs through `sbatch slurm/stage1.sh`, side by side on one CPU each:
+    one left alone, one sent SIGUSR1 (as SLURM does before the time limit) after a few steps."""
+    steps = 48
+    recipes = {name: recipe_variant(prepared[0], tmp_path_factory.mktemp(name) / "tiny.yaml", stage1_only(steps))
+               for name in ("plain", "signalled")}
+    ids = {name: sbatch(slurm, "--gpus-per-node=0", "--cpus-per-task=1", f"--output={path.parent}/%x-%j.out",
+                        str(SLURM / "stage1.sh"), str(path)) for name, path in recipes.items()}
+    signalled = stage_dir(resolve_recipe(load_recipe(recipes["signalled"])), "stage1")
+    deadline = time.monotonic() + 300
+    while len(log_steps(signalled)) < 4:
+        assert job_info(slurm, ids["signalled"]).get("JobState") in ("PENDING", "RUNNING"), job_info(slurm, ids["signalled"])
+        assert time.monotonic() < deadline, "the signalled job did not reach step 4"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", ids["signalled"]], env=slurm, check=True)
+    infos = wait_for(slurm, list(ids.values()))
+    output = {name: (recipes[name].parent / f"smolrecipe-stage1-{ids[name]}.out").read_text() for name in ids}
+    return {name: (recipes[name], ids[name], infos[ids[name]], output[name]) for name in ids}, steps
+
+
+@pytest.mark.slow
+def test_sbatch_stage1_in_rehearsal_mode_trains_to_its_checkpoint(rehearsal_jobs):
+    jobs, steps = rehearsal_jobs
+    recipe_path, _, info, output = jobs["plain"]
+    assert info["JobState"] == "COMPLETED", output[-3000:]
+    assert info["Restarts"] == "0" and "backend local" in output
+    out = stage_dir(resolve_recipe(load_recipe(recipe_path)), "stage1")
+    assert (out / f"checkpoint-{steps}" / "model.safetensors").is_file()
+    assert json.loads((out / "summary.json").read_text())["steps"] == steps
+    assert re.search(rf"stage1: {steps} steps, [\d,]+ tokens", output)
+
+
+@pytest.mark.slow
+def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_same_losses(rehearsal_jobs):
+    jobs, steps = rehearsal_jobs
+    recipe_path, _, info, output = jobs["signalled"]
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output[-3000:]
+    stopped = re.search(rf"stage1: stopped at step (\d+) of {steps} with a checkpoint", output)
+    assert stopped and "requeueing job" in output and "(restart 1)" in output, output[-3000:]
+    out = stage_dir(resolve_recipe(load_recipe(recipe_path)), "stage1")
+    assert (out / f"checkpoint-{stopped.group(1)}").is_dir() and 4 <= int(stopped.group(1)) < steps
+    ours = read_log(out / "log.jsonl")[0]
+    assert [r["step"] for r in ours] == list(range(1, steps + 1))  # no step trained twice, none skipped
+    plain = read_log(stage_dir(resolve_recipe(load_recipe(jobs["plain"][0])), "stage1") / "log.jsonl")[0]
+    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in plain], rel=1e-5)
+
+
+def short_chain_with_eval(data):
+    for stage in data["stages"]:
+        stage["tokens"] = 8 * 1024
+        stage["lr"]["warmup_steps"] = 2
+        stage["eval_suites"] = []
+    data["sft"].update(steps=8, eval_suites=["tier4"])  # the SFT prompt suite ships with the repo
+    data["sft"]["lr"]["warmup_steps"] = 2
+    data["cluster"]["cpus_per_task"] = os.cpu_count() or 1
+
+
+@pytest.mark.slow
+def test_submit_runs_the_whole_chain_in_order(slurm, prepared, tmp_path, capsys, monkeypatch):
+    recipe_path = recipe_variant(prepared[0], tmp_path / "tiny.yaml", short_chain_with_eval)
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    assert submit.main([str(recipe_path)]) == 0
+    printed = capsys.readouterr().out
+    ids = re.findall(r"^\s+(\d+)\s+(\w+)\s+sbatch", printed, flags=re.M)
+    assert [name for _, name in ids] == JOB_SCRIPTS
+    infos = wait_for(slurm, [job_id for job_id, _ in ids])
+    recipe = resolve_recipe(load_recipe(recipe_path))
+    logs = Path(recipe.paths.runs) / recipe.name / "slurm"
+    for job_id, name in ids:
+        assert infos[job_id]["JobState"] == "COMPLETED", (logs / f"tiny-{name}-{job_id}.out").read_text()[-3000:]
+    for (before, _), (after, _) in zip(ids, ids[1:], strict=False):  # afterok: each started only once the one before ended
+        assert infos[after]["StartTime"] >= infos[before]["EndTime"]
+    for stage in build_plan(recipe).stages:
+        assert json.loads((stage_dir(recipe, stage.name) / "summary.json").read_text())["steps"] == stage.train_steps
+    tier4 = json.loads((Path(recipe.paths.runs) / "tiny" / "eval" / "sft" / "step-8" / "tier4.json").read_text())
+    assert tier4["tasks"]["sft_suite"]["n"] == 50 and tier4["model"]["stage"] == "sft"
+    assert "up to date" in (logs / f"tiny-prepare_data-{ids[0][0]}.out").read_text()  # the data was prepared
+
+
+@pytest.mark.slow
+def test_datatrove_slurm_executor_prepares_a_source_on_the_cluster(slurm, prepared, tmp_path, monkeypatch):
+    """`prepare_data.py --executor slurm`: datatrove's SlurmPipelineExecutor submits the source's
+    steps as job arrays; the published folder matches the one the local executor made."""
+    import prepare_data
+
+    recipe_path = recipe_variant(prepared[0], tmp_path / "tiny.yaml", lambda d: d["paths"].update(data=str(tmp_path / "data")))
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    assert prepare_data.main([str(recipe_path), "--executor", "slurm", "--source", "forum", "--tasks", "2"]) == 0
+    published = tmp_path / "data" / "tiny" / "forum" / "manifest.json"
+    deadline = time.monotonic() + 600
+    while not published.is_file():
+        queued = subprocess.run(["squeue", "--noheader"], env=slurm, capture_output=True, text=True).stdout
+        assert queued.strip() or published.is_file(), "the datatrove jobs ended without publishing the folder"
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    ours, local = json.loads(published.read_text()), json.loads((prepared[1] / "tiny" / "forum" / "manifest.json").read_text())
+    assert ours["tokens"] == local["tokens"] > 0 and ours["documents_kept"] == local["documents_kept"]
