@@ -3,7 +3,7 @@
 recipe.py            the schema of a recipe file, and its validation
 plan.py              numbers derived from a recipe (steps, dataset weights, decay, resume chain)
 envpaths.py          ${VAR} paths, resolved for a job
-nanotron_config.py   plan -> nanotron YAML at the pinned commit
+nanotron_config.py   plan -> nanotron YAML at the pinned commit; a stage's config fingerprint
 nanotron_schema.py   what that nanotron commit accepts, written down, and a checker
 estimates.py         parameter count and per-GPU memory
 preflight.py         the report printed before anything runs (incl. tokens needed vs prepared)
@@ -30,6 +30,10 @@ eval_tasks.py        the lighteval tasks of the tiers (tier 3, tier 4, GSM8K) an
 perplexity.py        tier 2: bits per byte and token perplexity with sliding windows
 sft_checks.py        tier 4: the prompt suite's deterministic checks and rates
 evaluate.py          a suite on a checkpoint through lighteval -> results JSON
+
+preemption.py        the stop request a job's SIGUSR1 sets, and the exit code that asks for a requeue
+stage_job.py         what a SLURM training job runs: skip / resume / torchrun (nanotron) or the local backend
+slurm_jobs.py        the recipe as a SLURM dependency chain of sbatch commands
 """
 
 from pathlib import Path

@@ -173,15 +173,32 @@ def test_nanotron_stage_job_resumes_its_own_checkpoints_and_skips_a_finished_sta
     assert "parallelism: dp x tp x pp = 1 processes, but the job has 4 GPU(s)" in capsys.readouterr().err
 
 
-def test_a_stop_request_ends_the_launched_process_group():
+@pytest.mark.slow
+def test_a_stop_request_ends_torchrun_and_its_workers(tmp_path):
+    """The nanotron job's launcher: on SIGUSR1 the job ends torchrun, which ends its workers, and
+    reports PREEMPTED (the batch script then requeues it). Real torchrun, two CPU workers."""
+    worker = tmp_path / "worker.py"
+    worker.write_text("import os, pathlib, time\n"
+                      f"pathlib.Path({str(tmp_path)!r}, os.environ['RANK']).write_text(str(os.getpid()))\n"
+                      "time.sleep(120)\n")
+    torchrun = str(Path(sys.executable).parent / "torchrun")
     stop = StopRequest()
-    # a parent that would outlive its child's end if only the parent were signalled
-    command = [sys.executable, "-c", "import subprocess, sys, time; "
-               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"]
-    threading.Timer(1.0, lambda: setattr(stop, "signum", signal.SIGUSR1)).start()
+    command = [torchrun, "--standalone", "--nproc_per_node=2", str(worker)]
+
+    def stop_once_both_workers_run():
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / rank).is_file() for rank in ("0", "1")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.signum = signal.SIGUSR1
+
+    threading.Thread(target=stop_once_both_workers_run, daemon=True).start()
     started = time.monotonic()
     assert run_until_stopped(command, stop, poll_s=0.1) == PREEMPTED
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 100  # ended, not slept out
+    for rank in ("0", "1"):
+        pid = int((tmp_path / rank).read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 # ---------------------------------------------------------------------------------------------
