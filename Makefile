@@ -44,6 +44,7 @@ configs: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check smolrecipe tools tests bench
+	if command -v shellcheck >/dev/null; then shellcheck -x slurm/*.sh .ci/run; else echo "shellcheck not installed: slurm/*.sh not checked"; fi
 
 # Throughput benchmarks: each prints a table and writes runs/bench/<name>.json.
 bench: $(STAMP)

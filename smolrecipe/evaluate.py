@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from smolrecipe import PROJECT_ROOT, sft_checks
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.errors import RecipeError
+from smolrecipe.plan import SETTINGS
 from smolrecipe.report import LOG_NAME, SUMMARY_NAME, read_log
 
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
@@ -151,7 +152,7 @@ def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
     """What a local-backend checkpoint (`runs/<recipe>/<stage>/local/checkpoint-<N>`) was trained on."""
     stage_dir = hf_dir.parent
     summary = _read_json(stage_dir / SUMMARY_NAME) or {}
-    settings = _read_json(stage_dir / "settings.json") or {}
+    settings = _read_json(stage_dir / SETTINGS) or {}
     trainer = _read_json(hf_dir / "trainer_state.json") or {}
     step = trainer.get("global_step")
     tokens = kind = None
@@ -185,7 +186,7 @@ def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[s
     if path.is_dir() and convert.is_nanotron_checkpoint(path):
         # <runs>/<recipe>/<stage>/checkpoints/<step>: the stage folder may hold the settings.json
         # (recipe hash, config fingerprint) that the job wrote when it started, as the local backend does
-        settings = _read_json(path.parent.parent / "settings.json") or {}
+        settings = _read_json(path.parent.parent / SETTINGS) or {}
         provenance = {**convert.checkpoint_provenance(path), "recipe_hash": settings.get("recipe_hash"),
                       "fingerprint": settings.get("fingerprint"), "backend": "nanotron", "source": str(path)}
         yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance

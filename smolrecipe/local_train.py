@@ -42,13 +42,12 @@ from smolrecipe.local_data import StageNanoset, collate_pretrain
 from smolrecipe.local_model import build_model, llama_config
 from smolrecipe.lr_schedule import build_scheduler
 from smolrecipe.nanotron_config import stage_fingerprint
-from smolrecipe.plan import RunPlan, StagePlan, stage_run_dir
+from smolrecipe.plan import SETTINGS, RunPlan, StagePlan, stage_run_dir
 from smolrecipe.preemption import StopRequest
 from smolrecipe.recipe import Recipe
 from smolrecipe.report import read_log
 
 SUMMARY = "summary.json"
-SETTINGS = "settings.json"  # the stage fingerprint its checkpoints were made under
 LOG = "log.jsonl"
 
 

@@ -85,6 +85,11 @@ def sft_dataset_folder(recipe: Recipe) -> str:
     return f"{recipe.paths.data}/{recipe.name}/sft"
 
 
+# Beside a stage's checkpoints (either backend): the recipe hash and the stage's config fingerprint
+# they were made under; resuming checks it, evaluation reports it.
+SETTINGS = "settings.json"
+
+
 def stage_run_dir(recipe: Recipe, stage: str) -> str:
     return f"{recipe.paths.runs}/{recipe.name}/{stage}"
 

@@ -27,11 +27,10 @@ from smolrecipe.atomic import write_file, write_json
 from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
 from smolrecipe.nanotron_config import stage_fingerprint
-from smolrecipe.plan import RunPlan, StagePlan, build_plan, stage_run_dir
+from smolrecipe.plan import SETTINGS, RunPlan, StagePlan, build_plan, stage_run_dir
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe import Recipe, load_recipe
 
-SETTINGS = "settings.json"  # as the local backend writes it; evaluation reads the recipe hash from it
 CONFIG = "config.yaml"
 
 
@@ -85,7 +84,8 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, run_train: str, dry
                           "or change parallelism to match the node")
     run_dir = Path(stage_run_dir(recipe, name))
     step = latest_step(stage.checkpoints_path)
-    fingerprint = stage_fingerprint(build_plan(recipe), build_plan(recipe).stage(name))
+    as_planned = build_plan(recipe)  # the fingerprint is of the stage itself, not of where this job resumes
+    fingerprint = stage_fingerprint(as_planned, as_planned.stage(name))
     if step is not None:
         recorded = _read_json(run_dir / SETTINGS).get("fingerprint")
         if recorded is not None and recorded != fingerprint:

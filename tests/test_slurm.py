@@ -88,7 +88,7 @@ def test_a_missing_recipe_is_named_before_anything_runs(tmp_path):
 # tools/submit.py
 
 
-def dry_run(capsys, *args, env=None) -> list[str]:
+def dry_run(capsys, *args) -> list[str]:
     assert submit.main([*args, "--dry-run"]) == 0
     return capsys.readouterr().out.splitlines()
 
