@@ -342,6 +342,35 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
 
 
 @pytest.mark.slow
+def test_run_eval_recipe_mode_on_the_cluster_runs_checkpoints(random_hf, tiny_dict, write_recipe, tmp_path):
+    """`run_eval.py --recipe R --backend nanotron` (what slurm/eval.sh runs): each stage's final
+    nanotron checkpoint, results beside the run where the report looks for them."""
+    from smolrecipe.convert import hf_to_nanotron
+
+    tiny_dict["paths"]["runs"] = str(tmp_path / "runs")
+    for stage in tiny_dict["stages"]:
+        stage["eval_suites"] = []
+    tiny_dict["stages"][0]["eval_suites"] = ["tier2"]
+    tiny_dict["sft"]["eval_suites"] = []
+    recipe = write_recipe(tiny_dict)
+    cmd = [sys.executable, str(ROOT / "tools" / "run_eval.py"), "--recipe", str(recipe), "--backend", "nanotron",
+           "--tasks", "ppl:web", "--slice", f"web={_local_samples(tmp_path)['web']}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "train it first: sbatch slurm/stage1.sh" in run.stderr, run.stderr[-1000:]
+
+    checkpoints = tmp_path / "runs" / "tiny" / "stage1" / "checkpoints"
+    ckpt = hf_to_nanotron(random_hf, checkpoints / "192")  # stage 1's last step, with what nanotron saves beside it
+    (ckpt / "config.yaml").write_text(json.dumps({"general": {"run": "tiny-stage1", "step": 192},
+                                                  "tokenizer": {"tokenizer_name_or_path": str(random_hf)}}))
+    (checkpoints / "latest.txt").write_text("192")
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads((tmp_path / "runs" / "tiny" / "eval" / "stage1" / "step-192" / "tier2.json").read_text())
+    assert data["model"]["backend"] == "nanotron" and data["checkpoint"] == str(checkpoints / "192")
+    assert data["tasks"]["ppl:web"]["n"] == 10
+
+
+@pytest.mark.slow
 def test_evaluating_leaves_autograd_on_for_training_afterwards(random_hf, tmp_path):
     """lighteval switches autograd off process-wide; a run (make demo, tests) trains after evaluating."""
     suite = evaluate.Suite(name="smoke", tasks=["mc:piqa"], limit=1)
