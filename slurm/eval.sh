@@ -24,4 +24,4 @@ root=${SMOLRECIPE_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}
 # shellcheck source=slurm/common.sh
 source "$root/slurm/common.sh"
 
-python tools/run_eval.py --recipe "$RECIPE" --backend "$BACKEND"
+smolrecipe_preemptible python tools/run_eval.py --recipe "$RECIPE" --backend "$BACKEND"

@@ -24,4 +24,4 @@ root=${SMOLRECIPE_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}
 # shellcheck source=slurm/common.sh
 source "$root/slurm/common.sh"
 
-python tools/prepare_data.py "$RECIPE" --all --workers "${SLURM_CPUS_PER_TASK:-$(nproc)}"
+smolrecipe_preemptible python tools/prepare_data.py "$RECIPE" --all --workers "${SLURM_CPUS_PER_TASK:-$(nproc)}"

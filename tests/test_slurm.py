@@ -30,6 +30,7 @@ from smolrecipe.plan import build_plan
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe import load_recipe
 from smolrecipe.report import read_log
+from smolrecipe.slurm_jobs import EVAL_CPUS
 from smolrecipe.stage_job import run_until_stopped
 
 SLURM = ROOT / "slurm"
@@ -82,6 +83,25 @@ def test_shellcheck_is_clean():
 def test_a_missing_recipe_is_named_before_anything_runs(tmp_path):
     done = subprocess.run(["bash", str(SLURM / "stage1.sh"), str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1 and "nope.yaml not found" in done.stderr and "fix:" in done.stderr
+
+
+def test_readme_hpc_section_matches_the_scripts():
+    readme = (ROOT / "README.md").read_text()
+    hpc = " ".join(readme[readme.index("## On the cluster"):readme.index("## Layout")].split())  # wrapping aside
+    training, prepare, evaluate = (sbatch_defaults(SLURM / f"{n}.sh") for n in ("stage1", "prepare_data", "eval"))
+    assert f"--signal={training['signal']} --requeue" in hpc
+    assert (f"one node, {training['gpus-per-node']} GPUs, {training['cpus-per-task']} CPUs, "
+            f"{int(training['time'].split(':')[0])} h; data prep no GPU, eval {evaluate['gpus-per-node']} GPU and "
+            f"{evaluate['cpus-per-task']} CPUs") in hpc
+    assert prepare["gpus-per-node"] == "0" and f"at most {EVAL_CPUS} CPUs" in hpc
+    for name in JOB_SCRIPTS:
+        assert f"{name}.sh" in hpc
+    for variable in re.findall(r"^#   ([A-Z_]+)", (SLURM / "common.sh").read_text(), flags=re.M):
+        assert f"`{variable}" in hpc, f"README's HPC section does not mention {variable}"
+    setup = (SLURM / "setup_env.sh").read_text()
+    for variable in ("TORCH_VERSION", "TORCH_CUDA"):
+        default = re.search(rf"^{variable}=\$\{{{variable}:-(\S+)\}}$", setup, flags=re.M).group(1)
+        assert f"`{variable}`, default {default}" in hpc
 
 
 # ---------------------------------------------------------------------------------------------
