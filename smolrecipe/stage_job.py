@@ -63,7 +63,6 @@ class NanotronJob:
     config: Path  # the resolved config this job trains with
     command: list[str]
     resumes_from: str | None  # the checkpoint nanotron loads (own latest, parent's final) or None
-    own_step: int | None  # the stage's own newest checkpoint step
 
 
 def nanotron_command(run_train: str, gpus: int, config: Path) -> list[str]:
@@ -107,7 +106,7 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, run_train: str, dry
     write_json(run_dir / SETTINGS, {"stage": name, "fingerprint": fingerprint, "recipe_hash": rendered.recipe.hash(),
                                     "backend": "nanotron"})
     resumes_from = stage.resume_checkpoint_path if (step is not None or stage.init_from is not None) else None
-    return NanotronJob(stage, config, nanotron_command(run_train, gpus, config), resumes_from, step)
+    return NanotronJob(stage, config, nanotron_command(run_train, gpus, config), resumes_from)
 
 
 def nanotron_environment() -> dict[str, str]:
