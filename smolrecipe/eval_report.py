@@ -25,6 +25,11 @@ if TYPE_CHECKING:  # report imports this module; these are only annotations
     from smolrecipe.report import Curve, StageLog
 
 EVAL_DIR = "eval"
+
+
+def results_dir(run_dir: Path, stage: str, step: int) -> Path:
+    """Where tools/run_eval.py writes a checkpoint's results inside a recipe's run folder (read below)."""
+    return Path(run_dir) / EVAL_DIR / stage / f"step-{step}"
 LOWER_IS_BETTER = {"bits_per_byte", "token_ppl"}
 
 

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from smolrecipe import PROJECT_ROOT, sft_checks
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.errors import RecipeError
+from smolrecipe.eval_report import results_dir
 from smolrecipe.plan import SETTINGS
 from smolrecipe.report import LOG_NAME, SUMMARY_NAME, read_log
 
@@ -286,7 +287,7 @@ def default_output_dir(provenance: dict[str, Any], hf_dir: Path) -> Path:
     otherwise results/<model folder name>."""
     if provenance.get("backend") == "local" and provenance.get("recipe") and provenance.get("stage"):
         run_dir = hf_dir.parent.parent.parent
-        return run_dir / "eval" / provenance["stage"] / f"step-{provenance['step']}"
+        return results_dir(run_dir, provenance["stage"], provenance["step"])
     if provenance.get("recipe") and provenance.get("stage"):
         return PROJECT_ROOT / "results" / f"{provenance['recipe']}-{provenance['stage']}" / str(provenance.get("step"))
     return PROJECT_ROOT / "results" / hf_dir.name

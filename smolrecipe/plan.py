@@ -75,6 +75,15 @@ class RunPlan:
                 return stage
         raise KeyError(name)
 
+    def checked_stage(self, name: str, field: str = "stage", also: tuple[str, ...] = ()) -> StagePlan | None:
+        """The stage called `name` (None for one of `also`, e.g. `all`), or a RecipeError naming `field`."""
+        names = [s.name for s in self.stages]
+        if name in also:
+            return None
+        if name not in names:
+            raise RecipeError(field, f"{name!r} is not a stage of {self.recipe.name}", f"use one of {names + list(also)}")
+        return self.stage(name)
+
 
 def source_folder(recipe: Recipe, source: str) -> str:
     """Where prepare_data writes a source's nanoset folder, and where nanotron reads it."""
@@ -193,6 +202,12 @@ def _stage_plan(recipe, name, kind, steps, requested, micro, accum, weights, lr,
     )
 
 
+def latest_step(checkpoints: str | Path) -> int | None:
+    """The step nanotron last saved under `checkpoints` (its latest.txt, written once a save is complete)."""
+    latest = Path(checkpoints) / "latest.txt"
+    return int(latest.read_text().strip()) if latest.is_file() else None
+
+
 def resume_interrupted(plan: RunPlan) -> tuple[RunPlan, list[str]]:
     """For a job about to start: a chained stage that already wrote checkpoints of its own was
     interrupted (preempted, time limit), so it resumes from its own latest checkpoint, LR schedule
@@ -200,7 +215,7 @@ def resume_interrupted(plan: RunPlan) -> tuple[RunPlan, list[str]]:
     the names of the stages that resume. (A first stage already points at its own folder.)"""
     stages, resumed = [], []
     for stage in plan.stages:
-        if stage.init_from is not None and (Path(stage.checkpoints_path) / "latest.txt").is_file():
+        if stage.init_from is not None and latest_step(stage.checkpoints_path) is not None:
             stage = replace(stage, resume_checkpoint_path=stage.checkpoints_path, load_lr_scheduler=True,
                             load_optimizer=True)
             resumed.append(stage.name)

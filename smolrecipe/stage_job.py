@@ -27,30 +27,11 @@ from smolrecipe.atomic import write_file, write_json
 from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
 from smolrecipe.nanotron_config import stage_fingerprint
-from smolrecipe.plan import SETTINGS, RunPlan, StagePlan, build_plan, stage_run_dir
+from smolrecipe.plan import SETTINGS, StagePlan, build_plan, latest_step, stage_run_dir
 from smolrecipe.preemption import PREEMPTED, StopRequest
-from smolrecipe.recipe import Recipe, load_recipe
+from smolrecipe.recipe import Recipe
 
 CONFIG = "config.yaml"
-
-
-def stage_names(plan: RunPlan) -> list[str]:
-    return [s.name for s in plan.stages]
-
-
-def check_stage(plan: RunPlan, name: str) -> StagePlan:
-    if name not in stage_names(plan):
-        raise RecipeError("stage", f"{name!r} is not a stage of {plan.recipe.name}", f"use one of {stage_names(plan)}")
-    return plan.stage(name)
-
-
-def latest_step(checkpoints: str | Path) -> int | None:
-    """The step nanotron last saved under `checkpoints` (its latest.txt), if any."""
-    latest = Path(checkpoints) / "latest.txt"
-    if not latest.is_file():
-        return None
-    step = int(latest.read_text().strip())
-    return step if (Path(checkpoints) / str(step)).is_dir() else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +56,7 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, run_train: str, dry
 
     rendered = render(recipe_path, resolve=True)
     recipe = resolve_recipe(rendered.recipe)
-    stage = check_stage(rendered.plan, name)
+    stage = rendered.plan.checked_stage(name)
     processes = recipe.parallelism.dp * recipe.parallelism.tp * recipe.parallelism.pp
     if gpus != processes:
         raise RecipeError("parallelism", f"dp x tp x pp = {processes} processes, but the job has {gpus} GPU(s)",
@@ -144,14 +125,10 @@ def run_local(recipe: Recipe, name: str, stop: StopRequest) -> int:
     from smolrecipe.local_train import run_stage  # torch and transformers load only for this backend
 
     plan = build_plan(recipe)
-    check_stage(plan, name)
+    plan.checked_stage(name)
     result = run_stage(recipe, plan, name, resume=True, stop=stop)
     print(result.line(), flush=True)
     return PREEMPTED if result.stopped else 0
-
-
-def load(recipe_path: str) -> Recipe:
-    return resolve_recipe(load_recipe(recipe_path))
 
 
 def _read_json(path: Path) -> dict:

@@ -99,6 +99,7 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
     """(final checkpoint, suite, results folder) for every stage of the recipe's run, in training
     order. Results go beside the run, <runs>/<recipe>/eval/<stage>/step-<N>/, for either backend."""
     from smolrecipe.envpaths import resolve_recipe
+    from smolrecipe.eval_report import results_dir
     from smolrecipe.plan import build_plan, stage_run_dir
     from smolrecipe.recipe import load_recipe
 
@@ -117,7 +118,7 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
             checkpoint = Path(stage.final_checkpoint())
             if not checkpoint.is_dir():
                 raise RecipeError(stage.name, f"{checkpoint} does not exist", f"train it first: sbatch slurm/{stage.name}.sh {recipe_path}")
-        out = Path(stage_run_dir(recipe, stage.name)).parent / "eval" / stage.name / f"step-{stage.train_steps}"
+        out = results_dir(Path(stage_run_dir(recipe, stage.name)).parent, stage.name, stage.train_steps)
         jobs += [(str(checkpoint), name, out) for name in names]
     return jobs
 

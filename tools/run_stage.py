@@ -24,8 +24,10 @@ from smolrecipe.preemption import StopRequest  # noqa: E402
 
 STOP = StopRequest().install()  # first thing: a signal during the imports below still counts
 
+from smolrecipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.errors import RecipeError  # noqa: E402
-from smolrecipe.stage_job import load, nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
+from smolrecipe.recipe import load_recipe  # noqa: E402
+from smolrecipe.stage_job import nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.backend == "local":
-            return run_local(load(args.recipe), args.stage, STOP)
+            return run_local(resolve_recipe(load_recipe(args.recipe)), args.stage, STOP)
         job = prepare_nanotron(args.recipe, args.stage, args.gpus, args.run_train, dry_run=args.dry_run)
         if job is None:
             print(f"{args.stage}: already finished (nanotron checkpoint at its last step); nothing to run")

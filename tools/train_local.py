@@ -32,12 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
-        names = [s.name for s in plan.stages]
-        if args.stage != "all" and args.stage not in names:
-            raise RecipeError("--stage", f"{args.stage!r} is not a stage of {recipe.name}", f"use one of {names + ['all']}")
+        chosen = plan.checked_stage(args.stage, "--stage", also=("all",))
         from smolrecipe.local_train import run_stage  # torch/transformers load only once the input is valid
 
-        for name in names if args.stage == "all" else [args.stage]:
+        for name in [s.name for s in plan.stages] if chosen is None else [chosen.name]:
             result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps)
             print(result.line())
     except RecipeError as err:
