@@ -4,14 +4,14 @@
     python bench/train_throughput.py --steps 20 --repeats 3 --out runs/bench/train_throughput.json
     python bench/train_throughput.py --shape 492m             # llama500m's model at seq 1024 (needs a GPU)
 
-(a) ours: smolrecipe.local_train's PretrainTrainer built the way run_stage builds it (the recipe's
+(a) ours: smolrecipe.local_train's RecipeTrainer built the way run_stage builds it (the recipe's
     TrainingArguments, LR schedule, JSONL + progress-bar callback, collate_pretrain: build_trainer),
     checkpoint saving off, fed the sequences from an in-memory dataset;
 (b) bare: the same model (fresh build_model, same seed), a plain forward / backward / clip /
     AdamW / LambdaLR loop over the same micro-batches, already stacked on the device.
 
 Both train warmup + steps optimizer steps on one device; only the last `--steps` are timed. The
-sequences come from the recipe's first stage (StageNanoset) when its data is prepared, random token
+sequences come from the recipe's first stage (batches.PretrainSamples) when its data is prepared, random token
 ids otherwise. The two sides alternate (bare, ours, bare, ours, ...) and each reports its median.
 Both must start from the same loss (checked). Prints a table and writes JSON; the goal is ratio >= 0.9.
 """
@@ -59,23 +59,21 @@ def bench_recipe(path: Path, shape: str | None, seq: int | None):
 
 def load_sequences(recipe, stage, count: int) -> tuple[list[dict], str]:
     """`count` training sequences in training order: the stage's nanoset blend, else random ids."""
-    import torch
+    import numpy as np
 
+    from smolrecipe.batches import PretrainSamples
     from smolrecipe.errors import RecipeError
-    from smolrecipe.local_data import StageNanoset
 
     seq = recipe.training.sequence_length
     try:
         # Enough steps in the blend index for `count` sequences; the LR schedule keeps the real stage.
         sized = dataclasses.replace(stage, train_steps=max(stage.train_steps, math.ceil(count / stage.global_batch)))
-        dataset = StageNanoset(sized, seq, recipe.training.seed)
+        dataset = PretrainSamples.for_stage(sized, seq, recipe.training.seed)
         return [dataset[i] for i in range(count)], f"{stage.name} nanosets"
     except RecipeError as err:
         print(f"note: {err.line()}; using random token ids instead")
-    generator = torch.Generator().manual_seed(recipe.training.seed)
-    tokens = torch.randint(0, recipe.model.vocab_size, (count, seq + 1), generator=generator)
-    positions = torch.arange(seq)
-    return [{"input_ids": t[:-1], "position_ids": positions, "labels": t[1:]} for t in tokens], "random token ids"
+    tokens = np.random.RandomState(recipe.training.seed).randint(0, recipe.model.vocab_size, (count, seq + 1))
+    return [{"input_ids": t, "positions": np.arange(seq + 1)} for t in tokens], "random token ids"
 
 
 def run_ours(recipe, stage, items: list[dict], warmup: int, steps: int, overrides: dict, tokenizer, out: Path) -> dict:
@@ -135,7 +133,8 @@ def run_bare(recipe, stage, batches: dict, warmup: int, steps: int, device, bf16
     scheduler = build_scheduler(optimizer, stage)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    ids, pos, labels, items = batches["input_ids"], batches["position_ids"], batches["labels"], batches["num_items"]
+    ids, mask, labels = batches["input_ids"], batches["attention_mask"], batches["labels"]
+    accum = ids.shape[1]
     losses = []
     for step in range(warmup + steps):
         if step == warmup:
@@ -144,10 +143,10 @@ def run_bare(recipe, stage, batches: dict, warmup: int, steps: int, device, bf16
         total = torch.zeros((), device=device)
         for m in range(ids.shape[1]):
             with autocast:  # the Trainer autocasts the forward only, as here
-                # As the Trainer calls it: labels switch the loss on, shift_labels are used as they are, and
-                # num_items_in_batch (the accumulated batch's label count) makes it the mean over that batch.
-                loss = model(input_ids=ids[step, m], position_ids=pos[step, m], labels=labels[step, m],
-                             shift_labels=labels[step, m], num_items_in_batch=items[step]).loss
+                # As the Trainer calls it: labels switch the loss on, shift_labels are used as they are;
+                # each micro-batch's mean loss counts 1/accumulation of the step's (as in nanotron).
+                loss = model(input_ids=ids[step, m], attention_mask=mask[step, m], labels=labels[step, m],
+                             shift_labels=labels[step, m]).loss / accum
             loss.backward()
             total += loss.detach()
         if opt.clip_grad is not None:
@@ -187,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from smolrecipe.atomic import write_json
+    from smolrecipe.batches import collate_pretrain
     from smolrecipe.chat_tokenizer import load_tokenizer
     from smolrecipe.errors import RecipeError
     from smolrecipe.local_train import device_settings, training_arguments
@@ -212,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     device_name = settings["device"] if cuda else "cpu"
 
     items, data_from = load_sequences(recipe, stage, total_steps * micro * accum)
-    stacked = {k: torch.stack([item[k] for item in items]).view(total_steps, accum, micro, seq).to(device)
-               for k in ("input_ids", "position_ids", "labels")}
-    stacked["num_items"] = stacked["labels"].ne(-100).sum(dim=(1, 2, 3))
+    micro_batches = [collate_pretrain(items[i:i + micro]) for i in range(0, len(items), micro)]
+    stacked = {k: torch.stack([b[k] for b in micro_batches]).view(total_steps, accum, micro, seq).to(device)
+               for k in ("input_ids", "attention_mask", "labels")}
     try:
         tokenizer = load_tokenizer(recipe.tokenizer.path)
     except Exception:  # the Trainer only keeps it for saving, which the benchmark does not do

@@ -8,7 +8,6 @@
 #   SMOLRECIPE_BACKEND   nanotron (default) | local: the CPU rehearsal, the local backend in the same scripts
 #   SMOLRECIPE_ROOT      the checkout (default: the directory sbatch was run from)
 #   SMOLRECIPE_VENV      its virtualenv (default <checkout>/.venv: slurm/setup_env.sh, or make install)
-#   NANOTRON_RUN_TRAIN   nanotron's run_train.py (default: from <venv>/nanotron.env, by slurm/setup_env.sh)
 #   SMOLRECIPE_ONLINE=1  let jobs reach the hub and wandb (default: offline, as compute nodes usually are)
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
@@ -42,11 +41,6 @@ if [[ $BACKEND == local ]]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-$(nproc)}}
 fi
 GPUS=${SLURM_GPUS_ON_NODE:-$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)}
-if [[ -f $VENV/nanotron.env && -z ${NANOTRON_RUN_TRAIN:-} ]]; then
-  # shellcheck source=/dev/null
-  source "$VENV/nanotron.env"  # written by slurm/setup_env.sh: NANOTRON_RUN_TRAIN, NANOTRON_PYTHONPATH
-fi
-export NANOTRON_RUN_TRAIN=${NANOTRON_RUN_TRAIN:-} NANOTRON_PYTHONPATH=${NANOTRON_PYTHONPATH:-}
 
 echo "smolrecipe $(basename "${SLURM_JOB_NAME:-$0}" .sh): recipe $RECIPE, backend $BACKEND, ${GPUS} GPU(s)," \
   "job ${SLURM_JOB_ID:-none} (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname) at $(date -Is)"
@@ -78,6 +72,5 @@ smolrecipe_preemptible() {
 
 # Train one stage of the recipe (tools/run_stage.py: skips a finished stage, resumes an interrupted one).
 smolrecipe_train() {
-  smolrecipe_preemptible python tools/run_stage.py "$RECIPE" "$1" --backend "$BACKEND" --gpus "$GPUS" \
-    --run-train "$NANOTRON_RUN_TRAIN"
+  smolrecipe_preemptible python tools/run_stage.py "$RECIPE" "$1" --backend "$BACKEND" --gpus "$GPUS"
 }

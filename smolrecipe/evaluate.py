@@ -36,8 +36,8 @@ from smolrecipe import PROJECT_ROOT, sft_checks
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.errors import RecipeError
 from smolrecipe.eval_report import results_dir
-from smolrecipe.plan import SETTINGS
-from smolrecipe.report import LOG_NAME, SUMMARY_NAME, read_log
+from smolrecipe.plan import LOG, SETTINGS, SUMMARY
+from smolrecipe.report import read_log
 
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
 GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
@@ -152,12 +152,12 @@ def _read_json(path: Path) -> dict | None:
 def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
     """What a local-backend checkpoint (`runs/<recipe>/<stage>/local/checkpoint-<N>`) was trained on."""
     stage_dir = hf_dir.parent
-    summary = _read_json(stage_dir / SUMMARY_NAME) or {}
+    summary = _read_json(stage_dir / SUMMARY) or {}
     settings = _read_json(stage_dir / SETTINGS) or {}
     trainer = _read_json(hf_dir / "trainer_state.json") or {}
     step = trainer.get("global_step")
     tokens = kind = None
-    log = stage_dir / LOG_NAME
+    log = stage_dir / LOG
     if log.is_file() and step is not None:
         for record in read_log(log)[0]:  # the one reader of training logs (a killed job's cut line is skipped)
             if record.get("step") == step:

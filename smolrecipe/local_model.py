@@ -42,14 +42,15 @@ def llama_config(recipe: Recipe) -> LlamaConfig:
         eos_token_id=recipe.tokenizer.eos_token_id,
         attention_bias=False,
         mlp_bias=False,
-        use_cache=False,  # training: no KV cache, and position_ids then delimit packed documents
+        use_cache=False,  # training: no KV cache
         attn_implementation=attention_implementation(m.attn_implementation),
     )
 
 
 def attention_implementation(wanted: str) -> str:
     """The recipe's attention kernel where this machine has it; SDPA otherwise (flash-attn needs CUDA).
-    Both honour the packed-document boundaries given by position_ids."""
+    Training feeds packed windows without position ids: causal attention over the whole window, as
+    nanotron's LLaMA class computes it (smolrecipe.batches)."""
     if wanted == "flash_attention_2":
         import importlib.util
 

@@ -1,10 +1,9 @@
-"""The local backend: one stage of the recipe on one machine (CPU, or one GPU), with the HF Trainer
-for pretraining stages and TRL's SFTTrainer for SFT.
+"""The local backend: one stage of the recipe on one machine (CPU, or one GPU), with the HF Trainer.
 
 What makes it the same run as the nanotron one, at a smaller scale: the plan's steps, global batch
 (micro-batch x accumulation on one device), LR schedule (smolrecipe.lr_schedule), AdamW settings
 with weight decay on every parameter (the rendered config excludes none), gradient clipping, the
-nanoset folders blended with the plan's weights in nanotron's order (smolrecipe.local_data), and
+batches our nanotron entry point trains on, sample for sample (smolrecipe.batches), and
 the resume chain: a stage starts from the final checkpoint of the stage it builds on, with or
 without that stage's optimizer state, and always with a fresh LR schedule.
 
@@ -36,20 +35,16 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from smolrecipe.atomic import replace_folder, write_json
+from smolrecipe.batches import PretrainSamples, SFTRows, collate_pretrain, collate_sft
 from smolrecipe.chat_tokenizer import load_tokenizer
 from smolrecipe.errors import RecipeError
-from smolrecipe.local_data import StageNanoset, collate_pretrain
 from smolrecipe.local_model import build_model, llama_config
 from smolrecipe.lr_schedule import build_scheduler
 from smolrecipe.nanotron_config import stage_fingerprint
-from smolrecipe.plan import SETTINGS, RunPlan, StagePlan, stage_run_dir
+from smolrecipe.plan import LOG, SETTINGS, SUMMARY, RunPlan, StagePlan, stage_run_dir
 from smolrecipe.preemption import StopRequest
 from smolrecipe.recipe import Recipe
 from smolrecipe.report import read_log
-
-SUMMARY = "summary.json"
-LOG = "log.jsonl"
-
 
 # ---------------------------------------------------------------------------------------------
 # Where a stage's files live
@@ -81,11 +76,18 @@ def read_summary(recipe: Recipe, stage: str) -> dict | None:
 # The trainer: the Trainer's loop with the recipe's schedule, decay set, sampler and checkpoints
 
 
-class RecipeTrainerMixin:
-    """What the recipe changes in transformers' Trainer (and TRL's SFTTrainer, a subclass)."""
+class RecipeTrainer(Trainer):
+    """What the recipe changes in transformers' Trainer."""
 
     stage_plan: StagePlan
     _staging: Path | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # nanotron's loss is the mean over each micro-batch's loss tokens, averaged over the
+        # micro-batches of a step; without loss kwargs the Trainer does the same (with them it
+        # would weight every token of the step alike).
+        self.model_accepts_loss_kwargs = False
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -98,7 +100,8 @@ class RecipeTrainerMixin:
         return [name for name, _ in model.named_parameters()]
 
     def _get_train_sampler(self, *args, **kwargs):
-        # nanotron reads the blended index in order (no shuffling on one data-parallel rank).
+        # The samples are in training order already; one process reads them all in that order
+        # (nanotron's MegatronPretrainingSampler with one data-parallel rank).
         return SequentialSampler(self.train_dataset)
 
     def _get_output_dir(self, trial):
@@ -117,24 +120,6 @@ class RecipeTrainerMixin:
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
-
-
-class PretrainTrainer(RecipeTrainerMixin, Trainer):
-    pass
-
-
-def sft_trainer_class():
-    from trl import SFTTrainer  # imported lazily: TRL pulls in more than pretraining needs
-
-    class RecipeSFTTrainer(RecipeTrainerMixin, SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            # TRL prepares the records (prompt + completion + eos, loss mask, padding); the loss is
-            # transformers' token-mean NLL on the completion tokens. TRL's own loss path adds
-            # entropy and top-1 accuracy over the whole vocabulary for its logs: 3.2x the CPU step
-            # at SmolLM2's 49K vocabulary (1.08 vs 0.34 s on the tiny recipe).
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-
-    return RecipeSFTTrainer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,11 +240,6 @@ def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: l
         include_num_input_tokens_seen="non_padding" if sft else "no",
     )
     common.update(extra)
-    if sft:
-        from trl import SFTConfig
-
-        return SFTConfig(**common, max_length=recipe.training.sequence_length, packing=False,
-                         completion_only_loss=True, dataset_num_proc=1)
     return TrainingArguments(**common)
 
 
@@ -318,16 +298,12 @@ def set_generation_tokens(model, recipe: Recipe, tokenizer) -> None:
 
 def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, tokenizer, out: Path, report_to: list[str],
                   callbacks: tuple[TrainerCallback, ...] = (), **overrides) -> tuple[Trainer, StageLogCallback]:
-    """The stage's trainer (TRL's for SFT), with our logging in place of transformers' printers."""
+    """The stage's trainer, with our logging in place of transformers' printers."""
     sft = stage.kind == "sft"
     args = training_arguments(recipe, stage, out, report_to, sft, **overrides)
     log = StageLogCallback(out / LOG, stage, None if sft else stage.tokens_per_step)
-    if sft:
-        trainer = sft_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                      callbacks=[log, *callbacks])
-    else:
-        trainer = PretrainTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_pretrain,
-                                  processing_class=tokenizer, callbacks=[log, *callbacks])
+    trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_sft if sft else collate_pretrain,
+                            processing_class=tokenizer, callbacks=[log, *callbacks])
     trainer.stage_plan = stage
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
@@ -369,9 +345,10 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     if stage.kind == "sft":
         from datasets import load_dataset
 
-        dataset = load_dataset(stage.sft_dataset, split="train")
+        dataset = SFTRows(load_dataset(stage.sft_dataset, split="train"), tokenizer, recipe.training.sequence_length,
+                          stage.train_steps * stage.global_batch)
     else:
-        dataset = StageNanoset(stage, recipe.training.sequence_length, recipe.training.seed)
+        dataset = PretrainSamples.for_stage(stage, recipe.training.sequence_length, recipe.training.seed)
     report_to = wandb_settings(recipe, out)
     extra = {"max_steps": max_steps} if max_steps is not None else {}
     callbacks = (CheckpointAndStop(stop),) if stop is not None else ()

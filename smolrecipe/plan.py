@@ -97,6 +97,8 @@ def sft_dataset_folder(recipe: Recipe) -> str:
 # Beside a stage's checkpoints (either backend): the recipe hash and the stage's config fingerprint
 # they were made under; resuming checks it, evaluation reports it.
 SETTINGS = "settings.json"
+LOG = "log.jsonl"  # one record per step, written by both backends
+SUMMARY = "summary.json"  # written last: the stage finished
 
 
 def stage_run_dir(recipe: Recipe, stage: str) -> str:

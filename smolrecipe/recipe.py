@@ -265,6 +265,7 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "Recipe":
         _check_model(self.model)
+        _check_precision(self)
         _check_parallelism(self)
         _check_sources(self)
         _check_stages(self)
@@ -325,6 +326,16 @@ def _check_model(model: ModelSpec) -> None:
         raise RecipeError(
             "model.num_attention_heads", f"head dimension {h // q} is odd; rotary embeddings rotate pairs",
             "pick a head count that makes hidden_size / heads even",
+        )
+
+
+def _check_precision(recipe: Recipe) -> None:
+    if recipe.model.dtype == "float32" and recipe.training.optimizer.accumulate_grad_in_fp32:
+        # nanotron's FP32GradientAccumulator asserts its parameters are not float32 already.
+        raise RecipeError(
+            "training.optimizer.accumulate_grad_in_fp32",
+            "a float32 model already accumulates its gradients in fp32; nanotron's FP32GradientAccumulator refuses it",
+            "set accumulate_grad_in_fp32: false (or train in model.dtype: bfloat16)",
         )
 
 

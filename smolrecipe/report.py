@@ -1,6 +1,7 @@
 """A run folder's training logs and evaluation results -> plots (loss.png, eval_<tier>.png) and a Markdown report (report.md).
 
-Reads what the local backend writes for each stage, <run>/<stage>/local/:
+Reads what either backend writes for each stage, in <run>/<stage>/local/ (the local backend) or
+<run>/<stage>/ (our nanotron entry point, smolrecipe.nanotron_train):
   log.jsonl      one JSON object per logged optimizer step (step, tokens within the stage, loss, ...);
                  after a resume a step can appear twice (the last one counts), and a line cut off
                  by a kill is skipped
@@ -30,9 +31,8 @@ from typing import Callable, Collection
 from smolrecipe.atomic import write_file
 from smolrecipe.errors import RecipeError
 from smolrecipe.eval_report import EVAL_DIR, TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, rows
+from smolrecipe.plan import LOG, SUMMARY
 
-LOG_NAME = "log.jsonl"
-SUMMARY_NAME = "summary.json"
 SAMPLES_NAME = "samples.json"
 PLOT_NAME = "loss.png"
 REPORT_NAME = "report.md"
@@ -155,19 +155,20 @@ def read_log(path: Path) -> tuple[list[dict], int]:
 
 
 def read_stage(folder: Path) -> StageLog:
-    """One <run>/<stage>/local/ folder -> its StageLog."""
-    records, skipped = read_log(folder / LOG_NAME)
-    summary_path = folder / SUMMARY_NAME
+    """One stage's folder (<run>/<stage>/local/ of the local backend, <run>/<stage>/ of nanotron) -> its StageLog."""
+    records, skipped = read_log(folder / LOG)
+    summary_path = folder / SUMMARY
     summary = read_json(summary_path, "rerun the stage with tools/train_local.py (it resumes), or delete the file to "
                                        "report the stage as unfinished") if summary_path.is_file() else None
-    name = (summary or {}).get("stage") or (records[-1].get("stage") if records else None) or folder.parent.name
+    name = (summary or {}).get("stage") or (records[-1].get("stage") if records else None) or (
+        folder.parent.name if folder.name == "local" else folder.name)
     return StageLog(name=name, folder=folder, records=records, summary=summary, skipped_lines=skipped)
 
 
 def order_stages(stages: list[StageLog]) -> list[StageLog]:
     """Finished stages by their summary's index, then unfinished ones by folder name."""
-    finished = sorted((s for s in stages if s.index is not None), key=lambda s: (s.index, s.folder.parent.name))
-    rest = sorted((s for s in stages if s.index is None), key=lambda s: s.folder.parent.name)
+    finished = sorted((s for s in stages if s.index is not None), key=lambda s: (s.index, s.name))
+    rest = sorted((s for s in stages if s.index is None), key=lambda s: s.name)
     return finished + rest
 
 
@@ -177,10 +178,11 @@ def find_stages(run_dir: Path) -> list[StageLog]:
     fix = "run tools/train_local.py on the recipe first, then pass its run folder (e.g. runs/tiny)"
     if not run_dir.is_dir():
         raise RecipeError("RUN_DIR", "not a folder", fix, source=str(run_dir))
-    stages = [read_stage(log.parent) for log in sorted(run_dir.glob(f"*/local/{LOG_NAME}"))]
+    logs = sorted(run_dir.glob(f"*/local/{LOG}")) + sorted(run_dir.glob(f"*/{LOG}"))  # the local backend's, nanotron's
+    stages = [read_stage(log.parent) for log in logs]
     stages = [s for s in stages if s.records or s.finished]
     if not stages:
-        raise RecipeError("RUN_DIR", f"no training logs here (no logged step in any <stage>/local/{LOG_NAME})", fix,
+        raise RecipeError("RUN_DIR", f"no training logs here (no logged step in any <stage>/local/{LOG} or <stage>/{LOG})", fix,
                           source=str(run_dir))
     return order_stages(stages)
 
@@ -361,11 +363,11 @@ def stages_section(r: ReportInputs) -> str:
     rows = [[md_cell(c) for c in row] for row in stage_rows(r.stages)]
     rows[-1] = [f"**{c}**" if c else c for c in rows[-1]]
     text = "## Stages\n\n" + md_table(STAGE_COLUMNS, rows, right=NUMERIC_COLUMNS)
-    notes = [f"- {s.name}: skipped {s.skipped_lines} unreadable log line(s) in {s.folder / LOG_NAME}"
+    notes = [f"- {s.name}: skipped {s.skipped_lines} unreadable log line(s) in {s.folder / LOG}"
              for s in r.stages if s.skipped_lines]
     unfinished = [s.name for s in r.stages if not s.finished]
     if unfinished:
-        notes.append(f"- unfinished (no {SUMMARY_NAME}): {', '.join(unfinished)}; their numbers are the last logged step's")
+        notes.append(f"- unfinished (no {SUMMARY}): {', '.join(unfinished)}; their numbers are the last logged step's")
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 

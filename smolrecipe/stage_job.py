@@ -8,10 +8,12 @@ Both backends keep the same contract, so the batch scripts need no backend logic
   code PREEMPTED, on which the batch script requeues the job.
 
 nanotron: the job's config is rendered with its paths resolved to `<runs>/<recipe>/<stage>/config.yaml`
-and trained by `torchrun --standalone --nproc_per_node=<gpus> <run_train.py> --config-file <config>`.
-nanotron (at the pinned commit) cannot save on demand, so on a stop request torchrun is ended and
-the requeued job resumes from the newest periodic checkpoint (`training.checkpoint_interval`).
-The local backend (the CPU rehearsal) checkpoints at the step the signal arrived in.
+and trained by our entry point, `torchrun --standalone --nproc_per_node=<gpus> tools/train_nanotron.py
+--config-file <config>` (smolrecipe.nanotron_train: nanotron's own trainer, our dataloaders, logs
+and save-on-stop). On a stop request the job writes the run folder's stop file; every rank sees it
+at the end of its step, nanotron saves a checkpoint there and the workers exit; only a run that
+does not stop within `STOP_GRACE_S` is ended by a signal. The local backend (the CPU rehearsal)
+checkpoints at the step the signal arrived in too.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import json
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
@@ -32,6 +36,9 @@ from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe import Recipe
 
 CONFIG = "config.yaml"
+ENTRY_POINT = PROJECT_ROOT / "tools" / "train_nanotron.py"
+STOP_FILE = "stop-request"  # smolrecipe.nanotron_train.STOP_FILE (that module imports nanotron: not imported here)
+STOP_GRACE_S = 480.0  # SLURM warns 600 s before the limit: time for a step and a checkpoint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,11 +53,11 @@ class NanotronJob:
     resumes_from: str | None  # the checkpoint nanotron loads (own latest, parent's final) or None
 
 
-def nanotron_command(run_train: str, gpus: int, config: Path) -> list[str]:
-    return ["torchrun", "--standalone", f"--nproc_per_node={gpus}", run_train, "--config-file", str(config)]
+def nanotron_command(gpus: int, config: Path) -> list[str]:
+    return ["torchrun", "--standalone", f"--nproc_per_node={gpus}", str(ENTRY_POINT), "--config-file", str(config)]
 
 
-def prepare_nanotron(recipe_path: str, name: str, gpus: int, run_train: str, dry_run: bool = False) -> NanotronJob | None:
+def prepare_nanotron(recipe_path: str, name: str, gpus: int, dry_run: bool = False) -> NanotronJob | None:
     """Check the stage and write its resolved config; None when the stage has already finished."""
     from smolrecipe.generate import render  # renders with the resume chain resolved against disk
 
@@ -79,42 +86,53 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, run_train: str, dry
         if latest_step(parent.checkpoints_path) != parent.train_steps and not dry_run:
             raise RecipeError(f"{name}.init_from", f"{stage.init_from} has not finished: {parent.final_checkpoint()} "
                               "does not exist", f"train {stage.init_from} first (slurm/{stage.init_from}.sh)")
-    if not dry_run and not Path(run_train).is_file():
-        raise RecipeError("NANOTRON_RUN_TRAIN", f"nanotron's run_train.py is not at {run_train!r}",
-                          "run slurm/setup_env.sh (it records where run_train.py is) or export NANOTRON_RUN_TRAIN=/path/run_train.py")
     config = run_dir / CONFIG
     write_file(config, rendered.files[f"{name}.yaml"])
-    write_json(run_dir / SETTINGS, {"stage": name, "fingerprint": fingerprint, "recipe_hash": rendered.recipe.hash(),
-                                    "backend": "nanotron"})
+    write_json(run_dir / SETTINGS, {"stage": name, "index": [s.name for s in as_planned.stages].index(name),
+                                    "fingerprint": fingerprint, "recipe_hash": rendered.recipe.hash(), "backend": "nanotron"})
+    (run_dir / STOP_FILE).unlink(missing_ok=True)  # a stop file left by the previous (requeued) job
     resumes_from = stage.resume_checkpoint_path if (step is not None or stage.init_from is not None) else None
-    return NanotronJob(stage, config, nanotron_command(run_train, gpus, config), resumes_from)
+    return NanotronJob(stage, config, nanotron_command(gpus, config), resumes_from)
 
 
-def nanotron_environment() -> dict[str, str]:
-    """This process's environment, with $NANOTRON_PYTHONPATH (the datatrove nanotron's Nanoset
-    was written against, installed apart by slurm/setup_env.sh) first on the path."""
+def nanotron_environment(recipe: Recipe) -> dict[str, str]:
+    """This process's environment plus wandb's settings from the recipe (nanotron logs to wandb
+    whenever wandb is importable; compute nodes have no internet, so offline unless the recipe or
+    the user's environment says otherwise)."""
     env = dict(os.environ)
-    extra = [p for p in (env.get("NANOTRON_PYTHONPATH"), env.get("PYTHONPATH")) if p]
-    if extra:
-        env["PYTHONPATH"] = os.pathsep.join(extra)
+    wandb_mode = "disabled" if recipe.tracking.wandb_mode == "disabled" else env.get("WANDB_MODE", recipe.tracking.wandb_mode)
+    env.update(WANDB_MODE=wandb_mode, WANDB_PROJECT=env.get("WANDB_PROJECT", recipe.tracking.project))
+    env.setdefault("WANDB_DIR", str(Path(stage_run_dir(recipe, "wandb")).parent))
     return env
 
 
-def run_until_stopped(command: list[str], stop: StopRequest, poll_s: float = 1.0, env: dict[str, str] | None = None) -> int:
-    """Run `command` in its own process group; on a stop request end the group (torchrun passes
-    SIGTERM on to its workers) and return PREEMPTED."""
+def run_until_stopped(command: list[str], stop: StopRequest, stop_file: Path | None = None, poll_s: float = 1.0,
+                      env: dict[str, str] | None = None, grace_s: float = STOP_GRACE_S) -> int:
+    """Run `command` in its own process group. On a stop request, write `stop_file` (the run stops
+    itself at a checkpoint) or, without one, or when the run has not ended `grace_s` later, end the
+    group with SIGTERM (torchrun passes it on to its workers); return PREEMPTED."""
     proc = subprocess.Popen(command, start_new_session=True, env=env)
-    ended = False
+    asked_at = None
+    terminated = False
     while True:
         try:
-            rc = proc.wait(timeout=poll_s)
+            proc.wait(timeout=poll_s)
             break
         except subprocess.TimeoutExpired:
-            if stop.requested and not ended:
+            if not stop.requested:
+                continue
+            if asked_at is None:
+                asked_at = time.monotonic()
+                if stop_file is not None:
+                    print(f"{stop.name}: asking the run to stop at the end of its step, with a checkpoint", flush=True)
+                    write_file(stop_file, f"{stop.name}\n")
+            if not terminated and (stop_file is None or time.monotonic() - asked_at > grace_s):
                 print(f"{stop.name}: ending {command[0]}; the requeued job resumes from the newest checkpoint", flush=True)
                 os.killpg(proc.pid, signal.SIGTERM)
-                ended = True
-    return PREEMPTED if ended else rc
+                terminated = True
+    if proc.returncode == 0:
+        return 0  # finished before it could stop
+    return PREEMPTED if stop.requested else proc.returncode
 
 
 # ---------------------------------------------------------------------------------------------

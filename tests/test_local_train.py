@@ -18,7 +18,6 @@ from smolrecipe.lr_schedule import stage_lrs
 from smolrecipe.plan import build_plan
 from smolrecipe.recipe import load_recipe
 from smolrecipe.report import read_log
-from smolrecipe.sft_data import completion_mask
 
 pytestmark = pytest.mark.slow
 
@@ -128,33 +127,6 @@ def test_resume_after_a_kill_reaches_the_same_loss(chain, tmp_path):
     assert [r["step"] for r in ours] == list(range(1, 17))
     assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
     assert json.loads((out / "summary.json").read_text())["final_loss"] == pytest.approx(reference[-1]["loss"], rel=1e-5)
-
-
-def test_sft_loss_is_on_completion_tokens_only(chain, hf_tokenizer):
-    """TRL tokenizes each record exactly as nanotron does (prompt + completion + eos) and its
-    collator puts -100 on the prompt and on padding."""
-    from datasets import load_dataset
-
-    from smolrecipe.local_model import build_model
-    from smolrecipe.local_train import sft_trainer_class, training_arguments
-
-    _, recipe = chain
-    stage = build_plan(recipe).stage("sft")
-    records = load_dataset(stage.sft_dataset, split="train").select(range(6))
-    args = training_arguments(recipe, stage, stage_dir(recipe, "sft") / "masking", [], sft=True)
-    trainer = sft_trainer_class()(model=build_model(recipe), args=args, train_dataset=records,
-                                  processing_class=hf_tokenizer)
-    rows = [trainer.train_dataset[i] for i in range(len(records))]
-    batch = trainer.data_collator(rows)
-    for i, record in enumerate(records):
-        ids, mask = completion_mask(record["prompt"], record["completion"], hf_tokenizer)
-        assert rows[i]["input_ids"] == ids
-        n = len(ids)
-        want = [t if m else -100 for t, m in zip(ids, mask, strict=True)]
-        assert batch["labels"][i, :n].tolist() == want
-        assert (batch["labels"][i, n:] == -100).all()  # padding
-        assert want[-1] == recipe.tokenizer.eos_token_id  # the end-of-turn token is learned
-        assert want.count(-100) == len(hf_tokenizer(record["prompt"]).input_ids)
 
 
 def test_wandb_runs_offline(chain, tmp_path):

@@ -62,6 +62,10 @@ def _warmup_too_long(d):
     d["stages"][2]["lr"]["warmup_steps"] = 8  # the stage has 8 steps
 
 
+def _fp32_accumulation_of_fp32(d):
+    d["training"]["optimizer"]["accumulate_grad_in_fp32"] = True  # the tiny model is float32
+
+
 CASES = [
     (_unknown_top, "trainig", "remove it or correct the spelling"),
     (_unknown_nested, "training.optimiser", "allowed here:"),
@@ -77,6 +81,7 @@ CASES = [
     (_wrong_domain, "stages[1].mixture.math.sources.python_functions", "move it under mixture.code"),
     (_dp_vs_gpus, "parallelism.dp", "set dp to 4"),
     (_warmup_too_long, "stages[2].lr.warmup_steps", "fewer warmup steps"),
+    (_fp32_accumulation_of_fp32, "training.optimizer.accumulate_grad_in_fp32", "set accumulate_grad_in_fp32: false"),
 ]
 
 

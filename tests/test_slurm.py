@@ -31,7 +31,7 @@ from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe import load_recipe
 from smolrecipe.report import read_log
 from smolrecipe.slurm_jobs import EVAL_CPUS
-from smolrecipe.stage_job import run_until_stopped
+from smolrecipe.stage_job import ENTRY_POINT, run_until_stopped
 
 SLURM = ROOT / "slurm"
 JOB_SCRIPTS = ["prepare_data", "stage1", "stage2", "stage3", "sft", "eval"]
@@ -151,7 +151,7 @@ def test_submit_refuses_what_the_jobs_could_not_run(capsys, monkeypatch, tiny_di
 
 
 # ---------------------------------------------------------------------------------------------
-# tools/run_stage.py on the nanotron backend (nanotron itself needs CUDA: the command is checked, not run)
+# tools/run_stage.py on the nanotron backend (the command and config here; tests/test_engine.py runs it)
 
 
 def test_nanotron_stage_job_resumes_its_own_checkpoints_and_skips_a_finished_stage(prepared, tmp_path, capsys):
@@ -161,16 +161,16 @@ def test_nanotron_stage_job_resumes_its_own_checkpoints_and_skips_a_finished_sta
     recipe = resolve_recipe(load_recipe(recipe_path))
     plan = build_plan(recipe)
     stage1, stage2 = plan.stage("stage1"), plan.stage("stage2")
-    args = [str(recipe_path), "stage2", "--backend", "nanotron", "--gpus", "1", "--run-train", "/opt/nanotron/run_train.py"]
+    args = [str(recipe_path), "stage2", "--backend", "nanotron", "--gpus", "1"]
 
     assert run_stage.main([*args, "--dry-run"]) == 0  # stage 1 not trained: dry run still shows the command
     out = capsys.readouterr().out
     config_path = Path(stage2.checkpoints_path).parent / "config.yaml"
-    assert f"torchrun --standalone --nproc_per_node=1 /opt/nanotron/run_train.py --config-file {config_path}" in out
+    assert f"torchrun --standalone --nproc_per_node=1 {ENTRY_POINT} --config-file {config_path}" in out
     config = yaml.safe_load(config_path.read_text())["checkpoints"]
     assert config["resume_checkpoint_path"] == stage1.final_checkpoint() and config["load_lr_scheduler"] is False
     settings = json.loads((config_path.parent / "settings.json").read_text())
-    assert settings["recipe_hash"] == load_recipe(recipe_path).hash()
+    assert settings["recipe_hash"] == load_recipe(recipe_path).hash() and settings["index"] == 1
 
     assert run_stage.main(args) == 2  # for real: stage 1 must have finished
     assert "stage2.init_from: stage1 has not finished" in capsys.readouterr().err
@@ -189,18 +189,23 @@ def test_nanotron_stage_job_resumes_its_own_checkpoints_and_skips_a_finished_sta
     assert run_stage.main(args) == 0
     assert "stage2: already finished" in capsys.readouterr().out
 
-    assert run_stage.main([*args[:-4], "--gpus", "4", "--run-train", "x", "--dry-run"]) == 2
+    assert run_stage.main([*args[:-2], "--gpus", "4", "--dry-run"]) == 2
     assert "parallelism: dp x tp x pp = 1 processes, but the job has 4 GPU(s)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_a_stop_request_ends_torchrun_and_its_workers(tmp_path):
-    """The nanotron job's launcher: on SIGUSR1 the job ends torchrun, which ends its workers, and
-    reports PREEMPTED (the batch script then requeues it). Real torchrun, two CPU workers."""
+@pytest.mark.parametrize("obeys", [True, False], ids=["stops-itself", "ended-after-grace"])
+def test_a_stop_request_ends_torchrun_and_its_workers(tmp_path, obeys):
+    """The nanotron job's launcher: on SIGUSR1 the job writes the stop file; workers that see it
+    exit by themselves (ours save a checkpoint first), workers that do not are ended with torchrun
+    after the grace time. Either way it reports PREEMPTED (the batch script then requeues it).
+    Real torchrun, two CPU workers."""
     worker = tmp_path / "worker.py"
-    worker.write_text("import os, pathlib, time\n"
+    stop_file = tmp_path / "stop-request"
+    watch = f"    if pathlib.Path({str(stop_file)!r}).exists(): sys.exit(75)\n" if obeys else ""
+    worker.write_text("import os, pathlib, sys, time\n"
                       f"pathlib.Path({str(tmp_path)!r}, os.environ['RANK']).write_text(str(os.getpid()))\n"
-                      "time.sleep(120)\n")
+                      "for _ in range(1200):\n" + watch + "    time.sleep(0.1)\n")
     torchrun = str(Path(sys.executable).parent / "torchrun")
     stop = StopRequest()
     command = [torchrun, "--standalone", "--nproc_per_node=2", str(worker)]
@@ -213,8 +218,9 @@ def test_a_stop_request_ends_torchrun_and_its_workers(tmp_path):
 
     threading.Thread(target=stop_once_both_workers_run, daemon=True).start()
     started = time.monotonic()
-    assert run_until_stopped(command, stop, poll_s=0.1) == PREEMPTED
+    assert run_until_stopped(command, stop, stop_file=stop_file, poll_s=0.1, grace_s=2.0) == PREEMPTED
     assert time.monotonic() - started < 100  # ended, not slept out
+    assert stop_file.read_text() == "SIGUSR1\n"
     for rank in ("0", "1"):
         pid = int((tmp_path / rank).read_text())
         with pytest.raises(ProcessLookupError):

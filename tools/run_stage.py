@@ -1,6 +1,6 @@
 """Train one stage of a recipe as a cluster job would: what slurm/stage1.sh ... sft.sh run.
 
-    python tools/run_stage.py recipes/llama500m.yaml stage2 --gpus 4            # nanotron via torchrun
+    python tools/run_stage.py recipes/llama500m.yaml stage2 --gpus 4            # our nanotron entry point via torchrun
     python tools/run_stage.py recipes/llama500m.yaml stage2 --gpus 4 --dry-run  # write the config, print the command
     python tools/run_stage.py recipes/tiny.yaml stage1 --backend local          # the CPU rehearsal
 
@@ -27,7 +27,7 @@ STOP = StopRequest().install()  # first thing: a signal during the imports below
 from smolrecipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.errors import RecipeError  # noqa: E402
 from smolrecipe.recipe import load_recipe  # noqa: E402
-from smolrecipe.stage_job import nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
+from smolrecipe.stage_job import STOP_FILE, nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,21 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("nanotron", "local"), default=os.environ.get("SMOLRECIPE_BACKEND", "nanotron"),
                         help="nanotron on GPUs (default), or the local backend (default from $SMOLRECIPE_BACKEND)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs on this node = torchrun processes (nanotron)")
-    parser.add_argument("--run-train", default=os.environ.get("NANOTRON_RUN_TRAIN", ""),
-                        help="nanotron's run_train.py (default: $NANOTRON_RUN_TRAIN)")
     parser.add_argument("--dry-run", action="store_true", help="nanotron: write the config and print the command only")
     args = parser.parse_args(argv)
     try:
+        recipe = resolve_recipe(load_recipe(args.recipe))
         if args.backend == "local":
-            return run_local(resolve_recipe(load_recipe(args.recipe)), args.stage, STOP)
-        job = prepare_nanotron(args.recipe, args.stage, args.gpus, args.run_train, dry_run=args.dry_run)
+            return run_local(recipe, args.stage, STOP)
+        job = prepare_nanotron(args.recipe, args.stage, args.gpus, dry_run=args.dry_run)
         if job is None:
             print(f"{args.stage}: already finished (nanotron checkpoint at its last step); nothing to run")
             return 0
         start = f"resumes from {job.resumes_from}" if job.resumes_from else "starts from scratch"
         print(f"{args.stage}: {job.stage.train_steps:,} steps, {start}; config {job.config}")
         print(shlex.join(job.command), flush=True)
-        return 0 if args.dry_run else run_until_stopped(job.command, STOP, env=nanotron_environment())
+        if args.dry_run:
+            return 0
+        return run_until_stopped(job.command, STOP, stop_file=job.config.parent / STOP_FILE, env=nanotron_environment(recipe))
     except RecipeError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""The local backend's inputs: nanotron's blending order, the batches it feeds, the model it builds."""
+"""The batches both backends train on (smolrecipe.batches), and the model the local backend builds.
+tests/test_engine.py holds them against nanotron's own sampler, collator and SFT processing."""
 
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from smolrecipe.local_data import IGNORE_INDEX, StageNanoset, blend_index, collate_pretrain
+from smolrecipe.batches import IGNORE_INDEX, PretrainSamples, SFTRows, blend_index, collate_pretrain, collate_sft
 from smolrecipe.local_model import build_model
 from smolrecipe.plan import build_plan
 from smolrecipe.recipe import load_recipe
@@ -46,12 +47,12 @@ def test_blend_index_greedy_order_before_shuffling():
 
 
 @pytest.mark.slow
-def test_stage_nanoset_batches(prepared):
+def test_pretrain_batches(prepared):
     recipe_path, _ = prepared
     recipe = load_recipe(recipe_path)
     stage = build_plan(recipe).stage("stage2")  # three domains plus replay
     seq = recipe.training.sequence_length
-    data = StageNanoset(stage, seq, recipe.training.seed)
+    data = PretrainSamples.for_stage(stage, seq, recipe.training.seed)
     assert len(data) == stage.train_steps * stage.global_batch
     assert sum(data.samples_per_folder().values()) == len(data)
     # nanotron's blend is exact over one epoch (as many samples as all folders hold); a stage
@@ -62,37 +63,50 @@ def test_stage_nanoset_batches(prepared):
     for fw, count in zip(stage.weights, counts, strict=True):
         assert abs(count - fw.weight * epoch) <= 1, fw
     assert np.array_equal(data.folder_index, folder[: len(data)])
-    batch = collate_pretrain([data[i] for i in range(8)])
-    assert batch["input_ids"].shape == batch["labels"].shape == batch["position_ids"].shape == (8, seq)
-    assert batch["shift_labels"] is batch["labels"]
-    for row in range(8):
-        ids, labels, pos = batch["input_ids"][row], batch["labels"][row], batch["position_ids"][row]
+    data.update_consumption_metrics(0, 16, seq)
+    assert sum(s["tokens"] for s in data.get_consumption_stats().values()) == 16 * seq
+
+    items = [data[i] for i in range(8)]
+    batch = collate_pretrain(items)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (8, seq)
+    assert "position_ids" not in batch  # positions run along the window, attention crosses documents
+    assert batch["shift_labels"] is batch["labels"] and bool(batch["attention_mask"].all())
+    for row, item in enumerate(items):
+        ids, labels, pos = batch["input_ids"][row], batch["labels"][row], torch.from_numpy(item["positions"])
         # labels are the next tokens, except where the next token starts a new document
         starts = torch.nonzero(pos[1:] == 0).flatten()
         keep = labels != IGNORE_INDEX
-        assert torch.equal(labels[:-1][keep[:-1]], ids[1:][keep[:-1]])
-        assert set(torch.nonzero(~keep).flatten().tolist()) == set(starts.tolist()) | (
-            {seq - 1} if labels[-1] == IGNORE_INDEX else set())
-        # positions restart at 0 right after each document's end token
+        assert torch.equal(labels[keep], torch.from_numpy(item["input_ids"][1:])[keep])
+        assert set(torch.nonzero(~keep).flatten().tolist()) == set(starts.tolist())
+        # a document ends with the recipe's document_end token, exactly where datatrove's index ends it
         for s in starts.tolist():
             assert ids[s].item() == 0  # <|endoftext|>, the tiny recipe's document_end
-        assert pos[0] == 0 or pos[0] > 0  # a window may open mid-document
 
 
-def test_position_ids_mask_attention_across_documents(root):
-    """Two documents packed in one row score as if each were alone (nanotron's document masking)."""
-    recipe = load_recipe(root / "recipes" / "tiny.yaml")
-    model = build_model(recipe).eval()
-    torch.manual_seed(0)
-    a, b = torch.randint(3, 1000, (1, 7)), torch.randint(3, 1000, (1, 5))
-    packed = torch.cat([a, b], dim=1)
-    positions = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0)
-    with torch.no_grad():
-        both = model(input_ids=packed, position_ids=positions).logits
-        alone = model(input_ids=b, position_ids=torch.arange(5).unsqueeze(0)).logits
-        leaky = model(input_ids=packed).logits  # without positions, b attends to a
-    assert torch.allclose(both[:, 7:], alone, atol=1e-5)
-    assert not torch.allclose(leaky[:, 7:], alone, atol=1e-5)
+@pytest.mark.slow
+def test_sft_rows_are_right_padded_with_loss_on_completions(prepared, hf_tokenizer):
+    from datasets import load_dataset
+
+    from smolrecipe.sft_data import completion_mask
+
+    recipe_path, _ = prepared
+    recipe = load_recipe(recipe_path)
+    stage = build_plan(recipe).stage("sft")
+    seq = recipe.training.sequence_length
+    records = load_dataset(stage.sft_dataset, split="train").select(range(6))
+    rows = SFTRows(records, hf_tokenizer, seq, n_samples=8)
+    assert len(rows) == 8 and np.array_equal(rows[7]["input_ids"], rows[1]["input_ids"])  # records cycle
+    batch = collate_sft([rows[i] for i in range(6)])
+    for i, record in enumerate(records):
+        ids, on_completion = completion_mask(record["prompt"], record["completion"], hf_tokenizer)
+        n = len(ids) - 1
+        assert batch["input_ids"][i, :n].tolist() == ids[:-1]
+        assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (seq - n)  # right padding
+        want = [t if m else IGNORE_INDEX for t, m in zip(ids[1:], on_completion[1:], strict=True)]
+        assert batch["labels"][i, :n].tolist() == want
+        assert (batch["labels"][i, n:] == IGNORE_INDEX).all()  # padding
+        assert want[-1] == recipe.tokenizer.eos_token_id  # the end-of-turn token is learned
+        assert want.count(IGNORE_INDEX) == len(hf_tokenizer(record["prompt"]).input_ids) - 1
 
 
 def test_model_matches_the_recipe_and_nanotron_init(root):
