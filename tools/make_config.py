@@ -19,7 +19,7 @@ from rich.console import Console
 from smolrecipe.envpaths import resolve_recipe, unset_variables
 from smolrecipe.errors import RecipeError
 from smolrecipe.estimates import count_params
-from smolrecipe.generate import check_with_nanotron, nanotron_available, render, write_atomically
+from smolrecipe.generate import check_lr_with_nanotron, check_with_nanotron, nanotron_available, render, write_atomically
 from smolrecipe.nanotron_config import NANOTRON_COMMIT
 from smolrecipe.plan import build_plan
 from smolrecipe.preflight import SourceUse, data_table, data_usage, data_warnings, human, memory_verdict, print_preflight
@@ -82,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"check: all {len(written)} files match nanotron's schema at commit {NANOTRON_COMMIT[:12]} "
                       "(field names, types, union resolution, __post_init__ rules)", highlight=False)
         if nanotron_available():
-            for name, verdict in check_with_nanotron(rendered):
+            for name, verdict in check_with_nanotron(rendered) + check_lr_with_nanotron(rendered):
                 console.print(f"check: {name}: {verdict}", highlight=False)
                 status = 1 if verdict.startswith("FAILED") else status
         else:
-            console.print("check: nanotron is not importable here, so loading with nanotron's own "
-                          "get_config_from_file was SKIPPED (it runs on a node set up by slurm/setup_env.sh)",
+            console.print("check: nanotron (with flash-attn) is not importable here, so loading with nanotron's own "
+                          "get_config_from_file and comparing its LR scheduler with ours were SKIPPED "
+                          "(they run on a node set up by slurm/setup_env.sh, or after make install with ../shared/vendor)",
                           highlight=False)
 
     pretrain = [s for s in plan.stages if s.kind == "pretrain"]
