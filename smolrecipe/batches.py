@@ -20,8 +20,11 @@ One data path, written down once (README, "The data path"):
   backend feeds its transformers model the same way (no per-document position ids).
 - **SFT rows** (nanotron's `process_sft` semantics, right-padded): tokens of
   `prompt + completion + eos`, truncated to seq+1; inputs tokens[:-1], labels tokens[1:], padded on
-  the right to the sequence length; `input_mask` on real input tokens, `label_mask` on the labels
-  that are completion or eos tokens. Records are read in the order they were prepared, cycling.
+  the right to the sequence length; `label_mask` on the labels that are completion or eos tokens.
+  `input_mask` is all ones: with right padding, causal attention already keeps every real token
+  from seeing the padding after it, and nanotron's LLaMA attention at the pinned commit builds
+  flash-attn's cu_seqlens from the mask without unpadding the rows, so a partial mask would shift
+  every row after the first onto the wrong tokens. Records are read in the order prepared, cycling.
 
 Items are numpy arrays (the engine's collators take numpy); `to_transformers` turns an engine
 batch into what a transformers causal LM takes.
@@ -140,9 +143,16 @@ class SFTRows(Dataset):
         row["input_ids"][:] = pad
         row["label_ids"][:] = pad
         row["input_ids"][:n], row["label_ids"][:n] = ids[:-1], ids[1:]
-        row["input_mask"][:n] = True
+        row["input_mask"][:] = True  # see the module docstring: padding is after, never attended to
         row["label_mask"][:n] = on_completion[1:]
         return row
+
+    # Asked by nanotron's trainer after every step; per-folder token counts apply to nanosets only.
+    def update_consumption_metrics(self, start_idx: int, end_idx: int, sequence_length: int) -> None:
+        pass
+
+    def get_consumption_stats(self) -> dict[str, dict[str, int]]:
+        return {}
 
 
 def sft_batch(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

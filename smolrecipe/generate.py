@@ -101,13 +101,12 @@ def check_lr_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
     """nanotron's own LR scheduler (helpers.lr_scheduler_builder) built from each rendered config,
     against ours (smolrecipe.lr_schedule, what the local backend trains with), at every step."""
     import torch
+    import torch.distributed as dist
     import yaml
     from nanotron.config import LRSchedulerArgs
     from nanotron.helpers import lr_scheduler_builder
 
     from smolrecipe.lr_schedule import stage_lrs
-
-    import torch.distributed as dist
 
     own_group = not dist.is_initialized()
     if own_group:  # nanotron logs through its process group: a one-process one will do
@@ -115,9 +114,10 @@ def check_lr_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
     results = []
     for stage in rendered.plan.stages:
         config = yaml.safe_load(rendered.files[f"{stage.name}.yaml"])
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config["optimizer"]["learning_rate_scheduler"]["learning_rate"])
+        lr_args = config["optimizer"]["learning_rate_scheduler"]
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr_args["learning_rate"])
         optimizer.get_base_optimizer = lambda opt=optimizer: opt  # what nanotron's optimizer wrappers answer
-        scheduler = lr_scheduler_builder(optimizer, LRSchedulerArgs(**config["optimizer"]["learning_rate_scheduler"]),
+        scheduler = lr_scheduler_builder(optimizer, LRSchedulerArgs(**lr_args),
                                          total_training_steps=config["tokens"]["train_steps"])
         theirs = []
         for _ in range(stage.train_steps):  # the LR of each optimizer step, then the scheduler's step

@@ -129,8 +129,8 @@ class RecipeTrainer(Trainer):
 class StageLogCallback(TrainerCallback):
     """Appends one JSON line per logged step and keeps the numbers the summary needs."""
 
-    def __init__(self, path: Path, stage: StagePlan, tokens_per_step: int | None):
-        self.path, self.stage, self.tokens_per_step = path, stage, tokens_per_step
+    def __init__(self, path: Path, stage: StagePlan):
+        self.path, self.stage = path, stage
         self.records: list[dict] = []
         self._last_time: float | None = None
         self._last_tokens = 0
@@ -138,9 +138,8 @@ class StageLogCallback(TrainerCallback):
         self.progress = None
 
     def tokens(self, state) -> int:
-        if self.tokens_per_step is not None:  # pretraining: every sequence is full
-            return state.global_step * self.tokens_per_step
-        return int(state.num_input_tokens_seen)  # SFT: the non-padding tokens the Trainer counted
+        # Sequence-length windows (SFT rows padded to it), as nanotron counts consumed tokens.
+        return state.global_step * self.stage.tokens_per_step
 
     def on_train_begin(self, args, state, control, **kwargs):
         from tqdm.auto import tqdm
@@ -237,7 +236,6 @@ def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: l
         logging_first_step=True, report_to=report_to, seed=recipe.training.seed, data_seed=recipe.training.seed,
         use_cpu=device["use_cpu"], bf16=device["bf16"], dataloader_num_workers=0, remove_unused_columns=False,
         disable_tqdm=True, logging_nan_inf_filter=False,  # log the loss as it is (as nanotron does), no GPU sync
-        include_num_input_tokens_seen="non_padding" if sft else "no",
     )
     common.update(extra)
     return TrainingArguments(**common)
@@ -301,7 +299,7 @@ def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, tokenizer, o
     """The stage's trainer, with our logging in place of transformers' printers."""
     sft = stage.kind == "sft"
     args = training_arguments(recipe, stage, out, report_to, sft, **overrides)
-    log = StageLogCallback(out / LOG, stage, None if sft else stage.tokens_per_step)
+    log = StageLogCallback(out / LOG, stage)
     trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_sft if sft else collate_pretrain,
                             processing_class=tokenizer, callbacks=[log, *callbacks])
     trainer.stage_plan = stage

@@ -6,6 +6,9 @@
 The SLURM stage jobs run it instead of nanotron's `run_train.py`, which cannot train our stages at
 the pinned commit. What it does differently, each time in our code and never by editing nanotron:
 
+- **The LR schedule on resume.** `load_lr_scheduler` calls the scheduler's `_initial_step()` after
+  loading its state, which steps it once more: every resumed step would train with the LR of the
+  step after it. We load the saved state again and put its LR back on the optimizer.
 - **Random init of a LLaMA model.** `LlamaForTraining.init_model_randomly` hands its parametrizator
   `config.model`, from which the parametrizator reads `config.model.init_method` (AttributeError;
   the Qwen2 class passes the whole config). We hand it a view that satisfies both reads.
@@ -39,13 +42,13 @@ from smolrecipe.preemption import PREEMPTED, StopRequest
 
 STOP = StopRequest().install()  # before the heavy imports: a signal during them still counts
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from nanotron import distributed as dist  # noqa: E402
 from nanotron.config import NanosetDatasetsArgs, SFTDatasetsArgs  # noqa: E402
 from nanotron.data.clm_collator import DataCollatorForCLM  # noqa: E402
 from nanotron.data.samplers import MegatronPretrainingSampler  # noqa: E402
 from nanotron.models.llama import LlamaForTraining  # noqa: E402
+from nanotron.serialize.optimizer import lr_scheduler_filename  # noqa: E402
 from nanotron.trainer import DistributedTrainer  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -76,6 +79,7 @@ class StageTrainer(DistributedTrainer):
         self.run_dir, self.stop = run_dir, stop
         self.stop_file = run_dir / STOP_FILE
         super().__init__(config_file)
+        self._undo_extra_lr_step()
         # Our log and the stop check run in train_step_logs, which nanotron calls every
         # `iteration_step_info_interval` steps: every step, then.
         self.config.logging.iteration_step_info_interval = 1
@@ -88,7 +92,6 @@ class StageTrainer(DistributedTrainer):
         self.settings = _read_json(run_dir / SETTINGS)
         self.is_logger = dist.get_rank(self.parallel_context.world_pg) == 0
         self.step_seconds: list[float] = []
-        self.sft_tokens = 0  # real (non-padding) input tokens this rank has been fed
         self._last_time = self._start = time.perf_counter()
 
     # -----------------------------------------------------------------------------------------
@@ -100,6 +103,15 @@ class StageTrainer(DistributedTrainer):
             unwrapped.init_model_randomly = lambda config: LlamaForTraining.init_model_randomly(
                 unwrapped, parametrizator_view(config))
         return super()._load_model_checkpoint(model)
+
+    def _undo_extra_lr_step(self) -> None:
+        if self.init_checkpoint_path is None or not self.config.checkpoints.load_lr_scheduler:
+            return
+        name = lr_scheduler_filename(self.parallel_context, self.config.optimizer.zero_stage)
+        state = torch.load(Path(self.init_checkpoint_path) / "lr_scheduler" / name, weights_only=False)
+        self.lr_scheduler.load_state_dict(state)
+        for group, lr in zip(self.lr_scheduler.optimizer.param_groups, state["_last_lr"], strict=True):
+            group["lr"] = lr
 
     # -----------------------------------------------------------------------------------------
     # data
@@ -124,18 +136,13 @@ class StageTrainer(DistributedTrainer):
             records = load_dataset(self.dataset_args.hf_dataset_or_datasets, split=self.dataset_args.hf_dataset_splits)
             tokenizer = AutoTokenizer.from_pretrained(self.config.tokenizer.tokenizer_name_or_path)
             dataset = SFTRows(records, tokenizer, seq, n_samples)
-            collate = self._count_sft_tokens
+            collate = sft_batch
         sampler = MegatronPretrainingSampler(
             total_samples=len(dataset), consumed_samples=self.metadata.current_stage.consumed_train_samples,
             micro_batch_size=self.micro_batch_size, data_parallel_rank=dist.get_rank(self.parallel_context.dp_pg),
             data_parallel_size=self.parallel_context.dp_pg.size(), global_batch_size=self.global_batch_size)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0,
                           pin_memory=torch.cuda.is_available())
-
-    def _count_sft_tokens(self, rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        batch = sft_batch(rows)
-        self.sft_tokens += int(batch["input_mask"].sum())
-        return batch
 
     # -----------------------------------------------------------------------------------------
     # per step: our log record, then the stop check
@@ -144,10 +151,11 @@ class StageTrainer(DistributedTrainer):
         super().train_step_logs(outputs, loss_avg, z_loss_avg, tbi_logs)  # nanotron's console line and wandb
         now = time.perf_counter()
         seconds, self._last_time = now - self._last_time, now
-        tokens = self.tokens_seen()
+        # Sequence-length windows (SFT rows are padded to it), as the local backend counts them.
+        tokens = int(self.metadata.current_stage.consumed_train_samples * self.sequence_length)
         if self.is_logger:
             self.step_seconds.append(seconds)
-            step_tokens = self.global_batch_size * self.sequence_length if self.kind == "pretrain" else tokens - self._logged_tokens
+            step_tokens = self.global_batch_size * self.sequence_length
             record = {"stage": self.data_stage.name, "kind": self.kind, "step": self.iteration_step,
                       "train_steps": self.config.tokens.train_steps, "tokens": tokens, "loss": float(loss_avg.item()),
                       "lr": float(self.lr_scheduler.get_last_lr()[0]),
@@ -155,23 +163,9 @@ class StageTrainer(DistributedTrainer):
                       "tokens_per_s": round(step_tokens / max(seconds, 1e-9), 1), "elapsed_s": round(now - self._start, 3)}
             with (self.run_dir / LOG).open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            self._logged_tokens = tokens
         if self.stop_requested() and self.iteration_step < self.config.tokens.train_steps:
             self.save_checkpoint()
             raise Preempted(self.iteration_step)
-
-    _logged_tokens = 0
-
-    def tokens_seen(self) -> int:
-        """Tokens trained on so far in this stage, all ranks: full windows for pretraining, real input
-        tokens for SFT (what the local backend counts)."""
-        if self.kind == "pretrain":
-            return int(self.metadata.current_stage.consumed_train_samples * self.sequence_length)
-        count = torch.tensor([self.sft_tokens], dtype=torch.long, device=_device())
-        dist.all_reduce(count, op=dist.ReduceOp.SUM, group=self.parallel_context.dp_pg)
-        return int(count.item()) + self._tokens_before_resume
-
-    _tokens_before_resume = 0
 
     def stop_requested(self) -> bool:
         """Whether any rank has been asked to stop (a signal, or the job's stop file): every rank
@@ -188,12 +182,8 @@ class StageTrainer(DistributedTrainer):
         path = self.run_dir / LOG
         if not self.is_logger or not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= step]
+        kept = [line for line in path.read_text().splitlines() if 0 < _logged_step(line) <= step]
         write_file(path, "".join(line + "\n" for line in kept))
-        records = [json.loads(line) for line in kept if _logged_step(line) > 0]
-        if records and self.kind == "sft":
-            self._tokens_before_resume = records[-1]["tokens"]
-            self._logged_tokens = self._tokens_before_resume
 
     def write_summary(self, seconds: float) -> dict:
         records = [json.loads(line) for line in (self.run_dir / LOG).read_text().splitlines() if _logged_step(line) > 0]
