@@ -57,6 +57,8 @@ pip install --quiet --no-deps -e "$NANOTRON_DIR"
 # Its Nanoset's datatrove API (nouamane/avoid-s3) is not needed: our entry point reads the nanoset
 # folders with the datatrove release smolrecipe depends on (smolrecipe.batches).
 pip install --quiet dacite einops numba
+# nanotron.nn.moe imports grouped_gemm at module level and every nanotron model imports it (MoE or not).
+pip install --quiet --no-build-isolation "grouped_gemm @ git+https://github.com/fanshiqing/grouped_gemm@main"
 
 step "flash-attn (a prebuilt wheel for this torch, CUDA and Python where one exists, else a long compile)"
 pip install --quiet "flash-attn>=2.5.0,<2.7.0" --no-build-isolation

@@ -49,7 +49,7 @@ def test_check_says_plainly_when_nanotron_is_skipped(root, tmp_path, monkeypatch
     assert make_config.main(["recipes/tiny.yaml", "--check", "--quiet", "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
     assert "match nanotron's schema" in out
-    assert "get_config_from_file was SKIPPED" in out
+    assert "get_config_from_file and comparing its LR scheduler with ours were SKIPPED" in out
 
 
 def test_resolve_expands_paths_and_resumes_an_interrupted_stage(root, tmp_path, monkeypatch, capsys):

@@ -1,0 +1,1 @@
+"""Test stand-in: flash_attn.ops.triton (plain torch here, no Triton)."""
