@@ -7,7 +7,7 @@ nanotron_config.py   plan -> nanotron YAML at the pinned commit; a stage's confi
 nanotron_schema.py   what that nanotron commit accepts, written down, and a checker
 estimates.py         parameter count and per-GPU memory
 preflight.py         the report printed before anything runs (incl. tokens needed vs prepared)
-generate.py          render + write atomically + check with nanotron where installed
+generate.py          render + write atomically + check with nanotron's parser and LR scheduler where installed
 
 filters.py           the datatrove filters a recipe may name
 datasources.py       a source -> datatrove reader; the checks run before any pipeline
@@ -17,10 +17,11 @@ sft_data.py          chats -> nanotron's prompt/completion SFT records
 corpus.py            the offline demo corpus the tiny recipe trains on
 atomic.py            folders and files that appear whole or not at all
 
+batches.py           the one data path both backends train on: blended nanoset samples, SFT rows, batches
+nanotron_train.py    our nanotron entry point: nanotron's DistributedTrainer with our data, logs, stop
 local_model.py       the recipe's model as a transformers LlamaForCausalLM, initialised as nanotron does
-local_data.py        nanoset folders blended and batched as nanotron's Nanoset and collator do
 lr_schedule.py       nanotron's LR schedule as a LambdaLR
-local_train.py       the local backend: HF Trainer / TRL SFTTrainer per stage, chained and resumable
+local_train.py       the local backend: the HF Trainer per stage, chained and resumable
 samples.py           greedy answers of a checkpoint to fixed chat prompts
 report.py            logs + eval results -> plots and report.md (eval_report.py: the eval results part)
 
@@ -32,7 +33,7 @@ sft_checks.py        tier 4: the prompt suite's deterministic checks and rates
 evaluate.py          a suite on a checkpoint through lighteval -> results JSON
 
 preemption.py        the stop request a job's SIGUSR1 sets, and the exit code that asks for a requeue
-stage_job.py         what a SLURM training job runs: skip / resume / torchrun (nanotron) or the local backend
+stage_job.py         what a SLURM training job runs: skip / resume / torchrun of our entry point, or the local backend
 slurm_jobs.py        the recipe as a SLURM dependency chain of sbatch commands
 """
 
