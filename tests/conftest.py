@@ -7,6 +7,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
+# The vendored nanotron and what it imports (Makefile: apart from the venv's site-packages, because
+# lighteval imports nanotron whenever it can find it); the engine tests put it on their path.
+ENGINE_SITE = Path(sys.prefix) / "engine"
+ENGINE_SHIMS = ROOT / "tests" / "engine_cpu"
 sys.path.insert(0, str(ROOT / "tools"))  # so tests can call the CLIs' main() in-process
 
 

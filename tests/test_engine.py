@@ -10,7 +10,6 @@ Without nanotron this module skips, saying how to install it; under CI it fails 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, recipe_variant
+from conftest import ENGINE_SHIMS, ENGINE_SITE, ROOT, recipe_variant
 
 from smolrecipe.batches import IGNORE_INDEX, PretrainSamples, SFTRows
 from smolrecipe.envpaths import resolve_recipe
@@ -31,18 +30,19 @@ from smolrecipe.plan import LOG, SUMMARY, build_plan
 from smolrecipe.recipe import load_recipe
 from smolrecipe.report import find_stages, read_log
 
-SHIMS = ROOT / "tests" / "engine_cpu"
+SHIMS = ENGINE_SHIMS
 BIN = Path(sys.executable).parent
-MISSING = None if importlib.util.find_spec("nanotron") else (
-    "nanotron is not installed: `make install` puts the pinned commit's wheel from ../shared/vendor into .venv "
-    "(on a cluster: slurm/setup_env.sh)")
+MISSING = None if (ENGINE_SITE / "nanotron").is_dir() else (
+    f"nanotron is not installed in {ENGINE_SITE}: `make test` puts the pinned commit's wheel from ../shared/vendor "
+    "there (VENDOR=... elsewhere; on a cluster: slurm/setup_env.sh)")
 if MISSING and os.environ.get("CI"):
     raise RuntimeError(f"CI must run nanotron's own code: {MISSING}")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 
 def engine_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(SHIMS), os.environ.get("PYTHONPATH")) if p),
+    path = (str(SHIMS), str(ENGINE_SITE), os.environ.get("PYTHONPATH"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p),
                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     env.update(extra)
     return env

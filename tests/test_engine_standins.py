@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ENGINE_SHIMS, ENGINE_SITE
 
-ENGINE_CPU = Path(__file__).resolve().parent / "engine_cpu"
-if str(ENGINE_CPU) not in sys.path:
-    sys.path.append(str(ENGINE_CPU))
+ENGINE_CPU = ENGINE_SHIMS
+ADDED = [str(p) for p in (ENGINE_CPU, ENGINE_SITE) if str(p) not in sys.path]
+sys.path.extend(ADDED)
 
 try:
     import flash_attn
@@ -34,6 +35,20 @@ except Exception as exc:  # what is missing, as pytest shows it
     pytest.skip(reason, allow_module_level=True)
 
 import torch.nn.functional as F  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_off_the_path_afterwards():
+    """The rest of the suite runs without nanotron in this process: lighteval imports nanotron's
+    config whenever it can find nanotron (which needs flash-attn), so take both away again."""
+    yield
+    from cpu_placement import uninstall
+
+    uninstall()
+    for path in ADDED:
+        sys.path.remove(path)
+    for name in [m for m in sys.modules if m.split(".")[0] in ("nanotron", "flash_attn", "grouped_gemm", "cpu_placement")]:
+        del sys.modules[name]
 
 STANDIN = Path(flash_attn.__file__).resolve().is_relative_to(ENGINE_CPU)
 standin_only = pytest.mark.skipif(not STANDIN, reason=f"the real flash_attn is installed ({flash_attn.__file__})")

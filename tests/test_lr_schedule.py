@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from smolrecipe.generate import nanotron_available, render
+from smolrecipe.generate import render
 from smolrecipe.lr_schedule import build_scheduler, stage_lrs
 
 
@@ -94,23 +94,3 @@ def test_schedule_spot_values(tiny_dict, write_recipe):
     assert lrs[-1] > 5e-4 and lrs[-1] == pytest.approx(5e-4, rel=0.02)
 
 
-@pytest.mark.skipif(not nanotron_available(), reason="nanotron is not importable here (it needs CUDA/flash-attn)")
-def test_lr_equals_nanotrons_own_builder(root):
-    import yaml
-    from nanotron.config import LRSchedulerArgs
-    from nanotron.helpers import lr_scheduler_builder
-
-    rendered = render(root / "recipes" / "tiny.yaml")
-    for stage in rendered.plan.stages:
-        config = yaml.safe_load(rendered.files[f"{stage.name}.yaml"])
-        args = LRSchedulerArgs(**config["optimizer"]["learning_rate_scheduler"])
-        param = torch.nn.Parameter(torch.zeros(1))
-        optimizer = torch.optim.AdamW([param], lr=stage.lr.peak)
-        optimizer.get_base_optimizer = lambda o=optimizer: o
-        scheduler = lr_scheduler_builder(optimizer, args, stage.train_steps)
-        theirs = []
-        for _ in range(stage.train_steps):
-            theirs.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-        assert optimizer_lrs(stage) == pytest.approx(theirs, rel=1e-12)
