@@ -79,6 +79,9 @@ def engine_chain(prepared, tmp_path_factory):
         # Stage 1, first job: written as the job writes it, then stopped by the stop file after step 1.
         assert run_stage.main([str(path), "stage1", "--backend", "nanotron", "--gpus", "1", "--dry-run"]) == 0
         run_dir = Path(build_plan(recipe).stage("stage1").checkpoints_path).parent
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config["checkpoints"]["save_initial_state"] = True  # the random init, to hold step 1 to the local backend
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (run_dir / "stop-request").write_text("test\n")
         first = torchrun(str(ROOT / "tools" / "train_nanotron.py"), "--config-file", str(run_dir / "config.yaml"))
         outputs["stage1-stopped"] = first
@@ -181,9 +184,12 @@ def test_stage1_stops_at_a_checkpoint_and_resumes_to_the_local_backends_loss(eng
     checkpoints = Path(stage.checkpoints_path)
     records = logged(recipe, "stage1")
     assert [r["step"] for r in records] == [1, 2, 3]  # step 1 from the stopped job, 2-3 from the resumed one
-    assert (checkpoints / "1").is_dir() and (checkpoints / "3").is_dir()
+    assert all((checkpoints / step).is_dir() for step in ("0", "1", "3"))  # init, the stop, the end
     assert [r["lr"] for r in records] == pytest.approx(stage_lrs(stage)[1:] + [stage.lr.min], rel=1e-9)
     assert records[0]["loss"] == pytest.approx(np.log(recipe.model.vocab_size), rel=0.01)  # random init
+    # Step 1 from nanotron's random init (saved as checkpoint 0): the local backend's loss
+    ours = local_loss(recipe, "stage1", hf_folder(checkpoints / "0", recipe, tmp_path / "hf0"), 1, tmp_path / "local0")
+    assert records[0]["loss"] == pytest.approx(ours, rel=1e-4)
     # The resumed step 2 on the checkpoint's weights, optimizer and data position: the local backend's loss
     ours = local_loss(recipe, "stage1", hf_folder(checkpoints / "1", recipe, tmp_path / "hf"), 2, tmp_path / "local")
     assert records[1]["loss"] == pytest.approx(ours, rel=1e-4)
