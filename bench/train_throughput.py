@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     # The Trainer's device and precision decide the bare loop's, so both run the same arithmetic.
     settings = device_settings(recipe)
     overrides = {} if cuda or settings["use_cpu"] else {"use_cpu": True, "bf16": False}  # --device cpu on a GPU machine
-    trainer_args = training_arguments(recipe, stage, Path(tempfile.gettempdir()), [], False, **overrides)
+    trainer_args = training_arguments(recipe, stage, Path(tempfile.gettempdir()), [], **overrides)
     device = torch.device("cpu") if trainer_args.use_cpu else torch.device("cuda")
     bf16, fused = bool(trainer_args.bf16), trainer_args.optim == "adamw_torch_fused"
     device_name = settings["device"] if cuda else "cpu"

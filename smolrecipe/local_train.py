@@ -220,7 +220,7 @@ def device_settings(recipe: Recipe) -> dict[str, Any]:
     return {"use_cpu": not cuda, "bf16": bf16, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
 
 
-def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: list[str], sft: bool, **extra) -> TrainingArguments:
+def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: list[str], **extra) -> TrainingArguments:
     opt = recipe.training.optimizer
     device = device_settings(recipe)
     common = dict(
@@ -298,7 +298,7 @@ def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, tokenizer, o
                   callbacks: tuple[TrainerCallback, ...] = (), **overrides) -> tuple[Trainer, StageLogCallback]:
     """The stage's trainer, with our logging in place of transformers' printers."""
     sft = stage.kind == "sft"
-    args = training_arguments(recipe, stage, out, report_to, sft, **overrides)
+    args = training_arguments(recipe, stage, out, report_to, **overrides)
     log = StageLogCallback(out / LOG, stage)
     trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_sft if sft else collate_pretrain,
                             processing_class=tokenizer, callbacks=[log, *callbacks])

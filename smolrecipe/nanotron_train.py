@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from smolrecipe.preemption import PREEMPTED, StopRequest
+from smolrecipe.preemption import PREEMPTED, STOP_FILE, StopRequest
 
 STOP = StopRequest().install()  # before the heavy imports: a signal during them still counts
 
@@ -56,8 +56,6 @@ from torch.utils.data import DataLoader  # noqa: E402
 from smolrecipe.atomic import write_file, write_json  # noqa: E402
 from smolrecipe.batches import PretrainSamples, SFTRows, sft_batch  # noqa: E402
 from smolrecipe.plan import LOG, SETTINGS, SUMMARY  # noqa: E402
-
-STOP_FILE = "stop-request"  # what the SLURM job writes into the run folder when SLURM signals it
 
 
 class Preempted(Exception):

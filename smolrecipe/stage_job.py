@@ -32,12 +32,11 @@ from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
 from smolrecipe.nanotron_config import stage_fingerprint
 from smolrecipe.plan import SETTINGS, StagePlan, build_plan, latest_step, stage_run_dir
-from smolrecipe.preemption import PREEMPTED, StopRequest
+from smolrecipe.preemption import PREEMPTED, STOP_FILE, StopRequest
 from smolrecipe.recipe import Recipe
 
 CONFIG = "config.yaml"
 ENTRY_POINT = PROJECT_ROOT / "tools" / "train_nanotron.py"
-STOP_FILE = "stop-request"  # smolrecipe.nanotron_train.STOP_FILE (that module imports nanotron: not imported here)
 STOP_GRACE_S = 480.0  # SLURM warns 600 s before the limit: time for a step and a checkpoint
 
 

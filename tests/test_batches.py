@@ -143,7 +143,7 @@ def test_one_device_keeps_the_global_batch(recipe_name, root, tmp_path):
 
     recipe = load_recipe(root / "recipes" / f"{recipe_name}.yaml")
     for stage in build_plan(recipe).stages:
-        args = training_arguments(recipe, stage, tmp_path, [], sft=False)
+        args = training_arguments(recipe, stage, tmp_path, [])
         assert args.per_device_train_batch_size * args.gradient_accumulation_steps == stage.global_batch
         assert args.max_steps == stage.train_steps and args.learning_rate == stage.lr.peak
         assert args.save_steps == recipe.training.checkpoint_interval

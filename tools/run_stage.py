@@ -26,8 +26,9 @@ STOP = StopRequest().install()  # first thing: a signal during the imports below
 
 from smolrecipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.preemption import STOP_FILE  # noqa: E402
 from smolrecipe.recipe import load_recipe  # noqa: E402
-from smolrecipe.stage_job import STOP_FILE, nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
+from smolrecipe.stage_job import nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
