@@ -89,6 +89,17 @@ def prepared(demo_corpus, tiny_tokenizer):
     return recipe, demo_corpus
 
 
+def shorten(data: dict, steps: tuple[int, ...], sft_steps: int, warmup: int, checkpoint_interval: int) -> None:
+    """The tiny recipe (as a dict) cut to `steps` optimizer steps per pretraining stage (1,024 tokens
+    each) and `sft_steps` of SFT, with `warmup` steps of warmup everywhere."""
+    for stage, n in zip(data["stages"], steps, strict=True):
+        stage["tokens"] = n * 1024
+    data["sft"]["steps"] = sft_steps
+    for section in (*data["stages"], data["sft"]):
+        section["lr"]["warmup_steps"] = warmup
+    data["training"]["checkpoint_interval"] = checkpoint_interval
+
+
 def recipe_variant(recipe: Path, write_to: Path, edit=None) -> Path:
     """A copy of `recipe` whose runs go under write_to's folder, changed by edit(dict) in place."""
     data = yaml.safe_load(recipe.read_text())

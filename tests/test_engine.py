@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ENGINE_SHIMS, ENGINE_SITE, ROOT, recipe_variant
+from conftest import ENGINE_SHIMS, ENGINE_SITE, ROOT, recipe_variant, shorten
 
 from smolrecipe.batches import IGNORE_INDEX, PretrainSamples, SFTRows
 from smolrecipe.envpaths import resolve_recipe
@@ -55,13 +55,7 @@ def torchrun(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
 
 def short_engine_chain(data: dict) -> None:
     """Two steps a stage (three for stage 1, which is stopped after one and resumed), a checkpoint every step."""
-    data["stages"][0]["tokens"] = 3 * 1024
-    for stage in data["stages"][1:]:
-        stage["tokens"] = 2 * 1024
-    data["sft"]["steps"] = 2
-    for section in (*data["stages"], data["sft"]):
-        section["lr"]["warmup_steps"] = 1
-    data["training"]["checkpoint_interval"] = 1
+    shorten(data, steps=(3, 2, 2), sft_steps=2, warmup=1, checkpoint_interval=1)
 
 
 @pytest.fixture(scope="module")

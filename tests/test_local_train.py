@@ -10,7 +10,7 @@ import time
 
 import pytest
 import train_local
-from conftest import ROOT, recipe_variant
+from conftest import ROOT, recipe_variant, shorten
 
 from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.local_train import stage_dir
@@ -24,14 +24,8 @@ pytestmark = pytest.mark.slow
 
 def short_chain(data: dict) -> None:
     """The tiny recipe with fewer steps, so the chain runs in seconds; stage2 carries the optimizer."""
-    data["stages"][0]["tokens"] = 16 * 1024
-    data["stages"][1]["tokens"] = 8 * 1024
+    shorten(data, steps=(16, 8, 4), sft_steps=6, warmup=2, checkpoint_interval=4)
     data["stages"][1]["load_optimizer"] = True
-    data["stages"][2]["tokens"] = 4 * 1024
-    data["sft"]["steps"] = 6
-    for section in (*data["stages"], data["sft"]):
-        section["lr"]["warmup_steps"] = 2
-    data["training"]["checkpoint_interval"] = 4
 
 
 @pytest.fixture(scope="module")
