@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from smolrecipe.atomic import write_file, write_json  # noqa: E402
 from smolrecipe.batches import PretrainSamples, SFTRows, sft_batch  # noqa: E402
 from smolrecipe.plan import LOG, SETTINGS, SUMMARY  # noqa: E402
+from smolrecipe.report import read_log  # noqa: E402  (the one reader of training logs; plots import lazily)
 
 
 class Preempted(Exception):
@@ -180,11 +181,11 @@ class StageTrainer(DistributedTrainer):
         path = self.run_dir / LOG
         if not self.is_logger or not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if 0 < _logged_step(line) <= step]
-        write_file(path, "".join(line + "\n" for line in kept))
+        kept = [record for record in read_log(path)[0] if record["step"] <= step]
+        write_file(path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def write_summary(self, seconds: float) -> dict:
-        records = [json.loads(line) for line in (self.run_dir / LOG).read_text().splitlines() if _logged_step(line) > 0]
+        records = read_log(self.run_dir / LOG)[0]
         checkpoint = Path(self.config.checkpoints.checkpoints_path) / str(self.iteration_step)
         resume = self.config.checkpoints.resume_checkpoint_path
         summary = {
@@ -210,13 +211,6 @@ class StageTrainer(DistributedTrainer):
 
 def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def _logged_step(line: str) -> int:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return 0  # a line cut by a kill: dropped
 
 
 def _read_json(path: Path) -> dict:
