@@ -61,8 +61,10 @@ demo: $(STAMP)
 configs: $(STAMP)
 	for recipe in recipes/*.yaml; do $(PY) tools/make_config.py $$recipe --quiet || exit 1; done
 
+# ruff, the library's layer and no-cycle contracts (import-linter, in pyproject.toml), shellcheck.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check smolrecipe tools tests bench
+	$(VENV)/bin/ruff check smolrecipe demo tools tests bench
+	cd $(CURDIR) && $(VENV)/bin/lint-imports
 	if command -v shellcheck >/dev/null; then shellcheck -x slurm/*.sh .ci/run; else echo "shellcheck not installed: slurm/*.sh not checked"; fi
 
 # Throughput benchmarks: each prints a table and writes runs/bench/<name>.json.

@@ -3,7 +3,7 @@
     python bench/eval_throughput.py                       # SmolLM2-135M-Instruct, 64 PIQA items, batch 16 vs 1
     python bench/eval_throughput.py --items 200 --batch-size 32 --repeats 3 --out runs/bench/eval_throughput.json
 
-Runs smolrecipe.evaluate.run_suite (tier 3, mc:piqa) on the packaged SmolLM2-135M-Instruct with the
+Runs smolrecipe.eval.runner.run_suite (tier 3, mc:piqa) on the packaged SmolLM2-135M-Instruct with the
 local PIQA copy (eval/suites.yaml local_copies, or --piqa DIR), alternating the two batch sizes
 (1, N, 1, N, ...) so both see the same machine state; each reports its median items/s. Both must
 give the same accuracy (checked: batching changes padding, not scores). Prints a table, writes JSON.
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from smolrecipe.atomic import write_json
-    from smolrecipe.evaluate import load_suites, local_copies, run_suite
-    from smolrecipe.packaged_model import save_as_hf_folder
+    from smolrecipe.eval.packaged_model import save_as_hf_folder
+    from smolrecipe.eval.runner import load_suites, local_copies, run_suite
 
     suites, raw = load_suites()
     piqa = args.piqa or local_copies(raw.get("local_copies", [])).get("piqa")

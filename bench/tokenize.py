@@ -55,7 +55,7 @@ def bench_recipe(work: Path) -> Path:
 def run_pipeline(recipe: Path, workers: int) -> tuple[float, int]:
     import prepare_data
 
-    from smolrecipe.data_pipeline import read_manifest
+    from smolrecipe.data.pipeline import read_manifest
 
     start = time.perf_counter()
     assert prepare_data.main([str(recipe), "--workers", str(workers)]) == 0
@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "tokenize.json")
     args = parser.parse_args(argv)
 
+    from demo.corpus import write_demo_corpus
     from smolrecipe.atomic import write_json
-    from smolrecipe.chat_tokenizer import build_tokenizer
-    from smolrecipe.corpus import write_demo_corpus
-    from smolrecipe.recipe import load_recipe
+    from smolrecipe.data.tokenizer import build_tokenizer
+    from smolrecipe.recipe.loading import load_recipe
 
     with tempfile.TemporaryDirectory(prefix="bench-tokenize-") as tmp:
         work = Path(tmp)

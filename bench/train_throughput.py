@@ -4,7 +4,7 @@
     python bench/train_throughput.py --steps 20 --repeats 3 --out runs/bench/train_throughput.json
     python bench/train_throughput.py --shape 492m             # llama500m's model at seq 1024 (needs a GPU)
 
-(a) ours: smolrecipe.local_train's RecipeTrainer built the way run_stage builds it (the recipe's
+(a) ours: smolrecipe.backends.local.train's RecipeTrainer built the way run_stage builds it (the recipe's
     TrainingArguments, LR schedule, JSONL + progress-bar callback, collate_pretrain: build_trainer),
     checkpoint saving off, fed the sequences from an in-memory dataset;
 (b) bare: the same model (fresh build_model, same seed), a plain forward / backward / clip /
@@ -45,8 +45,8 @@ SHAPE_SEQUENCE = {"492m": 1024}
 
 def bench_recipe(path: Path, shape: str | None, seq: int | None):
     """The recipe, with --shape's model section and --seq's sequence length; paths resolved."""
-    from smolrecipe.envpaths import resolve_recipe
-    from smolrecipe.recipe import recipe_from_dict
+    from smolrecipe.recipe.envpaths import resolve_recipe
+    from smolrecipe.recipe.loading import recipe_from_dict
 
     data = yaml.safe_load(path.read_text())
     if shape is not None:
@@ -61,7 +61,7 @@ def load_sequences(recipe, stage, count: int) -> tuple[list[dict], str]:
     """`count` training sequences in training order: the stage's nanoset blend, else random ids."""
     import numpy as np
 
-    from smolrecipe.batches import PretrainSamples
+    from smolrecipe.data.batches import PretrainSamples
     from smolrecipe.errors import RecipeError
 
     seq = recipe.training.sequence_length
@@ -82,8 +82,8 @@ def run_ours(recipe, stage, items: list[dict], warmup: int, steps: int, override
     from torch.utils.data import Dataset
     from transformers import TrainerCallback
 
-    from smolrecipe.local_model import build_model
-    from smolrecipe.local_train import build_trainer, set_generation_tokens
+    from smolrecipe.backends.local.model import build_model
+    from smolrecipe.backends.local.train import build_trainer, set_generation_tokens
 
     class InMemory(Dataset):
         def __len__(self) -> int:
@@ -122,8 +122,8 @@ def run_bare(recipe, stage, batches: dict, warmup: int, steps: int, device, bf16
     """Forward / backward over the accumulated micro-batches, clip, AdamW step, LambdaLR step, zero_grad."""
     import torch
 
-    from smolrecipe.local_model import build_model
-    from smolrecipe.lr_schedule import build_scheduler
+    from smolrecipe.backends.local.model import build_model
+    from smolrecipe.backends.lr_schedule import build_scheduler
 
     opt = recipe.training.optimizer
     model = build_model(recipe).to(device)
@@ -186,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from smolrecipe.atomic import write_json
-    from smolrecipe.batches import collate_pretrain
-    from smolrecipe.chat_tokenizer import load_tokenizer
+    from smolrecipe.backends.local.train import device_settings, training_arguments
+    from smolrecipe.data.batches import collate_pretrain
+    from smolrecipe.data.tokenizer import load_tokenizer
     from smolrecipe.errors import RecipeError
-    from smolrecipe.local_train import device_settings, training_arguments
-    from smolrecipe.plan import build_plan
+    from smolrecipe.recipe.plan import build_plan
 
     try:
         recipe = bench_recipe(args.recipe, args.shape, args.seq)
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import LlamaForCausalLM
 
-    from smolrecipe.local_model import llama_config
+    from smolrecipe.backends.local.model import llama_config
 
     with torch.device("meta"):  # count without allocating (tied embeddings once: they are also the LM head)
         params = LlamaForCausalLM(llama_config(recipe)).num_parameters()

@@ -12,9 +12,6 @@ from __future__ import annotations
 import signal
 
 PREEMPTED = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run the same job again to continue
-# The nanotron job's stop request: the SLURM job writes it into the run folder when SLURM signals
-# the job, and every rank of our entry point looks for it at the end of each step.
-STOP_FILE = "stop-request"
 
 
 class StopRequest:

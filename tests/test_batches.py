@@ -1,4 +1,4 @@
-"""The batches both backends train on (smolrecipe.batches), and the model the local backend builds.
+"""The batches both backends train on (smolrecipe.data.batches), and the model the local backend builds.
 tests/test_engine.py holds them against nanotron's own sampler, collator and SFT processing."""
 
 import math
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from smolrecipe.batches import IGNORE_INDEX, PretrainSamples, SFTRows, blend_index, collate_pretrain, collate_sft
-from smolrecipe.local_model import build_model
-from smolrecipe.plan import build_plan
-from smolrecipe.recipe import load_recipe
+from smolrecipe.backends.local.model import build_model
+from smolrecipe.data.batches import IGNORE_INDEX, PretrainSamples, SFTRows, blend_index, collate_pretrain, collate_sft
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import build_plan
 
 
 def test_blend_index_follows_the_weights_at_every_prefix():
@@ -87,7 +87,7 @@ def test_pretrain_batches(prepared):
 def test_sft_rows_are_right_padded_with_loss_on_completions(prepared, hf_tokenizer):
     from datasets import load_dataset
 
-    from smolrecipe.sft_data import completion_mask
+    from smolrecipe.data.chats import completion_mask
 
     recipe_path, _ = prepared
     recipe = load_recipe(recipe_path)
@@ -139,7 +139,7 @@ def test_interleaved_rope_is_refused(tiny_dict, write_recipe):
 @pytest.mark.parametrize("recipe_name", ["tiny", "llama500m"])
 def test_one_device_keeps_the_global_batch(recipe_name, root, tmp_path):
     """dp ranks become more accumulation steps: the optimizer sees the plan's global batch."""
-    from smolrecipe.local_train import training_arguments
+    from smolrecipe.backends.local.train import training_arguments
 
     recipe = load_recipe(root / "recipes" / f"{recipe_name}.yaml")
     for stage in build_plan(recipe).stages:

@@ -1,4 +1,4 @@
-"""nanotron checkpoint <-> transformers conversion (smolrecipe.convert, tools/convert.py).
+"""nanotron checkpoint <-> transformers conversion (smolrecipe.backends.nanotron.convert, tools/convert.py).
 
 The nanotron layout expected here was read from nanotron's source at the pinned commit
 (serialize/weights.py, serialize/utils.py, serialize/metadata.py, trainer.py, models/llama.py);
@@ -18,8 +18,8 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from smolrecipe import nanotron_schema as ns
-from smolrecipe.convert import (
+from smolrecipe.backends.nanotron import schema as ns
+from smolrecipe.backends.nanotron.convert import (
     NANOTRON_LLAMA_DEFAULTS,
     PLAIN_FILE,
     SHARDED_FILE,

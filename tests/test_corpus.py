@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from smolrecipe import corpus
-from smolrecipe.corpus import (
+from demo import corpus
+from demo.corpus import (
     DEFAULT_DOCUMENTS,
     PROSE_NEAR_DUPLICATE_RATE,
     SOURCES,
@@ -69,7 +69,7 @@ def test_same_seed_writes_identical_bytes_and_another_seed_differs(tmp_path):
 
 def test_records_do_not_depend_on_string_hash_randomisation():
     """Set iteration order changes with PYTHONHASHSEED; the corpus must not."""
-    code = ("import hashlib, json; from smolrecipe.corpus import SOURCES, generate_records; "
+    code = ("import hashlib, json; from demo.corpus import SOURCES, generate_records; "
             "print(hashlib.sha256(json.dumps([list(generate_records(s, 150, 3)) for s in SOURCES]).encode()).hexdigest())")
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={"PYTHONHASHSEED": str(h), "PATH": ""}, cwd=Path(__file__).resolve().parent.parent).stdout

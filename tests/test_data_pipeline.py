@@ -15,7 +15,7 @@ import prepare_data
 import pytest
 from conftest import ROOT, tiny_recipe_at
 
-from smolrecipe.data_pipeline import MANIFEST, WORK
+from smolrecipe.data.pipeline import MANIFEST, WORK
 
 pytestmark = pytest.mark.slow
 SOURCES = ("prose", "forum", "arithmetic", "python_functions")
@@ -94,7 +94,7 @@ def test_metadata_names_the_tokenizer_exactly_as_the_stage_configs_do(prepared):
     """nanotron asserts config.tokenizer.tokenizer_name_or_path == the name in each folder's .metadata."""
     import yaml
 
-    from smolrecipe.generate import render
+    from smolrecipe.backends.nanotron.generate import render
 
     recipe, data = prepared
     rendered = render(recipe, resolve=True)

@@ -7,9 +7,9 @@ import prepare_data
 import pytest
 from conftest import ROOT, tiny_recipe_at
 
-from smolrecipe.datasources import FieldIn, build_reader, check_source, local_files
+from smolrecipe.data.sources import FieldIn, build_reader, check_source, local_files
 from smolrecipe.errors import RecipeError
-from smolrecipe.recipe import Source
+from smolrecipe.recipe.schema import Source
 
 
 def _jsonl(path, records):
@@ -86,7 +86,7 @@ def test_filter_arguments_are_checked_against_the_datatrove_class(tmp_path):
 
 
 def test_an_unknown_filter_name_is_a_recipe_error(tiny_dict, write_recipe):
-    from smolrecipe.recipe import load_recipe
+    from smolrecipe.recipe.loading import load_recipe
 
     tiny_dict["sources"]["prose"]["filters"] = [{"name": "gopher_qualty"}]
     with pytest.raises(RecipeError) as exc:
@@ -103,7 +103,7 @@ def _recipe(tmp_path, tiny_tokenizer, **changes):
 
 def _corpus(tmp_path, n=20):
     """n documents per source, each "<source> document number <i>." + unique prose (passes the tiny recipe's filters)."""
-    from smolrecipe.corpus import generate_records
+    from demo.corpus import generate_records
 
     prose = [r["text"] for r in generate_records("prose", n, seed=7)]
     for name in ("prose", "forum", "arithmetic", "python_functions"):
@@ -158,7 +158,7 @@ def test_unknown_source_name_on_the_command_line(tmp_path, tiny_tokenizer, capsy
 def test_max_documents_caps_what_is_read(tmp_path, tiny_tokenizer):
     import yaml
 
-    from smolrecipe.data_pipeline import read_manifest
+    from smolrecipe.data.pipeline import read_manifest
 
     _corpus(tmp_path, n=40)
     shutil.copy(tmp_path / "corpus" / "forum" / "0.jsonl", tmp_path / "corpus" / "forum" / "1.jsonl")
@@ -175,9 +175,9 @@ def test_max_documents_caps_what_is_read(tmp_path, tiny_tokenizer):
 
 
 def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(tmp_path, tiny_dict, write_recipe):
-    from smolrecipe.data_pipeline import executors, plan_jobs
-    from smolrecipe.envpaths import resolve_recipe
-    from smolrecipe.recipe import load_recipe
+    from smolrecipe.data.pipeline import executors, plan_jobs
+    from smolrecipe.recipe.envpaths import resolve_recipe
+    from smolrecipe.recipe.loading import load_recipe
 
     tiny_dict["paths"]["data"] = str(tmp_path / "data")
     recipe = resolve_recipe(load_recipe(write_recipe(tiny_dict)))
@@ -205,7 +205,7 @@ def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(
 def test_filtered_documents_are_counted_per_filter_and_reason(tmp_path, tiny_tokenizer):
     import yaml
 
-    from smolrecipe.data_pipeline import read_manifest
+    from smolrecipe.data.pipeline import read_manifest
 
     _corpus(tmp_path, n=30)
     recipe = _recipe(tmp_path, tiny_tokenizer)

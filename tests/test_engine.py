@@ -23,12 +23,13 @@ import torch
 import yaml
 from conftest import ENGINE_SHIMS, ENGINE_SITE, ROOT, recipe_variant, shorten
 
-from smolrecipe.batches import IGNORE_INDEX, PretrainSamples, SFTRows
-from smolrecipe.envpaths import resolve_recipe
-from smolrecipe.lr_schedule import stage_lrs
-from smolrecipe.plan import LOG, SUMMARY, build_plan
-from smolrecipe.recipe import load_recipe
-from smolrecipe.report import find_stages, read_log
+from smolrecipe.backends.lr_schedule import stage_lrs
+from smolrecipe.data.batches import IGNORE_INDEX, PretrainSamples, SFTRows
+from smolrecipe.recipe.envpaths import resolve_recipe
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import build_plan
+from smolrecipe.report.run_report import find_stages, read_log
+from smolrecipe.runs import LOG, SUMMARY
 
 SHIMS = ENGINE_SHIMS
 BIN = Path(sys.executable).parent
@@ -99,8 +100,8 @@ def local_loss(recipe, stage_name: str, weights: Path, step: int, out: Path) -> 
     from datasets import load_dataset
     from transformers import LlamaForCausalLM
 
-    from smolrecipe.chat_tokenizer import load_tokenizer
-    from smolrecipe.local_train import build_trainer
+    from smolrecipe.backends.local.train import build_trainer
+    from smolrecipe.data.tokenizer import load_tokenizer
 
     stage = build_plan(recipe).stage(stage_name)
     tokenizer = load_tokenizer(recipe.tokenizer.path)
@@ -143,7 +144,7 @@ def make_config_check(recipe: Path, **env: str) -> list[str]:
 
 
 def test_reference_configs_load_with_nanotron_and_its_lr_is_ours(root, tmp_path):
-    from smolrecipe.generate import render
+    from smolrecipe.backends.nanotron.generate import render
 
     env = {"SCRATCH": str(tmp_path), "OUT": str(tmp_path / "configs")}
     with pytest.MonkeyPatch.context() as mp:
@@ -244,9 +245,9 @@ def engine_batches(config: Path, out: Path, count: int, nproc: int = 1) -> list[
 def local_batches(recipe, name: str, count: int, out: Path) -> list[dict[str, torch.Tensor]]:
     from datasets import load_dataset
 
-    from smolrecipe.chat_tokenizer import load_tokenizer
-    from smolrecipe.local_model import build_model
-    from smolrecipe.local_train import build_trainer
+    from smolrecipe.backends.local.model import build_model
+    from smolrecipe.backends.local.train import build_trainer
+    from smolrecipe.data.tokenizer import load_tokenizer
 
     stage = build_plan(recipe).stage(name)
     tokenizer = load_tokenizer(recipe.tokenizer.path)

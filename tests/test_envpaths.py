@@ -1,8 +1,8 @@
 import pytest
 
-from smolrecipe.envpaths import expand, resolve_recipe, unset_variables
 from smolrecipe.errors import RecipeError
-from smolrecipe.recipe import recipe_from_dict
+from smolrecipe.recipe.envpaths import expand, resolve_recipe, unset_variables
+from smolrecipe.recipe.loading import recipe_from_dict
 
 
 def test_expand_forms():
@@ -36,7 +36,7 @@ def test_resolve_recipe_expands_every_path(tiny_dict):
 
 
 def test_a_variable_with_a_default_is_not_reported_unset():
-    from smolrecipe.envpaths import unset_in
+    from smolrecipe.recipe.envpaths import unset_in
 
     assert unset_in("${HAS_DEFAULT:-x}/${NO_DEFAULT}/$BARE", {}) == ["NO_DEFAULT", "BARE"]
     assert unset_in("${SET}/y", {"SET": "/s"}) == []

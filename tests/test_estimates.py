@@ -2,8 +2,8 @@
 
 import pytest
 
-from smolrecipe.estimates import GB, count_params, estimate_memory, fits
-from smolrecipe.recipe import load_recipe
+from smolrecipe.recipe.estimates import GB, count_params, estimate_memory, fits
+from smolrecipe.recipe.loading import load_recipe
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_reference_has_492m_params(reference):
 
 
 def test_untied_head_counts_twice(tiny_dict):
-    from smolrecipe.recipe import recipe_from_dict
+    from smolrecipe.recipe.loading import recipe_from_dict
 
     tiny_dict["model"]["tie_word_embeddings"] = False
     p = count_params(recipe_from_dict(tiny_dict))

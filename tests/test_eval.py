@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from smolrecipe import eval_tasks, evaluate
 from smolrecipe.errors import RecipeError
-from smolrecipe.eval_tasks import CHOICE_TASKS, Slice, final_number, slice_texts
-from smolrecipe.perplexity import score_texts, windows
+from smolrecipe.eval import runner as evaluate
+from smolrecipe.eval import tasks as eval_tasks
+from smolrecipe.eval.perplexity import score_texts, windows
+from smolrecipe.eval.tasks import CHOICE_TASKS, Slice, final_number, slice_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"
@@ -286,7 +287,7 @@ def test_smollm2_is_far_above_chance_on_piqa(smollm2_hf, tmp_path):
 
 
 def test_recipe_eval_suites_must_exist(tiny_dict, write_recipe):
-    from smolrecipe.recipe import load_recipe
+    from smolrecipe.recipe.loading import load_recipe
 
     tiny_dict["stages"][1]["eval_suites"] = ["quick", "tier9"]
     with pytest.raises(RecipeError, match=r"stages\.stage2\.eval_suites: unknown suite\(s\) \['tier9'\]"):
@@ -315,7 +316,7 @@ def test_results_are_up_to_date_only_for_the_same_checkpoint_and_suite(tmp_path)
 
 @pytest.mark.slow
 def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokenizer, tiny_tokenizer, tmp_path):
-    from smolrecipe.convert import hf_to_nanotron
+    from smolrecipe.backends.nanotron.convert import hf_to_nanotron
 
     ckpt = hf_to_nanotron(random_hf, tmp_path / "checkpoints" / "12")
     (ckpt / "config.yaml").write_text(json.dumps({  # what nanotron saves beside the weights (JSON is YAML)
@@ -345,7 +346,7 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
 def test_run_eval_recipe_mode_on_the_cluster_runs_checkpoints(random_hf, tiny_dict, write_recipe, tmp_path):
     """`run_eval.py --recipe R --backend nanotron` (what slurm/eval.sh runs): each stage's final
     nanotron checkpoint, results beside the run where the report looks for them."""
-    from smolrecipe.convert import hf_to_nanotron
+    from smolrecipe.backends.nanotron.convert import hf_to_nanotron
 
     tiny_dict["paths"]["runs"] = str(tmp_path / "runs")
     for stage in tiny_dict["stages"]:
@@ -410,7 +411,7 @@ def test_hub_slices_are_streamed_and_read_only_up_to_the_budget(monkeypatch, hf_
 
 def test_a_benchmark_neither_local_nor_reachable_is_a_one_line_error(random_hf):
     """Offline, with no local copy: the hub dataset cannot load, and the error says where to put one."""
-    script = ("import sys; from pathlib import Path; from smolrecipe import evaluate\n"
+    script = ("import sys; from pathlib import Path; from smolrecipe.eval import runner as evaluate\n"
               "suites, raw = evaluate.load_suites(); raw = {**raw, 'local_copies': []}\n"
               "try:\n"
               f"    evaluate.run_suite(Path({str(random_hf)!r}), {{}}, suites['quick'], raw, Path('unused'), tasks=['mc:piqa'], limit=1)\n"

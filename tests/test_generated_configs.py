@@ -5,7 +5,7 @@ from pathlib import Path
 import make_config  # tools/ is on sys.path (conftest.py)
 import pytest
 
-from smolrecipe.generate import GENERATED_MARK, render, write_atomically
+from smolrecipe.backends.nanotron.generate import GENERATED_MARK, render, write_atomically
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
 

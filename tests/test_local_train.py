@@ -12,12 +12,12 @@ import pytest
 import train_local
 from conftest import ROOT, recipe_variant, shorten
 
-from smolrecipe.envpaths import resolve_recipe
-from smolrecipe.local_train import stage_dir
-from smolrecipe.lr_schedule import stage_lrs
-from smolrecipe.plan import build_plan
-from smolrecipe.recipe import load_recipe
-from smolrecipe.report import read_log
+from smolrecipe.backends.local.train import stage_dir
+from smolrecipe.backends.lr_schedule import stage_lrs
+from smolrecipe.recipe.envpaths import resolve_recipe
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import build_plan
+from smolrecipe.report.run_report import read_log
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from smolrecipe.generate import render
-from smolrecipe.lr_schedule import build_scheduler, stage_lrs
+from smolrecipe.backends.lr_schedule import build_scheduler, stage_lrs
+from smolrecipe.backends.nanotron.generate import render
 
 
 def nanotron_lr(s: dict, step: int) -> float:

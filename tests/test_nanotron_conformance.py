@@ -1,5 +1,5 @@
 """Generated configs against nanotron's schema at the pinned commit, written down in
-smolrecipe.nanotron_schema from reading nanotron's source (field names, types, union order,
+smolrecipe.backends.nanotron.schema from reading nanotron's source (field names, types, union order,
 __post_init__ rules). Runs everywhere; test_nanotron_parser.py runs nanotron itself where it can."""
 
 import copy
@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from smolrecipe import nanotron_schema as ns
-from smolrecipe.nanotron_config import NANOTRON_COMMIT, render_stage
-from smolrecipe.plan import build_plan
-from smolrecipe.recipe import load_recipe
+from smolrecipe.backends.nanotron import schema as ns
+from smolrecipe.backends.nanotron.config import NANOTRON_COMMIT, render_stage
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import build_plan
 
 
 def _configs(root, name):

@@ -5,8 +5,9 @@ from decimal import Decimal
 import pytest
 
 from smolrecipe.errors import RecipeError
-from smolrecipe.plan import build_plan, mixture_weights, rounded_weights, steps_for
-from smolrecipe.recipe import parse_count, recipe_from_dict
+from smolrecipe.recipe.loading import recipe_from_dict
+from smolrecipe.recipe.plan import build_plan, mixture_weights, rounded_weights, steps_for
+from smolrecipe.recipe.schema import parse_count
 
 
 def test_steps_round_budget_up_to_whole_batches():
@@ -47,7 +48,7 @@ def test_rounded_weights_sum_to_exactly_one():
 
 
 def test_tokens_per_domain_add_up(root):
-    from smolrecipe.recipe import load_recipe
+    from smolrecipe.recipe.loading import load_recipe
 
     plan = build_plan(load_recipe(root / "recipes" / "llama500m.yaml"))
     for stage in plan.stages:

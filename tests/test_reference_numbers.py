@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from smolrecipe.recipe import load_recipe
+from smolrecipe.recipe.loading import load_recipe
 
 
 @pytest.fixture(scope="module")

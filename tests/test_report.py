@@ -1,4 +1,4 @@
-"""tools/report.py and smolrecipe.report on synthetic run folders: the curve, the PNG, the Markdown."""
+"""tools/report.py and smolrecipe.report.run_report on synthetic run folders: the curve, the PNG, the Markdown."""
 
 from __future__ import annotations
 
@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 
 from smolrecipe.errors import RecipeError
-from smolrecipe.eval_report import read_evals
-from smolrecipe.report import ReportInputs, find_stages, human_tokens, learning_checks, loss_curves, md_cell, read_log, write_report
+from smolrecipe.report.evals import read_evals
+from smolrecipe.report.run_report import (
+    ReportInputs,
+    find_stages,
+    human_tokens,
+    learning_checks,
+    loss_curves,
+    md_cell,
+    read_log,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from smolrecipe.sft_checks import (
+from smolrecipe.eval.checks import (
     CATEGORIES,
     CATEGORY_SIZE,
     CHECKS,
@@ -200,7 +200,7 @@ def test_an_instruction_priority_prompt_needs_its_system_message(tmp_path):
 
 
 def test_every_suite_parameter_has_a_validator():
-    from smolrecipe.sft_checks import PARAM_KINDS
+    from smolrecipe.eval.checks import PARAM_KINDS
 
     assert {name for kind in CHECKS for group in check_params(kind) for name in group} == set(PARAM_KINDS)
 

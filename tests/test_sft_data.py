@@ -2,9 +2,9 @@
 
 import pytest
 
-from smolrecipe.chat_tokenizer import PROJECT_ROOT
+from smolrecipe.data.chats import SFTStats, completion_mask, conversation_records, convert, write_sft_dataset
+from smolrecipe.data.tokenizer import PROJECT_ROOT
 from smolrecipe.errors import RecipeError
-from smolrecipe.sft_data import SFTStats, completion_mask, conversation_records, convert, write_sft_dataset
 
 CHAT = [
     {"role": "system", "content": "Be brief."},
@@ -101,8 +101,8 @@ def test_hub_chat_data_is_read_through_load_dataset_also_from_a_local_folder(tmp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from smolrecipe.recipe import SFTData
-    from smolrecipe.sft_data import check_sft_source, read_conversations
+    from smolrecipe.data.chats import check_sft_source, read_conversations
+    from smolrecipe.recipe.schema import SFTData
 
     (tmp_path / "hub" / "data").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([{"messages": CHAT, "source": "x"}] * 3),

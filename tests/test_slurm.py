@@ -24,14 +24,14 @@ import submit
 import yaml
 from conftest import ROOT, recipe_variant
 
-from smolrecipe.envpaths import resolve_recipe
-from smolrecipe.local_train import stage_dir
-from smolrecipe.plan import build_plan
+from smolrecipe.backends.local.train import stage_dir
+from smolrecipe.jobs.slurm import EVAL_CPUS
+from smolrecipe.jobs.stage import ENTRY_POINT, run_until_stopped
 from smolrecipe.preemption import PREEMPTED, StopRequest
-from smolrecipe.recipe import load_recipe
-from smolrecipe.report import read_log
-from smolrecipe.slurm_jobs import EVAL_CPUS
-from smolrecipe.stage_job import ENTRY_POINT, run_until_stopped
+from smolrecipe.recipe.envpaths import resolve_recipe
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import build_plan
+from smolrecipe.report.run_report import read_log
 
 SLURM = ROOT / "slurm"
 JOB_SCRIPTS = ["prepare_data", "stage1", "stage2", "stage3", "sft", "eval"]

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     to_nt.add_argument("out", type=Path, help="output folder (replaced if it exists)")
     args = parser.parse_args(argv)
 
-    from smolrecipe import convert  # torch/transformers load only once the arguments parse
+    from smolrecipe.backends.nanotron import convert  # torch/transformers load only once the arguments parse
 
     start = time.perf_counter()
     try:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from smolrecipe.envpaths import resolve_recipe, unset_variables
+from smolrecipe.backends.nanotron.config import NANOTRON_COMMIT
+from smolrecipe.backends.nanotron.generate import check_lr_with_nanotron, check_with_nanotron, nanotron_available, render, write_atomically
 from smolrecipe.errors import RecipeError
-from smolrecipe.estimates import count_params
-from smolrecipe.generate import check_lr_with_nanotron, check_with_nanotron, nanotron_available, render, write_atomically
-from smolrecipe.nanotron_config import NANOTRON_COMMIT
-from smolrecipe.plan import build_plan
-from smolrecipe.preflight import SourceUse, data_table, data_usage, data_warnings, human, memory_verdict, print_preflight
+from smolrecipe.recipe.envpaths import resolve_recipe, unset_variables
+from smolrecipe.recipe.estimates import count_params
+from smolrecipe.recipe.plan import build_plan
+from smolrecipe.report.preflight import SourceUse, data_table, data_usage, data_warnings, human, memory_verdict, print_preflight
 
 
 def data_uses(rendered, resolved: bool) -> list[SourceUse] | None:

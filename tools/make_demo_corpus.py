@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from smolrecipe.corpus import write_demo_corpus
+from demo.corpus import write_demo_corpus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from smolrecipe.chat_tokenizer import build_tokenizer, load_tokenizer
-from smolrecipe.data_pipeline import (
+from smolrecipe.data.chats import check_sft_source, read_conversations, write_sft_dataset
+from smolrecipe.data.pipeline import (
     document_end_token,
     executors,
     fingerprint,
@@ -35,13 +35,14 @@ from smolrecipe.data_pipeline import (
     read_manifest,
     tokenizer_folder,
 )
-from smolrecipe.datasources import check_source, matching_files
-from smolrecipe.envpaths import resolve_recipe
+from smolrecipe.data.sources import check_source, matching_files
+from smolrecipe.data.tokenizer import build_tokenizer, load_tokenizer
 from smolrecipe.errors import RecipeError
-from smolrecipe.plan import sft_dataset_folder, source_folder
-from smolrecipe.preflight import human
-from smolrecipe.recipe import Recipe, load_recipe
-from smolrecipe.sft_data import check_sft_source, read_conversations, write_sft_dataset
+from smolrecipe.recipe.envpaths import resolve_recipe
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import sft_dataset_folder, source_folder
+from smolrecipe.recipe.schema import Recipe
+from smolrecipe.report.preflight import human
 
 
 def main(argv: list[str] | None = None) -> int:

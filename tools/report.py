@@ -26,7 +26,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from smolrecipe.errors import RecipeError  # noqa: E402
-from smolrecipe.report import NUMERIC_COLUMNS, STAGE_COLUMNS, stage_rows, write_report  # noqa: E402
+from smolrecipe.report.run_report import NUMERIC_COLUMNS, STAGE_COLUMNS, stage_rows, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
-from smolrecipe.convert import ConversionError  # noqa: E402
+from smolrecipe.backends.nanotron.convert import ConversionError  # noqa: E402
 from smolrecipe.errors import RecipeError  # noqa: E402
-from smolrecipe.evaluate import (  # noqa: E402
+from smolrecipe.eval.runner import (  # noqa: E402
     as_hf_folder,
     default_output_dir,
     expand_suite,
@@ -98,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple[str, str, Path]]:
     """(final checkpoint, suite, results folder) for every stage of the recipe's run, in training
     order. Results go beside the run, <runs>/<recipe>/eval/<stage>/step-<N>/, for either backend."""
-    from smolrecipe.envpaths import resolve_recipe
-    from smolrecipe.eval_report import results_dir
-    from smolrecipe.plan import build_plan, stage_run_dir
-    from smolrecipe.recipe import load_recipe
+    from smolrecipe.recipe.envpaths import resolve_recipe
+    from smolrecipe.recipe.loading import load_recipe
+    from smolrecipe.recipe.plan import build_plan
+    from smolrecipe.runs import results_dir, stage_dir
 
     recipe = resolve_recipe(load_recipe(recipe_path))
     suites_of = {s.name: s.eval_suites for s in recipe.stages} | ({recipe.sft.name: recipe.sft.eval_suites} if recipe.sft else {})
@@ -111,14 +111,14 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
         if not names:
             continue
         if backend == "local":
-            from smolrecipe.local_train import trained_checkpoint
+            from smolrecipe.backends.local.train import trained_checkpoint
 
             checkpoint = trained_checkpoint(recipe, stage, recipe_path)
         else:
             checkpoint = Path(stage.final_checkpoint())
             if not checkpoint.is_dir():
                 raise RecipeError(stage.name, f"{checkpoint} does not exist", f"train it first: sbatch slurm/{stage.name}.sh {recipe_path}")
-        out = results_dir(Path(stage_run_dir(recipe, stage.name)).parent, stage.name, stage.train_steps)
+        out = results_dir(Path(stage_dir(recipe, stage.name)).parent, stage.name, stage.train_steps)
         jobs += [(str(checkpoint), name, out) for name in names]
     return jobs
 

@@ -24,11 +24,11 @@ from smolrecipe.preemption import StopRequest  # noqa: E402
 
 STOP = StopRequest().install()  # first thing: a signal during the imports below still counts
 
-from smolrecipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.errors import RecipeError  # noqa: E402
-from smolrecipe.preemption import STOP_FILE  # noqa: E402
-from smolrecipe.recipe import load_recipe  # noqa: E402
-from smolrecipe.stage_job import nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
+from smolrecipe.jobs.stage import nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
+from smolrecipe.recipe.envpaths import resolve_recipe  # noqa: E402
+from smolrecipe.recipe.loading import load_recipe  # noqa: E402
+from smolrecipe.runs import STOP_FILE  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

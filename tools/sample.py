@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from smolrecipe.atomic import write_json
-from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
-from smolrecipe.plan import build_plan
-from smolrecipe.recipe import load_recipe
+from smolrecipe.recipe.envpaths import resolve_recipe
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import build_plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
-        from smolrecipe.local_train import trained_checkpoint
-        from smolrecipe.samples import DEMO_PROMPTS, answer
+        from smolrecipe.backends.local.train import trained_checkpoint
+        from smolrecipe.eval.samples import DEMO_PROMPTS, answer
 
         base = [s for s in plan.stages if s.kind == "pretrain"][-1]
         sft = next((s for s in plan.stages if s.kind == "sft"), None)

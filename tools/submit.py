@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
-from smolrecipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.errors import RecipeError  # noqa: E402
-from smolrecipe.plan import build_plan  # noqa: E402
-from smolrecipe.recipe import load_recipe  # noqa: E402
-from smolrecipe.slurm_jobs import chain, log_dir, submit  # noqa: E402
+from smolrecipe.jobs.slurm import chain, log_dir, submit  # noqa: E402
+from smolrecipe.recipe.envpaths import resolve_recipe  # noqa: E402
+from smolrecipe.recipe.loading import load_recipe  # noqa: E402
+from smolrecipe.recipe.plan import build_plan  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smolrecipe.envpaths import resolve_recipe
 from smolrecipe.errors import RecipeError
-from smolrecipe.plan import build_plan
-from smolrecipe.recipe import load_recipe
+from smolrecipe.recipe.envpaths import resolve_recipe
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.recipe.plan import build_plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
         chosen = plan.checked_stage(args.stage, "--stage", also=("all",))
-        from smolrecipe.local_train import run_stage  # torch/transformers load only once the input is valid
+        from smolrecipe.backends.local.train import run_stage  # torch/transformers load only once the input is valid
 
         for name in [s.name for s in plan.stages] if chosen is None else [chosen.name]:
             result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
-from smolrecipe.nanotron_train import main  # noqa: E402  (installs the stop-signal handler first)
+from smolrecipe.backends.nanotron.train import main  # noqa: E402  (installs the stop-signal handler first)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 import numpy as np  # noqa: E402
 from nanotron import distributed as dist  # noqa: E402
 
-from smolrecipe.batches import ENGINE_KEYS  # noqa: E402
-from smolrecipe.nanotron_train import STOP, StageTrainer  # noqa: E402
+from smolrecipe.backends.nanotron.train import STOP, StageTrainer  # noqa: E402
+from smolrecipe.data.batches import ENGINE_KEYS  # noqa: E402
 
 config, out, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 trainer = StageTrainer(config, out.parent, STOP)

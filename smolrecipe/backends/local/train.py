@@ -1,0 +1,387 @@
+"""The local backend: one stage of the recipe on one machine (CPU, or one GPU), with the HF Trainer.
+
+What makes it the same run as the nanotron one, at a smaller scale: the plan's steps, global batch
+(micro-batch x accumulation on one device), LR schedule (smolrecipe.backends.lr_schedule), AdamW settings
+with weight decay on every parameter (the rendered config excludes none), gradient clipping, the
+batches our nanotron entry point trains on, sample for sample (smolrecipe.data.batches), and
+the resume chain: a stage starts from the final checkpoint of the stage it builds on, with or
+without that stage's optimizer state, and always with a fresh LR schedule.
+
+Layout, per stage: <paths.runs>/<recipe>/<stage>/local/
+    checkpoint-<step>/   model + tokenizer (chat template) + optimizer + scheduler + trainer state,
+                         renamed into place only when complete
+    log.jsonl            one line per logged step: loss, lr, grad norm, tokens, tokens/s
+    settings.json        the fingerprint of the settings (config + parent chain) the checkpoints belong to
+    summary.json         written last: the stage finished
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import SequentialSampler
+from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from smolrecipe import runs
+from smolrecipe.atomic import replace_folder, write_json
+from smolrecipe.backends.local.model import build_model, llama_config
+from smolrecipe.backends.lr_schedule import build_scheduler
+from smolrecipe.backends.nanotron.config import stage_fingerprint
+from smolrecipe.data.batches import PretrainSamples, SFTRows, collate_pretrain, collate_sft
+from smolrecipe.data.tokenizer import load_tokenizer
+from smolrecipe.errors import RecipeError
+from smolrecipe.preemption import StopRequest
+from smolrecipe.recipe.plan import RunPlan, StagePlan
+from smolrecipe.recipe.schema import Recipe
+from smolrecipe.runs import LOG, SETTINGS, SUMMARY, read_log
+
+# ---------------------------------------------------------------------------------------------
+# Where a stage's files live
+
+
+def stage_dir(recipe: Recipe, stage: str) -> Path:
+    return runs.backend_dir(recipe, stage, "local")
+
+
+def final_checkpoint(recipe: Recipe, stage: StagePlan) -> Path:
+    return runs.local_checkpoint(stage_dir(recipe, stage.name), stage.train_steps)
+
+
+def trained_checkpoint(recipe: Recipe, stage: StagePlan, recipe_path: str) -> Path:
+    """The stage's final checkpoint, or a RecipeError saying how to train it (for the tools that read it)."""
+    folder = final_checkpoint(recipe, stage)
+    if not folder.is_dir():
+        raise RecipeError(stage.name, f"{folder} does not exist",
+                          f"train it first: python tools/train_local.py {recipe_path} --stage {stage.name}")
+    return folder
+
+
+def read_summary(recipe: Recipe, stage: str) -> dict | None:
+    return runs.read_summary(stage_dir(recipe, stage))
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer: the Trainer's loop with the recipe's schedule, decay set, sampler and checkpoints
+
+
+class RecipeTrainer(Trainer):
+    """What the recipe changes in transformers' Trainer."""
+
+    stage_plan: StagePlan
+    _staging: Path | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # nanotron's loss is the mean over each micro-batch's loss tokens, averaged over the
+        # micro-batches of a step; without loss kwargs the Trainer does the same (with them it
+        # would weight every token of the step alike).
+        self.model_accepts_loss_kwargs = False
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = build_scheduler(optimizer or self.optimizer, self.stage_plan)
+        return self.lr_scheduler
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        # nanotron decays every parameter the config does not exclude, and ours excludes none
+        # (transformers would skip norms and biases).
+        return [name for name, _ in model.named_parameters()]
+
+    def _get_train_sampler(self, *args, **kwargs):
+        # The samples are in training order already; one process reads them all in that order
+        # (nanotron's MegatronPretrainingSampler with one data-parallel rank).
+        return SequentialSampler(self.train_dataset)
+
+    def _get_output_dir(self, trial):
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        """Write checkpoint-<step> under a staging folder, then rename it into place: a job killed
+        mid-save leaves the previous checkpoints, never a half-written newest one."""
+        out = Path(self.args.output_dir)
+        self._staging = out / ".staging"
+        shutil.rmtree(self._staging, ignore_errors=True)
+        try:
+            super()._save_checkpoint(model, trial)
+            name = f"checkpoint-{self.state.global_step}"
+            replace_folder(self._staging / name, out / name)
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging: JSONL per stage, a progress bar with loss / LR / tokens per second
+
+
+class StageLogCallback(TrainerCallback):
+    """Appends one JSON line per logged step and keeps the numbers the summary needs."""
+
+    def __init__(self, path: Path, stage: StagePlan):
+        self.path, self.stage = path, stage
+        self.records: list[dict] = []
+        self._last_time: float | None = None
+        self._last_tokens = 0
+        self._start = time.perf_counter()
+        self.progress = None
+
+    def tokens(self, state) -> int:
+        # Sequence-length windows (SFT rows padded to it), as nanotron counts consumed tokens.
+        return state.global_step * self.stage.tokens_per_step
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self._last_time, self._last_tokens = time.perf_counter(), self.tokens(state)
+        # In a batch log (SLURM, CI) a redraw per step is noise: redraw every few seconds there.
+        self.progress = tqdm(total=state.max_steps, initial=state.global_step, desc=self.stage.name, unit="step",
+                             dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 5.0,
+                             disable=not state.is_world_process_zero)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(state.global_step - self.progress.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        now, tokens = time.perf_counter(), self.tokens(state)
+        rate = (tokens - self._last_tokens) / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_tokens = now, tokens
+        record = {"stage": self.stage.name, "kind": self.stage.kind, "step": state.global_step,
+                  "train_steps": self.stage.train_steps, "tokens": tokens, "loss": float(logs["loss"]),
+                  "lr": float(logs.get("learning_rate", float("nan"))), "grad_norm": float(logs.get("grad_norm", float("nan"))),
+                  "tokens_per_s": round(rate, 1), "elapsed_s": round(now - self._start, 3)}
+        self.records.append(record)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.progress is not None:
+            self.progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.close()
+
+
+class CheckpointAndStop(TrainerCallback):
+    """At the end of the step during which a stop was requested (SLURM's warning signal before
+    the time limit or a preemption): save a checkpoint and end training there, so that the
+    requeued job resumes at the next step and repeats none."""
+
+    def __init__(self, stop: StopRequest):
+        self.stop = stop
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.requested and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a stage
+
+
+@dataclass
+class StageResult:
+    stage: str
+    summary: dict
+    skipped: bool = False
+    stopped: bool = False  # ended early with a checkpoint (a stop request, or --max-steps)
+
+    def line(self) -> str:
+        s = self.summary
+        if self.skipped:
+            return f"{s['stage']}: already finished ({s['steps']} steps, final loss {s['final_loss']:.3f}); {s['checkpoint']}"
+        if self.stopped:
+            return f"{s['stage']}: stopped at step {s['steps']} of {s['train_steps']} with a checkpoint; rerun with --resume to continue"
+        return (f"{s['stage']}: {s['steps']} steps, {s['tokens']:,} tokens in {s['seconds']:.1f} s "
+                f"({s['tokens_per_s']:,.0f} tok/s on {s['device']}), loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}; "
+                f"{s['checkpoint']}")
+
+
+def device_settings(recipe: Recipe) -> dict[str, Any]:
+    """bf16 where the recipe trains in bf16 and the GPU supports it; fp32 on CPU (CPU bf16 autocast
+    is slower than fp32 and not what a rehearsal needs to prove)."""
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and recipe.model.dtype == "bfloat16" and torch.cuda.is_bf16_supported()
+    return {"use_cpu": not cuda, "bf16": bf16, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+
+
+def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: list[str], **extra) -> TrainingArguments:
+    opt = recipe.training.optimizer
+    device = device_settings(recipe)
+    common = dict(
+        output_dir=str(out), run_name=f"{recipe.name}-{stage.name}", max_steps=stage.train_steps,
+        # One device does the work of all data-parallel ranks: the global batch stays the plan's.
+        per_device_train_batch_size=stage.micro_batch_size,
+        gradient_accumulation_steps=stage.global_batch // stage.micro_batch_size,
+        learning_rate=stage.lr.peak, weight_decay=opt.weight_decay, adam_beta1=opt.beta1, adam_beta2=opt.beta2,
+        adam_epsilon=opt.eps, max_grad_norm=opt.clip_grad if opt.clip_grad is not None else 0.0,
+        optim="adamw_torch_fused" if opt.fused and not device["use_cpu"] else "adamw_torch",
+        save_strategy="steps", save_steps=recipe.training.checkpoint_interval, save_only_model=False,
+        logging_strategy="steps", logging_steps=1 if stage.train_steps <= 2000 else 10,
+        logging_first_step=True, report_to=report_to, seed=recipe.training.seed, data_seed=recipe.training.seed,
+        use_cpu=device["use_cpu"], bf16=device["bf16"], dataloader_num_workers=0, remove_unused_columns=False,
+        disable_tqdm=True, logging_nan_inf_filter=False,  # log the loss as it is (as nanotron does), no GPU sync
+    )
+    common.update(extra)
+    return TrainingArguments(**common)
+
+
+def wandb_settings(recipe: Recipe, out: Path) -> list[str]:
+    """report_to for the Trainer; offline unless the recipe asks for online (compute nodes have no internet)."""
+    if recipe.tracking.wandb_mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
+        return []
+    os.environ.setdefault("WANDB_MODE", recipe.tracking.wandb_mode)  # the user's environment wins
+    os.environ.setdefault("WANDB_PROJECT", recipe.tracking.project)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    # One wandb/ folder per recipe run (wandb reads its directory once per process, so a per-stage
+    # folder would not hold for `--stage all`), one run per stage, grouped by recipe.
+    os.environ["WANDB_DIR"] = str(out.parent.parent)
+    os.environ.setdefault("WANDB_RUN_GROUP", recipe.name)
+    return ["wandb"]
+
+
+def load_parent(recipe: Recipe, plan: RunPlan, stage: StagePlan) -> tuple[LlamaForCausalLM, Path]:
+    parent = plan.stage(stage.init_from)
+    folder = final_checkpoint(recipe, parent)
+    if not folder.is_dir():
+        raise RecipeError(f"{stage.name}.init_from", f"{stage.init_from} has not finished: {folder} does not exist",
+                          f"train it first: python tools/train_local.py RECIPE --stage {stage.init_from}")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    expected = llama_config(recipe)
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "vocab_size"):
+        if getattr(model.config, key) != getattr(expected, key):
+            raise RecipeError("model", f"{folder} has {key}={getattr(model.config, key)}, the recipe {getattr(expected, key)}",
+                              f"retrain {stage.init_from} with this recipe")
+    model.config.use_cache = False
+    return model, folder
+
+
+def carry_optimizer_state(trainer: Trainer, parent: Path, stage: StagePlan) -> None:
+    """Start from the parent stage's AdamW moments, with this stage's own LR schedule."""
+    state_file = parent / "optimizer.pt"
+    if not state_file.is_file():
+        raise RecipeError(f"{stage.name}.load_optimizer", f"{state_file} does not exist",
+                          "set load_optimizer: false, or retrain the parent stage (its checkpoints keep optimizer state)")
+    trainer.create_optimizer()
+    trainer.optimizer.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = stage.lr.peak
+        group.pop("initial_lr", None)  # else LambdaLR would scale the parent's peak
+
+
+def set_generation_tokens(model, recipe: Recipe, tokenizer) -> None:
+    """Generation stops at the end-of-turn token: the saved model answers a chat and stops."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = pad if pad is not None else recipe.tokenizer.eos_token_id
+    model.config.pad_token_id = model.generation_config.pad_token_id = pad
+    model.generation_config.eos_token_id = recipe.tokenizer.eos_token_id
+    model.generation_config.bos_token_id = recipe.tokenizer.bos_token_id
+
+
+def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, tokenizer, out: Path, report_to: list[str],
+                  callbacks: tuple[TrainerCallback, ...] = (), **overrides) -> tuple[Trainer, StageLogCallback]:
+    """The stage's trainer, with our logging in place of transformers' printers."""
+    sft = stage.kind == "sft"
+    args = training_arguments(recipe, stage, out, report_to, **overrides)
+    log = StageLogCallback(out / LOG, stage)
+    trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_sft if sft else collate_pretrain,
+                            processing_class=tokenizer, callbacks=[log, *callbacks])
+    trainer.stage_plan = stage
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    return trainer, log
+
+
+def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = False, restart: bool = False,
+              max_steps: int | None = None, stop: StopRequest | None = None) -> StageResult:
+    """Train one stage; returns its summary. A finished stage is not run again. When `stop` is
+    requested (a signal), the stage ends at the current step with a checkpoint."""
+    stage = plan.stage(stage_name)
+    out = stage_dir(recipe, stage.name)
+    if restart and out.exists():
+        shutil.rmtree(out)
+    fingerprint = stage_fingerprint(plan, stage)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    done = read_summary(recipe, stage.name)
+    if last or done:
+        # Checkpoints are only continued, and a finished stage only reused, under the settings they were made with.
+        recorded = json.loads((out / SETTINGS).read_text()) if (out / SETTINGS).is_file() else {}
+        if recorded.get("fingerprint") != fingerprint:
+            raise RecipeError("recipe", f"{out} was trained with other settings than the recipe's now "
+                              f"(the stage's config or a parent stage changed)", "pass --restart to train it again")
+    if done is not None and final_checkpoint(recipe, stage).is_dir():
+        return StageResult(stage.name, done, skipped=True)
+    if last and not resume:
+        raise RecipeError("--resume", f"{out} already has {Path(last).name} from an earlier run",
+                          "pass --resume to continue it, or --restart to start the stage over")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})
+
+    tokenizer = load_tokenizer(recipe.tokenizer.path)
+    parent = None
+    if stage.init_from is not None:
+        model, parent = load_parent(recipe, plan, stage)
+    else:
+        model = build_model(recipe)
+    set_generation_tokens(model, recipe, tokenizer)
+    if stage.kind == "sft":
+        from datasets import load_dataset
+
+        dataset = SFTRows(load_dataset(stage.sft_dataset, split="train"), tokenizer, recipe.training.sequence_length,
+                          stage.train_steps * stage.global_batch)
+    else:
+        dataset = PretrainSamples.for_stage(stage, recipe.training.sequence_length, recipe.training.seed)
+    report_to = wandb_settings(recipe, out)
+    extra = {"max_steps": max_steps} if max_steps is not None else {}
+    callbacks = (CheckpointAndStop(stop),) if stop is not None else ()
+    trainer, log = build_trainer(recipe, stage, model, dataset, tokenizer, out, report_to, callbacks, **extra)
+    optimizer_from = None
+    if parent is not None and stage.load_optimizer and not (resume and last):
+        carry_optimizer_state(trainer, parent, stage)
+        optimizer_from = str(parent / "optimizer.pt")
+
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last if resume and last else None)
+    seconds = time.perf_counter() - started
+    if report_to:  # transformers leaves the wandb run open; the next stage must get its own
+        import wandb
+
+        wandb.finish()
+    if trainer.state.global_step < stage.train_steps:
+        return StageResult(stage.name, {"stage": stage.name, "steps": trainer.state.global_step,
+                                        "train_steps": stage.train_steps}, stopped=True)
+
+    records = read_log(out / LOG)[0] if (out / LOG).is_file() else []
+    ran = log.records
+    summary = {
+        "stage": stage.name, "kind": stage.kind, "index": [s.name for s in plan.stages].index(stage.name),
+        "train_steps": stage.train_steps, "steps": trainer.state.global_step,
+        "tokens": log.tokens(trainer.state),
+        "first_loss": records[0]["loss"] if records else math.nan,
+        "final_loss": records[-1]["loss"] if records else math.nan,
+        "seconds": round(seconds, 2),
+        # the median step: the first one also pays for start-up
+        "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in ran), 1) if ran else math.nan,
+        "checkpoint": str(final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
+        "optimizer_from": optimizer_from,
+        "recipe_hash": recipe.hash(), "fingerprint": fingerprint, "device": device_settings(recipe)["device"],
+        "samples_per_folder": dataset.samples_per_folder() if stage.kind == "pretrain" else None,
+    }
+    write_json(out / SUMMARY, summary)
+    return StageResult(stage.name, summary)

@@ -1,0 +1,361 @@
+"""Run an evaluation suite on one checkpoint with lighteval, and write its results JSON.
+
+A checkpoint is a transformers folder (a local-backend `checkpoint-<N>`, an exported model), a
+nanotron checkpoint (converted to a temporary transformers folder first), or a model id with a
+packaged copy (SmolLM2-135M-Instruct, for checking the harness). lighteval's accelerate backend
+scores it on the GPU when there is one, otherwise on the CPU.
+
+Two things lighteval does by default are not what we want, and are changed here:
+- its task registry imports every built-in task module, and one of them downloads a file from
+  GitHub at import time, which fails on offline compute nodes; we register only our own tasks;
+- its prediction cache is keyed by the model's path, not its weights, so re-evaluating a
+  retrained checkpoint would read stale answers; each run gets a fresh cache.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+import types
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from unittest import mock
+
+from smolrecipe import PROJECT_ROOT
+from smolrecipe.atomic import write_file, write_json
+from smolrecipe.errors import RecipeError
+from smolrecipe.eval import checks as sft_checks
+from smolrecipe.recipe.suites import GROUP_SUITES, SUITES_FILE, Suite, _project_path, expand_suite, load_suites, suite_names  # noqa: F401
+from smolrecipe.runs import LOG, SETTINGS, SUMMARY, read_json_if_any, read_log, results_dir
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name; anything else is a path
+
+
+def local_copies(dirs: list[str]) -> dict[str, Path]:
+    """task name -> local copy folder, from the first listed folder that has a sub-folder of that name."""
+    found: dict[str, Path] = {}
+    for entry in dirs:
+        expanded = os.path.expandvars(entry)
+        if "$" in expanded or not expanded:  # an unset variable: skip the entry
+            continue
+        folder = _project_path(expanded)
+        if folder.is_dir():
+            for sub in sorted(folder.iterdir()):
+                if sub.is_dir():
+                    found.setdefault(sub.name, sub)
+    return found
+
+
+def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
+    from smolrecipe.eval.tasks import Slice
+
+    specs = {**raw.get("slices", {}), **{name: spec.model_dump() for name, spec in suite.slices.items()}}
+    for name, source in overrides.items():
+        specs[name] = {"source": source}
+    out = {}
+    for name, spec in specs.items():
+        source = spec["source"]
+        if not Path(source).is_absolute() and _project_path(source).exists() and not Path(source).exists():
+            source = str(_project_path(source))
+        out[name] = Slice(name=name, **{**spec, "source": source})
+    return out
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
+    """What a local-backend checkpoint (`runs/<recipe>/<stage>/local/checkpoint-<N>`) was trained on."""
+    stage_dir = hf_dir.parent
+    summary = read_json_if_any(stage_dir / SUMMARY)
+    settings = read_json_if_any(stage_dir / SETTINGS)
+    trainer = read_json_if_any(hf_dir / "trainer_state.json")
+    step = trainer.get("global_step")
+    tokens = kind = None
+    log = stage_dir / LOG
+    if log.is_file() and step is not None:
+        for record in read_log(log)[0]:  # the one reader of training logs (a killed job's cut line is skipped)
+            if record.get("step") == step:
+                tokens, kind = record.get("tokens"), record.get("kind")
+    if not (summary or settings or trainer):
+        return {}
+    return {
+        "recipe": stage_dir.parent.parent.name if stage_dir.name == "local" else None,
+        "stage": summary.get("stage") or settings.get("stage"),
+        "stage_index": summary.get("index"),
+        "kind": summary.get("kind") or kind,
+        "step": step,
+        "tokens_seen": tokens,
+        "recipe_hash": summary.get("recipe_hash") or settings.get("recipe_hash"),
+        "fingerprint": summary.get("fingerprint") or settings.get("fingerprint"),
+        "backend": "local",
+    }
+
+
+@contextmanager
+def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(transformers folder, provenance) for a checkpoint of any kind we know."""
+    from smolrecipe.backends.nanotron import convert
+    from smolrecipe.eval.packaged_model import save_as_hf_folder
+
+    path = convert.resolve_checkpoint(Path(checkpoint))  # a nanotron checkpoints folder means its latest step
+    if path.is_dir() and convert.is_nanotron_checkpoint(path):
+        # <runs>/<recipe>/<stage>/checkpoints/<step>: the stage folder may hold the settings.json
+        # (recipe hash, config fingerprint) that the job wrote when it started, as the local backend does
+        settings = read_json_if_any(path.parent.parent / SETTINGS)
+        provenance = {**convert.checkpoint_provenance(path), "recipe_hash": settings.get("recipe_hash"),
+                      "fingerprint": settings.get("fingerprint"), "backend": "nanotron", "source": str(path)}
+        yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance
+    elif (path / "config.json").is_file():
+        yield path, local_run_provenance(path) | {"source": str(path)}
+    elif path.exists() or not HUB_ID.fullmatch(checkpoint):
+        problem = "is neither a transformers folder (config.json) nor a nanotron checkpoint" if path.exists() else "does not exist"
+        raise RecipeError("CHECKPOINT", f"{path} {problem}",
+                          "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
+    else:
+        try:
+            hf = save_as_hf_folder(checkpoint, work_dir / "hf")
+        except OSError as err:  # transformers' way of saying "not on the hub, not in the cache"
+            raise RecipeError("CHECKPOINT", f"cannot load model '{checkpoint}' ({str(err).splitlines()[0][:200]})",
+                              "give a local folder, or go online once so that the hub id is cached") from None
+        yield hf, {"source": checkpoint}
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def lighteval_session() -> Iterator[None]:
+    """Where lighteval's pipeline is imported and run, undoing two of its global effects:
+    - its Registry imports every built-in task module (one downloads from GitHub at import time);
+      ours are passed as a module, so only those are registered;
+    - its transformers backend turns autograd off for the whole process (at import and again when
+      it loads a model); training in the same process afterwards would fail, so the mode is restored.
+    """
+    import torch
+
+    grad = torch.is_grad_enabled()
+    loggers = [logging.getLogger(name) for name in MISLEADING_WARNINGS]
+    for logger in loggers:
+        logger.addFilter(_drop_misleading_warnings)
+    try:
+        from lighteval.tasks.registry import Registry
+
+        def load(custom_tasks=None, load_multilingual=False):
+            return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
+
+        with mock.patch.object(Registry, "load_all_task_configs", staticmethod(load)):
+            yield
+    finally:
+        torch.set_grad_enabled(grad)
+        for logger in loggers:
+            logger.removeFilter(_drop_misleading_warnings)
+
+
+# Warnings lighteval prints on every run of ours that do not apply: our tasks are zero-shot (no
+# few-shot examples are drawn, from any split), and a --limit is deliberate and recorded in the results.
+MISLEADING_WARNINGS = {
+    "lighteval.tasks.lighteval_task": "Careful, the task",
+    "lighteval.pipeline": "--max_samples WAS SET",
+}
+
+
+def _drop_misleading_warnings(record: logging.LogRecord) -> bool:
+    return not any(str(record.msg).startswith(prefix) for prefix in MISLEADING_WARNINGS.values())
+
+
+def lighteval_model_config(hf_dir: Path, batch_size: int, cache_dir: Path):
+    import torch
+    from lighteval.models.transformers.transformers_model import TransformersModelConfig
+
+    cuda = torch.cuda.is_available()
+    # Our prompts are rendered by the tasks themselves (the chat template where a task wants
+    # one), so lighteval must not wrap them in the template a second time.
+    return TransformersModelConfig(
+        model_name=str(hf_dir), device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32",
+        batch_size=batch_size, override_chat_template=False, cache_dir=str(cache_dir),
+    )
+
+
+def _plain(value):
+    """numpy scalars as floats, NaN (a rate with no eligible item) as null: results files are plain JSON."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return number if math.isfinite(number) else None
+
+
+@dataclass
+class SuiteResult:
+    path: Path
+    data: dict[str, Any]
+
+    def line(self) -> str:
+        d = self.data
+        return (f"{d['suite']}: {len(d['tasks'])} task(s), {d['items']:,} items in {d['seconds']:.1f}s "
+                f"({d['items_per_s']:.2f} items/s) -> {self.path}")
+
+
+def default_output_dir(provenance: dict[str, Any], hf_dir: Path) -> Path:
+    """Beside the run when the checkpoint is a recipe run's (where tools/report.py finds it),
+    otherwise results/<model folder name>."""
+    if provenance.get("backend") == "local" and provenance.get("recipe") and provenance.get("stage"):
+        run_dir = hf_dir.parent.parent.parent
+        return results_dir(run_dir, provenance["stage"], provenance["step"])
+    if provenance.get("recipe") and provenance.get("stage"):
+        return PROJECT_ROOT / "results" / f"{provenance['recipe']}-{provenance['stage']}" / str(provenance.get("step"))
+    return PROJECT_ROOT / "results" / hf_dir.name
+
+
+def score_slices(hf_dir: Path, tokenizer, specs: list, token_budget: int) -> dict[str, dict[str, Any]]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from smolrecipe.eval.perplexity import score_texts
+    from smolrecipe.eval.tasks import slice_texts
+
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16 if cuda else torch.float32)
+    model.to("cuda" if cuda else "cpu").eval()
+    out = {}
+    for spec in specs:
+        scored = score_texts(model, tokenizer, slice_texts(spec, tokenizer, token_budget), desc=f"ppl:{spec.name}")
+        out[f"ppl:{spec.name}"] = scored.metrics() | {"n": scored.documents}
+    return out
+
+
+def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | None,
+                  batch_size: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(per-task metrics and item counts, generated answers) of the lighteval tasks `names`."""
+    from smolrecipe.eval.tasks import build_tasks
+
+    with tempfile.TemporaryDirectory(prefix="smolrecipe-eval-") as tmp, lighteval_session():
+        from lighteval.logging.evaluation_tracker import EvaluationTracker
+        from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
+        ctx.data_dir = Path(tmp) / "data"
+        module = types.ModuleType("smolrecipe_eval_tasks")
+        module.TASKS_TABLE = build_tasks(ctx, names)
+        try:
+            pipeline = Pipeline(
+                tasks=",".join(f"{c.name}|0" for c in module.TASKS_TABLE),
+                pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE, custom_tasks_directory=module,
+                                                       max_samples=limit),
+                evaluation_tracker=EvaluationTracker(output_dir=str(Path(tmp) / "tracker"), save_details=False),
+                model_config=lighteval_model_config(hf_dir, batch_size, Path(tmp) / "cache"),
+            )
+        except OSError as err:  # datasets' hub and file errors (offline, no such dataset) are OSErrors
+            raise RecipeError("--tasks", f"lighteval could not load a task's data ({str(err).splitlines()[0][:200]})",
+                              "give the benchmark as a local copy (--local NAME=PATH, or $SMOLRECIPE_BENCHMARKS/<name>/), "
+                              "or go online once so the HF datasets cache has it") from None
+        pipeline.evaluate()
+        # lighteval keys documents by "<task>|<fewshots>" and results by "<task>:<fewshots>"
+        results = {name.rsplit(":", 1)[0]: metrics for name, metrics in pipeline.get_results()["results"].items()}
+        counts = {name.rsplit("|", 1)[0]: len(docs) for name, docs in pipeline.documents_dict.items()}
+        answers = generated_answers(pipeline.evaluation_tracker.details_logger.details)
+    metrics = {c.name: {k: _plain(v) for k, v in results[c.name].items()} | {"n": counts[c.name]} for c in module.TASKS_TABLE}
+    return metrics, answers
+
+
+def suite_categories(answers: list[dict[str, Any]], suite_file: Path | None) -> dict[str, float]:
+    """Tier 4's all-checks pass rate per prompt category (sft_checks.score_answers), over the
+    categories of the prompts that were run."""
+    prompts = {p.id: p for p in sft_checks.load_suite(suite_file)}
+    run = [a for a in answers if a["task"] == "sft_suite"]
+    rates = sft_checks.score_answers([prompts[a["id"]] for a in run], [a["answer"] for a in run],
+                                     [a["scores"]["clean_end"] == 1.0 for a in run])
+    return {name: rate for name, rate in rates["per_category"].items() if rate is not None}
+
+
+def generated_answers(details: dict) -> list[dict[str, Any]]:
+    """One record per generated answer (tier 4, GSM8K) with its scores: what people read to see
+    why a rate is what it is."""
+    records = []
+    for task, items in details.items():
+        for detail in items:
+            if not detail.model_response.text:  # log-likelihood tasks generate nothing
+                continue
+            doc = detail.doc
+            records.append({"task": task.rsplit("|", 1)[0], "id": (doc.specific or {}).get("prompt_id"),
+                            "prompt": doc.query, "answer": detail.model_response.text[0],
+                            "scores": {k: _plain(v) for k, v in detail.metric.items()}})
+    return records
+
+
+def _source(task: str, specs: dict, copies: dict[str, Path]) -> str:
+    key = task.split(":")[-1]
+    if task.startswith("ppl:"):
+        return specs[key].source
+    if task == "sft_suite":
+        return str(copies.get(task, sft_checks.SUITE_PATH))
+    return str(copies[key].resolve()) if key in copies else "hub"
+
+
+def up_to_date(path: Path, provenance: dict[str, Any], suite: Suite, limit: int | None) -> bool:
+    """Whether `path` already holds this suite's results for this very checkpoint (a local run's
+    stage fingerprint and step): then a rerun of the recipe's evaluations skips it."""
+    old = read_json_if_any(path)
+    model = old.get("model") or {}
+    return (provenance.get("fingerprint") is not None and model.get("fingerprint") == provenance["fingerprint"]
+            and model.get("step") == provenance.get("step") and list(old.get("tasks", {})) == suite.tasks
+            and old.get("limit") == (limit if limit is not None else suite.limit))
+
+
+def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[str, Any], out_dir: Path, *,
+              tasks: list[str] | None = None, limit: int | None = None, slices: dict[str, str] | None = None,
+              local: dict[str, str] | None = None, chat: bool | None = None, batch_size: int = 16) -> SuiteResult:
+    """Run `suite` (or the `tasks` subset of it) on `hf_dir`, write `<out_dir>/<suite>.json`."""
+    from transformers import AutoTokenizer
+
+    from smolrecipe.eval.tasks import TaskContext, known_tasks
+
+    specs = slice_specs(raw, suite, slices or {})
+    names = tasks or suite.tasks
+    unknown = [n for n in names if n not in known_tasks(specs)]
+    if unknown:
+        raise RecipeError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known_tasks(specs))}")
+    copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
+    tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
+    if chat is None:  # SFT models answer in their chat format; base models continue plain text
+        chat = provenance.get("kind") == "sft" or (provenance.get("kind") is None and bool(tokenizer.chat_template))
+    limit = limit if limit is not None else suite.limit
+
+    per_task: dict[str, dict[str, Any]] = {}
+    start = time.time()
+    ppl_names = [n for n in names if n.startswith("ppl:")]
+    if ppl_names:
+        per_task |= score_slices(hf_dir, tokenizer, [specs[n.removeprefix("ppl:")] for n in ppl_names], suite.token_budget)
+    lighteval_names = [n for n in names if not n.startswith("ppl:")]
+    answers: list[dict[str, Any]] = []
+    if lighteval_names:
+        metrics, answers = run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
+            tokenizer=tokenizer, data_dir=Path(), local=copies, chat=chat, max_new_tokens=suite.max_new_tokens), limit, batch_size)
+        per_task |= metrics
+    seconds = time.time() - start
+    if "sft_suite" in per_task:
+        per_task["sft_suite"]["per_category"] = suite_categories(answers, copies.get("sft_suite"))
+    per_task = {name: per_task[name] for name in names}
+    counts = {name: metrics["n"] for name, metrics in per_task.items()}
+    items = sum(counts.values())
+    data = {
+        "suite": suite.name, "checkpoint": provenance.get("source", str(hf_dir)), "model": provenance, "chat_prompts": chat,
+        "limit": limit, "tasks": per_task, "items": items, "seconds": round(seconds, 2),
+        "items_per_s": round(items / seconds, 3) if seconds else None,
+        "sources": {name: _source(name, specs, copies) for name in per_task},
+        "lighteval_version": importlib.metadata.version("lighteval"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if answers:  # beside the results, not in them: tools/report.py reads */<suite>.json only
+        write_file(out_dir / f"{suite.name}.answers.jsonl", "".join(json.dumps(a) + "\n" for a in answers))
+    path = out_dir / f"{suite.name}.json"
+    write_json(path, data)
+    return SuiteResult(path, data)

@@ -1,0 +1,80 @@
+"""`${VAR}` / `${VAR:-default}` in recipe paths.
+
+Committed configs keep the placeholders (they are the same for every user); a job resolves them
+against its own environment, and an unset variable is an error that names the recipe field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Mapping, Optional
+
+from smolrecipe.errors import RecipeError
+from smolrecipe.recipe.schema import Recipe
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def unset_in(text: str, env: Optional[Mapping[str, str]] = None) -> list[str]:
+    """Variables in `text` with neither a value nor a `:-default` (like the shell's ${VAR:-default},
+    an empty variable counts as unset)."""
+    env = os.environ if env is None else env
+    return [
+        m.group("name") or m.group("bare")
+        for m in _VAR.finditer(text)
+        if not env.get(m.group("name") or m.group("bare")) and m.group("default") is None
+    ]
+
+
+def expand(text: str, field: str, env: Optional[Mapping[str, str]] = None) -> str:
+    env = os.environ if env is None else env
+    missing = unset_in(text, env)
+    if missing:
+        raise RecipeError(
+            field, f"environment variable ${missing[0]} is not set",
+            f"export {missing[0]}=/some/path before running, or write an absolute path in the recipe",
+        )
+
+    def sub(match: re.Match) -> str:
+        return env.get(match.group("name") or match.group("bare")) or match.group("default")
+
+    return _VAR.sub(sub, text)
+
+
+def path_fields(recipe: Recipe) -> dict[str, str]:
+    """Every recipe field that holds a path, by its name in the recipe."""
+    fields = {
+        "paths.data": recipe.paths.data,
+        "paths.runs": recipe.paths.runs,
+        "tokenizer.path": recipe.tokenizer.path,
+    }
+    for name, source in recipe.sources.items():
+        if source.path is not None:
+            fields[f"sources.{name}.path"] = source.path
+    if recipe.sft is not None and recipe.sft.data.path is not None:
+        fields["sft.data.path"] = recipe.sft.data.path
+    return fields
+
+
+def unset_variables(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> dict[str, list[str]]:
+    """{field: [variables without a value or default]}, for a note when rendering portable configs."""
+    return {field: names for field, text in path_fields(recipe).items() if (names := unset_in(text, env))}
+
+
+def resolve_recipe(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> Recipe:
+    """A copy of the recipe with every path expanded; raises RecipeError on an unset variable."""
+    fields = {field: expand(text, field, env) for field, text in path_fields(recipe).items()}
+    sources = {
+        name: src.model_copy(update={"path": fields[f"sources.{name}.path"]}) if src.path is not None else src
+        for name, src in recipe.sources.items()
+    }
+    update = {
+        "paths": recipe.paths.model_copy(update={"data": fields["paths.data"], "runs": fields["paths.runs"]}),
+        "tokenizer": recipe.tokenizer.model_copy(update={"path": fields["tokenizer.path"]}),
+        "sources": sources,
+    }
+    if "sft.data.path" in fields:
+        data = recipe.sft.data.model_copy(update={"path": fields["sft.data.path"]})
+        update["sft"] = recipe.sft.model_copy(update={"data": data})
+    return recipe.model_copy(update=update)

@@ -1,0 +1,135 @@
+"""Reading a recipe file: YAML -> a validated Recipe, with pydantic's errors turned into one line
+each that names the field and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from smolrecipe.errors import RecipeError
+from smolrecipe.recipe.schema import Recipe
+from smolrecipe.recipe.suites import suite_names
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError("recipe", f"file {path} does not exist", "pass a path such as recipes/tiny.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise RecipeError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax", str(path)) from None
+    return recipe_from_dict(data, source=str(path))
+
+
+def recipe_from_dict(data: object, source: str | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError("recipe", "the top level is not a mapping", "start the file with `name: ...`", source)
+    try:
+        recipe = Recipe.model_validate(data)
+        _check_eval_suites(recipe)
+        return recipe
+    except RecipeError as err:
+        raise err.with_source(source) if source else err from None
+    except ValidationError as exc:
+        raise _first_error(exc, source) from None
+
+
+def _check_eval_suites(recipe: "Recipe") -> None:
+    known = suite_names()
+    stages = [(f"stages.{s.name}", s) for s in recipe.stages] + ([("sft", recipe.sft)] if recipe.sft else [])
+    for where, stage in stages:
+        unknown = [name for name in stage.eval_suites if name not in known]
+        if unknown:
+            raise RecipeError(f"{where}.eval_suites", f"unknown suite(s) {unknown}", f"use some of {', '.join(known)} (eval/suites.yaml)")
+
+
+def _first_error(exc: ValidationError, source: str | None) -> RecipeError:
+    # A misspelt key shows up twice (unknown + missing); the unknown one is the better report.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
+    loc = err["loc"]
+    field = _format_loc(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"remove it or correct the spelling (allowed here: {', '.join(allowed)})" if allowed else "remove it"
+        if close:
+            hint = f"did you mean '{close[0]}'? " + hint
+        return RecipeError(field, f"unknown key '{loc[-1]}'", hint, source)
+    if kind == "missing":
+        return RecipeError(field, "required field is missing", f"add `{loc[-1]}:` (recipes/tiny.yaml shows every field)", source)
+    message = err["msg"].removeprefix("Value error, ")
+    ctx = err.get("ctx", {})
+    fixes = {
+        "greater_than": f"use a value > {ctx.get('gt')}",
+        "greater_than_equal": f"use a value >= {ctx.get('ge')}",
+        "less_than": f"use a value < {ctx.get('lt')}",
+        "less_than_equal": f"use a value <= {ctx.get('le')}",
+        "literal_error": f"use one of {ctx.get('expected')}",
+        "string_pattern_mismatch": "use lower-case letters, digits and underscores, starting with a letter",
+        "int_parsing": "write a whole number" + (", e.g. 14_024_704_000 or \"14.0B\"" if loc[-1] == "tokens" else ""),
+    }
+    fix = fixes.get(kind, "give a value of the type shown in recipes/tiny.yaml")
+    if kind == "value_error":
+        fix = "see the message"
+        if ";" in message:
+            message, fix = (part.strip() for part in message.split(";", 1))
+    got = err.get("input")
+    if kind != "value_error" and not isinstance(got, (dict, list)):
+        message = f"{message} (got {got!r})"
+    return RecipeError(field, message, fix, source)
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "recipe"
+
+
+def _allowed_keys(model: type, loc: tuple) -> list[str]:
+    """Walk the schema along `loc` to list the keys allowed where an unknown key was found."""
+    current: object = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+            current = field.annotation if field else None
+        else:  # a dict keyed by user names (sources, mixture): step into the value type
+            args = typing.get_args(current)
+            current = args[1] if len(args) == 2 else None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(tp: object) -> object:
+    """Optional[X] -> X; Annotated[X, ...] -> X."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if len(args) == 1 else tp
+            if len(args) != 1:
+                return tp
+        else:
+            return tp

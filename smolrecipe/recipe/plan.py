@@ -1,0 +1,206 @@
+"""Derived numbers: everything a run needs that follows from the recipe.
+
+Train steps from token budgets and the global batch, per-folder dataset weights from domain
+shares x source shares x replay, LR decay lengths, checkpoint folders and the resume chain.
+The nanotron renderer, the preflight report and (later) the local backend all read this plan,
+so they cannot disagree about a number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Literal, Optional
+
+from smolrecipe import runs
+from smolrecipe.errors import RecipeError
+from smolrecipe.recipe.schema import LRSchedule, Recipe, Stage
+
+WEIGHT_DECIMALS = 6  # weights are written rounded to this many places, still summing to exactly 1
+
+
+@dataclass(frozen=True)
+class FolderWeight:
+    source: str
+    domain: str
+    folder: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    kind: Literal["pretrain", "sft"]
+    train_steps: int
+    tokens_requested: int
+    micro_batch_size: int
+    grad_accumulation: int
+    global_batch: int  # sequences per optimizer step
+    tokens_per_step: int
+    weights: tuple[FolderWeight, ...]  # empty for SFT
+    lr: LRSchedule
+    lr_decay_steps: int
+    checkpoints_path: str
+    resume_checkpoint_path: Optional[str]
+    load_optimizer: bool
+    load_lr_scheduler: bool
+    init_from: Optional[str]
+    sft_dataset: Optional[str] = None
+
+    @property
+    def tokens(self) -> int:
+        """Tokens actually trained on: whole steps, so at least the requested budget."""
+        return self.train_steps * self.tokens_per_step
+
+    def tokens_by(self, key: Literal["domain", "source"]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for fw in self.weights:
+            name = fw.domain if key == "domain" else fw.source
+            out[name] = out.get(name, 0) + round(fw.weight * self.tokens)
+        return out
+
+    def final_checkpoint(self) -> str:
+        return runs.step_checkpoint(self.checkpoints_path, self.train_steps)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    recipe: Recipe
+    stages: tuple[StagePlan, ...]  # pretraining stages, then SFT when the recipe has it
+
+    def stage(self, name: str) -> StagePlan:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def checked_stage(self, name: str, field: str = "stage", also: tuple[str, ...] = ()) -> StagePlan | None:
+        """The stage called `name` (None for one of `also`, e.g. `all`), or a RecipeError naming `field`."""
+        names = [s.name for s in self.stages]
+        if name in also:
+            return None
+        if name not in names:
+            raise RecipeError(field, f"{name!r} is not a stage of {self.recipe.name}", f"use one of {names + list(also)}")
+        return self.stage(name)
+
+
+def source_folder(recipe: Recipe, source: str) -> str:
+    """Where prepare_data writes a source's nanoset folder, and where nanotron reads it."""
+    return f"{recipe.paths.data}/{recipe.name}/{source}"
+
+
+def sft_dataset_folder(recipe: Recipe) -> str:
+    return f"{recipe.paths.data}/{recipe.name}/sft"
+
+
+def steps_for(tokens: Optional[int], steps: Optional[int], tokens_per_step: int) -> tuple[int, int]:
+    """(train_steps, requested tokens): a budget is rounded up to whole steps."""
+    if steps is not None:
+        return steps, steps * tokens_per_step
+    assert tokens is not None
+    return math.ceil(tokens / tokens_per_step), tokens
+
+
+def mixture_weights(recipe: Recipe, stage: Stage) -> dict[str, Decimal]:
+    """Exact per-source weights: (1 - replay) x domain share x source share + replay x earlier stage."""
+    replay = Decimal(str(stage.replay.fraction)) if stage.replay else Decimal(0)
+    weights: dict[str, Decimal] = {}
+    for mix in stage.mixture.values():
+        for source, share in mix.sources.items():
+            w = (1 - replay) * Decimal(str(mix.share)) * Decimal(str(share))
+            weights[source] = weights.get(source, Decimal(0)) + w
+    if stage.replay:
+        for source, w in mixture_weights(recipe, recipe.stage(stage.replay.from_)).items():
+            weights[source] = weights.get(source, Decimal(0)) + replay * w
+    return weights
+
+
+def rounded_weights(exact: dict[str, Decimal]) -> dict[str, float]:
+    """Round to WEIGHT_DECIMALS places; the rounding residue goes to the largest weight so the
+    written weights still add up to exactly 1."""
+    total = sum(exact.values())
+    quantum = Decimal(1).scaleb(-WEIGHT_DECIMALS)
+    rounded = {k: (v / total).quantize(quantum, rounding=ROUND_HALF_EVEN) for k, v in exact.items()}
+    largest = max(rounded, key=lambda k: rounded[k])
+    rounded[largest] += Decimal(1) - sum(rounded.values())
+    return {k: float(v) for k, v in rounded.items()}
+
+
+def _ordered_sources(recipe: Recipe, names: set[str]) -> list[str]:
+    # Folders are listed in the order of the recipe's `sources:` section, for stable, readable configs.
+    return [name for name in recipe.sources if name in names]
+
+
+def _lr_decay_steps(lr: LRSchedule, train_steps: int) -> int:
+    return train_steps - lr.decay_start
+
+
+def build_plan(recipe: Recipe) -> RunPlan:
+    tps = recipe.tokens_per_step()
+    plans: list[StagePlan] = []
+    fields: list[str] = []  # where each plan's settings live in the recipe, for error messages
+    for i, stage in enumerate(recipe.stages):
+        steps, requested = steps_for(stage.tokens, stage.steps, tps)
+        weights = rounded_weights(mixture_weights(recipe, stage))
+        folder_weights = tuple(
+            FolderWeight(name, recipe.sources[name].domain, source_folder(recipe, name), weights[name])
+            for name in _ordered_sources(recipe, set(weights))
+        )
+        fields.append(f"stages[{i}]")
+        plans.append(_stage_plan(recipe, stage.name, "pretrain", steps, requested,
+                                 recipe.training.micro_batch_size, recipe.training.grad_accumulation,
+                                 folder_weights, stage.lr, stage.init_from, stage.load_optimizer, plans))
+    if recipe.sft is not None:
+        sft = recipe.sft
+        steps, requested = steps_for(sft.tokens, sft.steps, recipe.sft_tokens_per_step())
+        fields.append("sft")
+        plans.append(_stage_plan(recipe, sft.name, "sft", steps, requested, sft.micro_batch_size,
+                                 sft.grad_accumulation, (), sft.lr, sft.init_from, sft.load_optimizer, plans))
+    for plan, field in zip(plans, fields, strict=True):
+        if plan.lr_decay_steps <= 0:
+            raise RecipeError(
+                f"{field}.lr.warmup_steps",
+                f"warmup/decay start ({plan.train_steps - plan.lr_decay_steps} steps) leaves no steps to decay "
+                f"in a stage of {plan.train_steps} steps",
+                f"use fewer warmup steps than {plan.train_steps} or a larger budget",
+            )
+    return RunPlan(recipe=recipe, stages=tuple(plans))
+
+
+def _stage_plan(recipe, name, kind, steps, requested, micro, accum, weights, lr, init_from,
+                load_optimizer, earlier) -> StagePlan:
+    global_batch = micro * accum * recipe.parallelism.dp
+    checkpoints = runs.checkpoints_dir(recipe, name)
+    if init_from is None:
+        # Pointing a first stage at its own folder makes a requeued job pick up its latest
+        # checkpoint (nanotron reads latest.txt there) and a fresh one start from scratch.
+        resume, load_lr, load_opt = checkpoints, True, True
+    else:
+        # A new stage starts from the final checkpoint of the one it builds on, with a fresh LR
+        # schedule; an explicit step folder fails loudly if that stage did not finish.
+        parent = next(p for p in earlier if p.name == init_from)
+        resume, load_lr, load_opt = parent.final_checkpoint(), False, load_optimizer
+    return StagePlan(
+        name=name, kind=kind, train_steps=steps, tokens_requested=requested, micro_batch_size=micro,
+        grad_accumulation=accum, global_batch=global_batch,
+        tokens_per_step=global_batch * recipe.training.sequence_length, weights=weights, lr=lr,
+        lr_decay_steps=_lr_decay_steps(lr, steps), checkpoints_path=checkpoints,
+        resume_checkpoint_path=resume, load_optimizer=load_opt, load_lr_scheduler=load_lr,
+        init_from=init_from, sft_dataset=sft_dataset_folder(recipe) if kind == "sft" else None,
+    )
+
+
+def resume_interrupted(plan: RunPlan) -> tuple[RunPlan, list[str]]:
+    """For a job about to start: a chained stage that already wrote checkpoints of its own was
+    interrupted (preempted, time limit), so it resumes from its own latest checkpoint, LR schedule
+    and optimizer included, instead of restarting from the previous stage. Returns the plan and
+    the names of the stages that resume. (A first stage already points at its own folder.)"""
+    stages, resumed = [], []
+    for stage in plan.stages:
+        if stage.init_from is not None and runs.latest_step(stage.checkpoints_path) is not None:
+            stage = replace(stage, resume_checkpoint_path=stage.checkpoints_path, load_lr_scheduler=True,
+                            load_optimizer=True)
+            resumed.append(stage.name)
+        stages.append(stage)
+    return replace(plan, stages=tuple(stages)), resumed

@@ -1,0 +1,460 @@
+"""The recipe: one YAML file that every config, script and job of a run is generated from.
+
+The schema is strict (unknown keys are errors) and every cross-field rule is checked at load
+time, so a wrong setting is caught on a laptop, not two days into a SLURM queue.
+Numbers that follow from others (steps, weights, decay lengths, resume paths) are not fields
+here: `smolrecipe.recipe.plan` computes them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import string
+import typing
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from smolrecipe.errors import RecipeError
+from smolrecipe.recipe.filters import FILTER_NAMES
+
+DOMAINS = ("web", "math", "code")
+SHARE_TOLERANCE = 1e-6
+
+_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+
+
+def parse_count(value: object) -> object:
+    """Accept 14_024_704_000, 14024704000 or a human string such as "14.0B" / "512k"."""
+    if isinstance(value, str):
+        text = value.strip().replace("_", "").replace(",", "")
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMbBtT]?)", text)
+        if not match:
+            return value  # let pydantic report it as not an integer
+        number, suffix = match.groups()
+        scaled = float(number) * _SUFFIXES.get(suffix.lower(), 1)
+        return int(round(scaled))
+    return value
+
+
+Count = Annotated[int, BeforeValidator(parse_count)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ModelSpec(_Strict):
+    """LLaMA-style decoder; the knobs nanotron's LlamaConfig and transformers' LlamaConfig share."""
+
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    rms_norm_eps: float = Field(gt=0)
+    rope_theta: float = Field(gt=0)
+    rope_interleaved: bool = False
+    tie_word_embeddings: bool = True
+    init_std: float = Field(default=0.02, gt=0)
+    hidden_act: Literal["silu"] = "silu"
+    attn_implementation: Literal["flash_attention_2", "sdpa"] = "flash_attention_2"
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def kv_size(self) -> int:
+        return self.head_dim * self.num_key_value_heads
+
+
+class TokenizerSpec(_Strict):
+    """`base` is where the tokenizer comes from (hub id or local folder); `path` is the folder
+    built from it (base + chat template) that datatrove records and nanotron loads offline."""
+
+    base: str
+    path: str
+    chat_template: str
+    bos_token_id: int = Field(ge=0)
+    eos_token_id: int = Field(ge=0)
+    # The token datatrove appends after every pretraining document (default: the eos token).
+    # Chat tokenizers whose eos is an end-of-turn token (SmolLM2-Instruct's <|im_end|>) should
+    # separate documents with their end-of-text token instead.
+    document_end: Optional[str] = None
+
+
+class Paths(_Strict):
+    """Where data and runs live. `${VAR}` and `${VAR:-default}` are expanded when a config is
+    resolved for a job, never when the committed configs are rendered."""
+
+    data: str
+    runs: str
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["adamw"] = "adamw"
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    clip_grad: Optional[float] = Field(default=1.0, gt=0)
+    accumulate_grad_in_fp32: bool = True
+    fused: bool = True
+    zero_stage: Literal[0, 1] = 0
+
+
+class Parallelism(_Strict):
+    dp: int = Field(gt=0)
+    tp: int = Field(default=1, gt=0)
+    pp: int = Field(default=1, gt=0)
+
+
+class Training(_Strict):
+    """What every pretraining stage shares: sequence, batch, optimizer, checkpointing."""
+
+    sequence_length: int = Field(gt=0)
+    micro_batch_size: int = Field(gt=0)
+    grad_accumulation: int = Field(gt=0)
+    recompute_layer: bool = False
+    optimizer: OptimizerSpec = OptimizerSpec()
+    checkpoint_interval: int = Field(gt=0)
+    seed: int = 42
+    num_loading_workers: int = Field(default=1, ge=0)
+
+
+class Filter(_Strict):
+    """One datatrove filter step. `name` picks the filter (smolrecipe.recipe.filters.FILTER_CLASSES),
+    `args` go to its constructor."""
+
+    name: str
+    args: dict[str, typing.Any] = {}
+
+
+class Source(_Strict):
+    """A corpus: a hub dataset id (with subset/split) or a local JSONL/Parquet path."""
+
+    domain: Literal["web", "math", "code"]
+    hf: Optional[str] = None
+    path: Optional[str] = None
+    subset: Optional[str] = None  # the hub dataset's config name
+    data_dir: Optional[str] = None  # a folder inside the hub dataset (StarCoder: `python`)
+    revision: Optional[str] = None  # a hub commit/branch to pin (a script-based set: "refs/convert/parquet")
+    split: str = "train"
+    text_field: str = "text"
+    # Build the text from several fields instead, e.g. "{problem}\n\n{generated_solution}".
+    text_template: Optional[str] = None
+    # Read at most this many documents (split evenly over the datatrove tasks): a sample of a big hub set.
+    max_documents: Optional[int] = Field(default=None, gt=0)
+    filters: list[Filter] = []
+    dedup: bool = False
+    license: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "Source":
+        if (self.hf is None) == (self.path is None):
+            raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local JSONL/Parquet)")
+        if self.path is not None and (self.subset or self.data_dir or self.revision):
+            raise ValueError("`subset`, `data_dir` and `revision` select part of a hub dataset; a local `path` has none")
+        return self
+
+
+class DomainMix(_Strict):
+    share: float = Field(gt=0, le=1)
+    sources: dict[str, float]
+
+
+class Replay(_Strict):
+    """Re-show an earlier stage's mixture: `fraction` of this stage's tokens follow the weights
+    of stage `from`; the domain shares apply to the remaining 1 - fraction."""
+
+    from_: str = Field(alias="from")
+    fraction: float = Field(ge=0, lt=1)
+
+
+class LRSchedule(_Strict):
+    peak: float = Field(gt=0)
+    warmup_steps: int = Field(ge=0)
+    warmup_style: Literal["linear", "constant"] = "linear"
+    min: float = Field(ge=0)
+    decay: Literal["cosine", "linear", "1-sqrt"] = "cosine"
+    # Warmup-stable-decay: start decaying this many steps after step 0 (default: right after warmup).
+    decay_starting_step: Optional[int] = Field(default=None, ge=0)
+
+    @property
+    def decay_start(self) -> int:
+        return self.decay_starting_step if self.decay_starting_step is not None else self.warmup_steps
+
+
+class Stage(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    tokens: Optional[Count] = None
+    steps: Optional[int] = None
+    mixture: dict[str, DomainMix]
+    replay: Optional[Replay] = None
+    lr: LRSchedule
+    init_from: Optional[str] = None
+    load_optimizer: bool = False
+    eval_suites: list[str] = []
+
+
+class SFTData(_Strict):
+    hf: Optional[str] = None
+    path: Optional[str] = None
+    subset: Optional[str] = None
+    revision: Optional[str] = None
+    split: str = "train"
+    messages_field: str = "messages"
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "SFTData":
+        if (self.hf is None) == (self.path is None):
+            raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local chat JSONL)")
+        return self
+
+
+class SFT(_Strict):
+    name: str = Field(default="sft", pattern=r"^[a-z][a-z0-9_]*$")
+    data: SFTData
+    init_from: str
+    tokens: Optional[Count] = None
+    steps: Optional[int] = None
+    micro_batch_size: int = Field(gt=0)
+    grad_accumulation: int = Field(gt=0)
+    lr: LRSchedule
+    load_optimizer: bool = False
+    eval_suites: list[str] = []
+
+
+class Cluster(_Strict):
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: str = "24:00:00"
+    nodes: int = Field(default=1, gt=0)
+    gpus_per_node: int = Field(ge=0)
+    cpus_per_task: int = Field(gt=0)
+    gpu_memory_gb: float = Field(gt=0)
+    gpu_name: str = "GPU"
+
+
+class Tracking(_Strict):
+    project: str
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    model: ModelSpec
+    tokenizer: TokenizerSpec
+    paths: Paths
+    training: Training
+    parallelism: Parallelism
+    sources: dict[str, Source]
+    stages: list[Stage] = Field(min_length=1)
+    sft: Optional[SFT] = None
+    cluster: Cluster
+    tracking: Tracking
+    max_epochs: float = Field(default=4.0, gt=0)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "Recipe":
+        _check_model(self.model)
+        _check_precision(self)
+        _check_parallelism(self)
+        _check_sources(self)
+        _check_stages(self)
+        if self.sft is not None:
+            _check_budget(self.sft, "sft", self.sft_tokens_per_step())
+            _check_lr(self.sft.lr, "sft.lr")
+            names = [s.name for s in self.stages]
+            if self.sft.init_from not in names:
+                raise RecipeError(
+                    "sft.init_from", f"'{self.sft.init_from}' is not a stage of this recipe",
+                    f"use one of {names}",
+                )
+            if self.sft.name in names:
+                raise RecipeError("sft.name", f"'{self.sft.name}' is also a stage name", "give SFT its own name")
+        return self
+
+    # Batch arithmetic lives here because validation needs it (a budget below one batch is an error).
+    def global_batch(self) -> int:
+        return self.training.micro_batch_size * self.training.grad_accumulation * self.parallelism.dp
+
+    def tokens_per_step(self) -> int:
+        return self.global_batch() * self.training.sequence_length
+
+    def sft_global_batch(self) -> int:
+        assert self.sft is not None
+        return self.sft.micro_batch_size * self.sft.grad_accumulation * self.parallelism.dp
+
+    def sft_tokens_per_step(self) -> int:
+        return self.sft_global_batch() * self.training.sequence_length
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def hash(self) -> str:
+        """Content hash of the validated recipe (comments and key order do not change it)."""
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _check_model(model: ModelSpec) -> None:
+    h, q, kv = model.hidden_size, model.num_attention_heads, model.num_key_value_heads
+    if q % kv:
+        divisors = [d for d in range(1, q + 1) if q % d == 0]
+        raise RecipeError(
+            "model.num_key_value_heads",
+            f"{kv} KV heads do not divide {q} attention heads (grouped-query attention needs whole groups)",
+            f"use one of {divisors}",
+        )
+    if h % q:
+        raise RecipeError(
+            "model.num_attention_heads", f"{q} heads do not divide hidden_size {h}",
+            "pick a head count that divides hidden_size",
+        )
+    if (h // q) % 2:
+        raise RecipeError(
+            "model.num_attention_heads", f"head dimension {h // q} is odd; rotary embeddings rotate pairs",
+            "pick a head count that makes hidden_size / heads even",
+        )
+
+
+def _check_precision(recipe: Recipe) -> None:
+    if recipe.model.dtype == "float32" and recipe.training.optimizer.accumulate_grad_in_fp32:
+        # nanotron's FP32GradientAccumulator asserts its parameters are not float32 already.
+        raise RecipeError(
+            "training.optimizer.accumulate_grad_in_fp32",
+            "a float32 model already accumulates its gradients in fp32; nanotron's FP32GradientAccumulator refuses it",
+            "set accumulate_grad_in_fp32: false (or train in model.dtype: bfloat16)",
+        )
+
+
+def _check_parallelism(recipe: Recipe) -> None:
+    par, cl = recipe.parallelism, recipe.cluster
+    if par.tp > 1 and recipe.model.num_key_value_heads % par.tp:
+        raise RecipeError(
+            "parallelism.tp", f"tp={par.tp} does not divide {recipe.model.num_key_value_heads} KV heads",
+            "use a tp that divides num_key_value_heads",
+        )
+    world = par.dp * par.tp * par.pp
+    gpus = cl.nodes * cl.gpus_per_node
+    if gpus and world != gpus:
+        raise RecipeError(
+            "parallelism.dp", f"dp*tp*pp = {world} but the cluster has {gpus} GPUs ({cl.nodes} node(s) x {cl.gpus_per_node})",
+            f"set dp to {gpus // (par.tp * par.pp)} or change cluster.gpus_per_node",
+        )
+
+
+def _check_budget(stage: Stage | SFT, field: str, tokens_per_step: int) -> None:
+    if (stage.tokens is None) == (stage.steps is None):
+        raise RecipeError(
+            f"{field}.tokens", "give exactly one of `tokens` (budget) or `steps`",
+            "write e.g. `tokens: 14_024_704_000` and drop `steps`, or the reverse",
+        )
+    if stage.steps is not None and stage.steps <= 0:
+        raise RecipeError(f"{field}.steps", f"{stage.steps} is not a positive number of steps", "use steps >= 1")
+    if stage.tokens is not None:
+        if stage.tokens <= 0:
+            raise RecipeError(f"{field}.tokens", f"budget {stage.tokens} is not positive", "give a positive token budget")
+        if stage.tokens < tokens_per_step:
+            raise RecipeError(
+                f"{field}.tokens",
+                f"budget {stage.tokens:,} tokens is smaller than one global batch ({tokens_per_step:,} tokens)",
+                f"raise it to at least {tokens_per_step} or shrink micro_batch_size/grad_accumulation",
+            )
+
+
+def _check_lr(lr: LRSchedule, field: str) -> None:
+    if lr.min > lr.peak:
+        raise RecipeError(f"{field}.min", f"minimum LR {lr.min} is above the peak {lr.peak}", "set min <= peak")
+
+
+def _check_stages(recipe: Recipe) -> None:
+    seen: list[str] = []
+    for i, stage in enumerate(recipe.stages):
+        where = f"stages[{i}]"
+        if stage.name in seen:
+            raise RecipeError(f"{where}.name", f"stage name '{stage.name}' is used twice", "give each stage a unique name")
+        _check_budget(stage, where, recipe.tokens_per_step())
+        _check_lr(stage.lr, f"{where}.lr")
+        _check_mixture(recipe, stage, where)
+        for field, ref in (("replay.from", stage.replay.from_ if stage.replay else None), ("init_from", stage.init_from)):
+            if ref is not None and ref not in seen:
+                problem = (
+                    f"'{ref}' is this stage itself or a later stage" if ref in [s.name for s in recipe.stages]
+                    else f"'{ref}' is not a stage of this recipe"
+                )
+                raise RecipeError(
+                    f"{where}.{field}", problem,
+                    f"use an earlier stage: {seen}" if seen else "remove it (the first stage has nothing before it)",
+                )
+        if i > 0 and stage.init_from is None:
+            raise RecipeError(
+                f"{where}.init_from", "a later stage must say which stage's final checkpoint it starts from",
+                f"add `init_from: {seen[-1]}`",
+            )
+        if i == 0 and stage.load_optimizer:
+            raise RecipeError(f"{where}.load_optimizer", "the first stage has no earlier optimizer state", "set it to false")
+        seen.append(stage.name)
+
+
+def _check_sources(recipe: Recipe) -> None:
+    for name, source in recipe.sources.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise RecipeError(f"sources.{name}", "a source name becomes a folder name", "use lowercase letters, digits and _")
+        for i, spec in enumerate(source.filters):
+            if spec.name not in FILTER_NAMES:
+                close = difflib.get_close_matches(spec.name, FILTER_NAMES, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise RecipeError(f"sources.{name}.filters[{i}].name", f"unknown filter '{spec.name}'",
+                                  f"{hint}use one of {list(FILTER_NAMES)}")
+        if source.text_template is not None:
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(source.text_template) if f]
+            except ValueError as exc:
+                raise RecipeError(f"sources.{name}.text_template", f"not a format string ({exc})",
+                                  "write it like \"{problem}\\n\\n{solution}\"") from None
+            if not fields:
+                raise RecipeError(f"sources.{name}.text_template", "names no field", "put the record's fields in braces: {field}")
+
+
+def _check_mixture(recipe: Recipe, stage: Stage, where: str) -> None:
+    total = sum(mix.share for mix in stage.mixture.values())
+    if abs(total - 1) > SHARE_TOLERANCE:
+        raise RecipeError(
+            f"{where}.mixture", f"domain shares sum to {total:g}, not 1",
+            "make the `share` values of the domains add up to 1",
+        )
+    for domain, mix in stage.mixture.items():
+        if domain not in DOMAINS:
+            raise RecipeError(f"{where}.mixture.{domain}", f"unknown domain '{domain}'", f"use one of {list(DOMAINS)}")
+        if not mix.sources:
+            raise RecipeError(f"{where}.mixture.{domain}.sources", "no sources listed", "list at least one source")
+        sub = sum(mix.sources.values())
+        if abs(sub - 1) > SHARE_TOLERANCE:
+            raise RecipeError(
+                f"{where}.mixture.{domain}.sources", f"source shares sum to {sub:g}, not 1",
+                "make the shares inside the domain add up to 1",
+            )
+        for name, share in mix.sources.items():
+            field = f"{where}.mixture.{domain}.sources.{name}"
+            if name not in recipe.sources:
+                raise RecipeError(field, f"unknown source '{name}'", f"define it under `sources:` or use one of {sorted(recipe.sources)}")
+            if recipe.sources[name].domain != domain:
+                raise RecipeError(
+                    field, f"source '{name}' belongs to domain '{recipe.sources[name].domain}', not '{domain}'",
+                    f"move it under mixture.{recipe.sources[name].domain}",
+                )
+            if share <= 0:
+                raise RecipeError(field, f"share {share} is not positive", "use a share > 0 or drop the source")

@@ -1,0 +1,81 @@
+"""The evaluation suites a recipe can name: eval/suites.yaml, read and checked field by field.
+
+A leaf the recipe's validation reads (an unknown suite name is a recipe error at load time) and the
+eval runner expands; nothing here imports lighteval or torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from smolrecipe import PROJECT_ROOT
+from smolrecipe.errors import RecipeError
+
+SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
+GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
+
+
+class SliceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    subset: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+
+
+class Suite(BaseModel):
+    """One suite of eval/suites.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    tasks: list[str] = Field(min_length=1)
+    limit: int | None = Field(default=None, gt=0)  # items per task (lighteval's max_samples)
+    token_budget: int = Field(default=200_000, gt=0)  # tier-2 tokens per slice
+    max_new_tokens: int = Field(default=256, gt=0)  # generation length of tier 4 and GSM8K
+    slices: dict[str, SliceSpec] = {}  # this suite's own tier-2 slices, over the file's
+
+
+class SuitesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    local_copies: list[str] = []
+    slices: dict[str, SliceSpec] = {}
+    suites: dict[str, dict[str, Any]]
+
+
+def _project_path(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, Any]]:
+    """(suites by name, the file's top level) from eval/suites.yaml, checked field by field."""
+    raw = yaml.safe_load(path.read_text())
+    where = "suites.yaml"
+    try:
+        SuitesFile.model_validate(raw)
+        suites = {}
+        for name, spec in raw["suites"].items():
+            where = f"suites.{name}"
+            suites[name] = Suite(name=name, **spec)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field_name = ".".join([where, *(str(part) for part in err["loc"])])
+        raise RecipeError(field_name, f"{err['msg']} (in {path})", "a suite takes tasks (at least one), limit, token_budget "
+                          "and max_new_tokens (each > 0) and slices ({name: {source, subset, split, text_field}})") from None
+    return suites, raw
+
+
+def suite_names(path: Path = SUITES_FILE) -> list[str]:
+    return [*load_suites(path)[0], *GROUP_SUITES]
+
+
+def expand_suite(name: str, suites: dict[str, Suite]) -> list[Suite]:
+    if name in GROUP_SUITES:
+        return [suites[n] for n in GROUP_SUITES[name]]
+    if name not in suites:
+        raise RecipeError("--suite", f"unknown suite '{name}'", f"use one of {', '.join([*suites, *GROUP_SUITES])}")
+    return [suites[name]]

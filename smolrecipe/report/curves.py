@@ -1,0 +1,31 @@
+"""Loss curves of a run's stages on one axis of tokens seen since the first stage began."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smolrecipe.runs import StageLog
+
+
+@dataclass
+class Curve:
+    """One stage's loss against tokens seen since the start of the first stage."""
+
+    stage: str
+    label: str
+    tokens: list[int]
+    loss: list[float]
+    start: int  # cumulative tokens before this stage: where its boundary line goes
+
+
+
+def loss_curves(stages: list[StageLog]) -> list[Curve]:
+    """One curve per stage; x is tokens seen since the first stage began, so each stage starts
+    where the previous one's total ended."""
+    curves, start = [], 0
+    for stage in stages:
+        curves.append(Curve(stage=stage.name, label=stage.label, start=start,
+                            tokens=[start + r["tokens"] for r in stage.records],
+                            loss=[r["loss"] for r in stage.records]))
+        start += stage.tokens
+    return curves

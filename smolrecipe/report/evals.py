@@ -1,0 +1,215 @@
+"""A run's evaluation results -> points on the loss plot's axis of cumulative tokens.
+
+tools/run_eval.py writes one file per suite and local-run checkpoint,
+<run>/eval/<stage>/step-<N>/<suite>.json, with per-task metrics and the checkpoint's provenance
+(`model`: stage, step, tokens_seen within the stage). This module reads them into EvalPoints;
+smolrecipe.report.run_report draws and tabulates them.
+
+  TIERS          which tasks belong to which plot/table, and the metrics each shows
+  read_evals     run folder + its stages -> EvalResults (points in training order, skipped files, warnings)
+  checkpoints    points -> their (stage, step) in training order: the tables' columns
+  base_vs_sft    points -> the last pretraining checkpoint's and the SFT checkpoint's values side by side
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from smolrecipe.eval import checks as sft_checks
+from smolrecipe.runs import EVAL_DIR, StageLog
+
+if TYPE_CHECKING:
+    from smolrecipe.report.curves import Curve
+LOWER_IS_BETTER = {"bits_per_byte", "token_ppl"}
+
+
+@dataclass(frozen=True)
+class Tier:
+    key: str
+    title: str
+    tasks: str  # a task name, or a prefix ending in ':' for a family (ppl:web, ppl:code, ...)
+    metrics: tuple[str, ...]  # every metric the report compares; the first `plotted` are drawn and tabulated
+    plotted: int = 1  # 1: one line per task (its headline metric); more: one line per metric
+    rates: bool = True  # values lie in [0, 1]
+
+    @property
+    def png(self) -> str:
+        return f"eval_{self.key}.png"
+
+    def holds(self, task: str) -> bool:
+        return task.startswith(self.tasks) if self.tasks.endswith(":") else task == self.tasks
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        return self.metrics[: self.plotted]
+
+
+TIERS = (
+    Tier("tier2", "Tier 2: held-out perplexity (bits per byte, lower is better)", "ppl:", ("bits_per_byte", "token_ppl"), rates=False),
+    Tier("tier3", "Tier 3: multiple choice (acc_norm)", "mc:", ("acc_norm", "acc")),
+    Tier("tier4", "Tier 4: SFT prompt suite (pass rates)", "sft_suite",
+         sft_checks.RATES, plotted=len(sft_checks.RATES)),
+    Tier("gsm8k", "GSM8K (exact match)", "gsm8k", ("exact_match",)),
+)
+
+
+def tier_of(task: str) -> Tier | None:
+    return next((t for t in TIERS if t.holds(task)), None)
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    tier: str
+    task: str
+    metric: str
+    stage: str
+    step: int
+    tokens: int  # cumulative tokens since the first stage began, as on loss.png's x axis
+    value: float
+    n: int | None  # items the value is over
+
+
+@dataclass
+class EvalResults:
+    points: list[EvalPoint]  # in training order (stage order, then step)
+    files: int = 0  # results files read
+    skipped: list[Path] = field(default_factory=list)  # files that are not a results JSON
+    warnings: list[str] = field(default_factory=list)
+
+    def tier_points(self, tier: Tier) -> list[EvalPoint]:
+        return [p for p in self.points if p.tier == tier.key and p.metric in tier.shown]
+
+
+def read_result(path: Path) -> dict | None:
+    """One results file, or None when it is not one (cut off, hand-edited, another tool's)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        model, tasks = data["model"], data["tasks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(model, dict) and isinstance(tasks, dict) and isinstance(model.get("step"), int)):
+        return None
+    return data
+
+
+def best_results(files: list[tuple[Path, dict]]) -> dict[tuple[str, int, str], tuple[dict, dict]]:
+    """(stage, step, task) -> (its metrics, the file's model) from the file with the most items for
+    that task; on a tie the newer file. A task can be in several suites (quick and tier3 both run mc:piqa)."""
+    best: dict[tuple[str, int, str], tuple[tuple, dict, dict]] = {}
+    for path, data in files:
+        model = data["model"]
+        stage = model.get("stage") or path.parent.parent.name
+        for task, metrics in data["tasks"].items():
+            if not isinstance(metrics, dict):
+                continue
+            key, rank = (stage, model["step"], task), (_number(metrics.get("n")) or 0, str(data.get("created") or ""))
+            if key not in best or rank > best[key][0]:
+                best[key] = (rank, metrics, model)
+    return {key: (metrics, model) for key, (_rank, metrics, model) in best.items()}
+
+
+def _number(value) -> float | None:
+    """A finite number, or None (null, NaN: a rate with no item to count, e.g. code_parse without code prompts)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def read_evals(run_dir: Path, stages: list[StageLog], curves: list[Curve]) -> EvalResults:
+    """Every <run>/eval/<stage>/step-<N>/<suite>.json as points. A checkpoint sits at its stage's start
+    on the loss plot (the curve's `start`) plus the tokens its stage had seen; a checkpoint whose
+    tokens are unknown sits at its stage's end if it is the stage's last step, otherwise it is left out."""
+    files, skipped = [], []
+    for path in sorted(Path(run_dir).glob(f"{EVAL_DIR}/*/step-*/*.json")):
+        data = read_result(path)
+        if data is None:
+            skipped.append(path)
+        else:
+            files.append((path, data))
+    starts = {curve.stage: (curve.start, stage) for curve, stage in zip(curves, stages, strict=True)}
+    results = best_results(files)
+    tokens_at: dict[tuple[str, int], int | None] = {}
+    for (stage_name, step, _task), (_metrics, model) in results.items():
+        tokens_at.setdefault((stage_name, step), checkpoint_tokens(starts.get(stage_name), step, _number(model.get("tokens_seen"))))
+    warnings = [f"{EVAL_DIR}/{stage_name}/step-{step}: left out, " + (
+                "not a stage of this run" if stage_name not in starts else "no tokens_seen and not the stage's last step")
+                for (stage_name, step), tokens in tokens_at.items() if tokens is None]
+    unknown = sorted({task for _stage, _step, task in results if tier_of(task) is None})
+    if unknown:
+        warnings.append(f"tasks of no tier, not shown: {', '.join(unknown)}")
+    points = []
+    for (stage_name, step, task), (metrics, _model) in results.items():
+        tier, tokens, n = tier_of(task), tokens_at[(stage_name, step)], _number(metrics.get("n"))
+        if tier is None or tokens is None:
+            continue
+        points += [EvalPoint(tier.key, task, metric, stage_name, step, tokens, value, None if n is None else int(n))
+                   for metric in tier.metrics if (value := _number(metrics.get(metric))) is not None]
+    order = {name: i for i, name in enumerate(starts)}
+    points.sort(key=lambda p: (order[p.stage], p.step))
+    return EvalResults(points=points, files=len(files), skipped=skipped, warnings=warnings)
+
+
+def checkpoint_tokens(place: tuple[int, StageLog] | None, step: int, tokens_seen: float | None) -> int | None:
+    """Where a checkpoint goes on the cumulative-token axis, given (its stage's start, the stage)."""
+    if place is None:
+        return None
+    start, stage = place
+    if tokens_seen is not None:
+        return start + int(tokens_seen)
+    return start + stage.tokens if step == stage.steps else None
+
+
+def checkpoints(points: list[EvalPoint]) -> list[tuple[str, int]]:
+    """The (stage, step) of the points, in training order (points come in that order)."""
+    return list(dict.fromkeys((p.stage, p.step) for p in points))
+
+
+def rows(points: list[EvalPoint]) -> list[tuple[str, str]]:
+    """The (task, metric) of the points, by tier, task name, then the tier's metric order."""
+    def order(key: tuple[str, str]):
+        tier = tier_of(key[0])
+        return TIERS.index(tier), key[0], tier.metrics.index(key[1])
+
+    return sorted({(p.task, p.metric) for p in points}, key=order)
+
+
+@dataclass
+class Comparison:
+    task: str
+    metric: str
+    base: EvalPoint | None
+    sft: EvalPoint | None
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+    @property
+    def diff(self) -> float | None:
+        return self.sft.value - self.base.value if self.base and self.sft else None
+
+    @property
+    def verdict(self) -> str | None:
+        """How the SFT model compares: better, worse or same."""
+        if self.diff is None:
+            return None
+        if self.diff == 0:
+            return "same"
+        return "better" if (self.diff < 0) == self.lower_is_better else "worse"
+
+
+def base_vs_sft(points: list[EvalPoint], stages: list[StageLog]) -> tuple[tuple[str, int], tuple[str, int], list[Comparison]] | None:
+    """(base checkpoint, SFT checkpoint, every task/metric of either compared), where base is the
+    latest evaluated checkpoint of the last pretraining stage that has one, and SFT the SFT stage's
+    latest; None unless both were evaluated."""
+    sft_stages = {s.name for s in stages if s.kind == "sft"}
+    base = checkpoints([p for p in points if p.stage not in sft_stages])
+    sft = checkpoints([p for p in points if p.stage in sft_stages])
+    if not (base and sft):
+        return None
+    base_ckpt, sft_ckpt = base[-1], sft[-1]
+    at = {(p.stage, p.step, p.task, p.metric): p for p in points if (p.stage, p.step) in (base_ckpt, sft_ckpt)}
+    return base_ckpt, sft_ckpt, [Comparison(task, metric, at.get((*base_ckpt, task, metric)), at.get((*sft_ckpt, task, metric)))
+                                 for task, metric in rows(list(at.values()))]

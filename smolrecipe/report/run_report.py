@@ -1,0 +1,378 @@
+"""A run folder's training logs and evaluation results -> plots (loss.png, eval_<tier>.png) and a Markdown report (report.md).
+
+Reads what either backend writes for each stage, in <run>/<stage>/local/ (the local backend) or
+<run>/<stage>/ (our nanotron entry point, smolrecipe.backends.nanotron.train):
+  log.jsonl      one JSON object per logged optimizer step (step, tokens within the stage, loss, ...);
+                 after a resume a step can appear twice (the last one counts), and a line cut off
+                 by a kill is skipped
+  summary.json   written when the stage finished (its `index` orders the stages)
+and, when present, <run>/samples.json: the base and SFT models' answers to the same prompts, and
+<run>/eval/<stage>/step-<N>/<suite>.json: tools/run_eval.py's results (read by smolrecipe.report.evals).
+
+  find_stages        run folder -> the stages in training order (StageLog each)
+  loss_curves        stages -> one curve per stage on a shared axis of cumulative tokens
+  plot_loss          curves -> PNG bytes (matplotlib, Agg canvas: no display needed)
+  plot_eval          one tier's evaluation points -> PNG bytes, on the same token axis as the loss
+  report_sections    everything the report shows -> its Markdown sections, one small function each
+  write_report       all of it: every file written atomically, returns the summary line
+
+The report is a list of section builders (SECTIONS); a new section is added by writing one more
+builder, putting the data it reads into ReportInputs, and listing it there.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Collection
+
+from smolrecipe.atomic import write_file
+from smolrecipe.report.curves import Curve, loss_curves  # noqa: F401  (re-exported for tests)
+from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, rows
+from smolrecipe.runs import EVAL_DIR, LOG, LOSS_PLOT, REPORT, SAMPLES, SUMMARY, StageLog, find_stages, read_json, read_log  # noqa: F401
+
+CELL_CHARS = 200  # longer answers are shortened in the Markdown table
+MISSING = "—"
+
+
+@dataclass
+class ReportInputs:
+    """Everything the Markdown sections read. A new section adds its data here."""
+
+    name: str
+    stages: list[StageLog]
+    samples: dict | None = None
+    plot: str = LOSS_PLOT  # the plot's path relative to report.md
+    evals: EvalResults | None = None
+
+
+# ---- reading the logs ----------------------------------------------------------------------------
+
+
+def read_samples(run_dir: Path) -> dict | None:
+    """<run>/samples.json (base vs SFT answers), or None when there is none."""
+    path = Path(run_dir) / SAMPLES
+    return read_json(path, "rerun the sampling step, or delete the file to report without it") if path.is_file() else None
+
+
+# ---- the loss curve ------------------------------------------------------------------------------
+
+
+def human_tokens(n: float) -> str:
+    """A token count for an axis or a sentence: 512, 32K, 1.2M, 3B."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size * 0.9995:  # 999,999 -> 1M, not 1e+03K
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}" if n != int(n) else f"{int(n)}"
+
+
+def _axes():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.8), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def token_axis(ax, curves: list[Curve], name_stages: bool = False) -> None:
+    """x as tokens seen, a dashed line where each stage after the first begins (named when the
+    lines are not stages themselves)."""
+    from matplotlib.ticker import FuncFormatter
+
+    for i, curve in enumerate(curves):
+        if i:
+            ax.axvline(curve.start, color="grey", linestyle="--", linewidth=1)
+        if name_stages:
+            ax.text(curve.start, 1, f" {curve.stage}", transform=ax.get_xaxis_transform(), va="top", color="grey", fontsize=8)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: human_tokens(x)))
+    ax.set_xlabel("tokens seen")
+    ax.grid(True, alpha=0.3)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plot_loss(curves: list[Curve], title: str) -> bytes:
+    """The loss figure as PNG bytes: one coloured line per stage, dashed lines at the boundaries."""
+    fig, ax = _axes()
+    token_axis(ax, curves)
+    for i, curve in enumerate(curves):
+        ax.plot(curve.tokens, curve.loss, color=f"C{i % 10}", label=curve.label, marker="." if len(curve.tokens) < 40 else None)
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{title}: training loss")
+    ax.legend(title="stage")
+    return _png(fig)
+
+
+def plot_eval(points: list[EvalPoint], tier: Tier, curves: list[Curve], end: int, title: str) -> bytes:
+    """One tier's figure as PNG bytes: a line per task (or per metric, where the tier plots several),
+    over the whole run's tokens (0 to `end`) so that the tiers' figures line up with loss.png."""
+    fig, ax = _axes()
+    token_axis(ax, curves, name_stages=True)
+    lines: dict[str, list[EvalPoint]] = {}
+    for p in points:
+        lines.setdefault(p.task if tier.plotted == 1 else p.metric, []).append(p)
+    for label, line in lines.items():
+        ax.plot([p.tokens for p in line], [p.value for p in line], marker="o", label=label)
+    if end:  # a run that logged no tokens keeps matplotlib's own limits
+        ax.set_xlim(-0.02 * end, 1.02 * end)
+    if tier.rates:
+        ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel(tier.shown[0] if tier.plotted == 1 else "rate")
+    ax.set_title(f"{title}: {tier.title}")
+    ax.legend(title="task" if tier.plotted == 1 else tier.tasks)
+    return _png(fig)
+
+
+# ---- Markdown ------------------------------------------------------------------------------------
+
+
+def md_cell(text: object, limit: int = CELL_CHARS) -> str:
+    """Text safe inside a Markdown table cell: shortened to `limit` characters with an ellipsis,
+    `|` escaped, newlines as <br>."""
+    text = MISSING if text is None else str(text)
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+
+
+def md_table(header: list[str], rows: list[list[str]], right: Collection[int] = ()) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_loss(x: float | None) -> str:
+    return MISSING if x is None else f"{x:.2f}"
+
+
+def fmt_number(x: float | None, digits: int = 0) -> str:
+    return MISSING if x is None else f"{x:,.{digits}f}"
+
+
+def fmt_metric(x: float | None, signed: bool = False) -> str:
+    """A rate or bits per byte to 3 decimals; a perplexity (large) to 1."""
+    return MISSING if x is None else f"{x:{'+' if signed else ''},.{1 if abs(x) >= 100 else 3}f}"
+
+
+def fmt_point(p: EvalPoint | None) -> str:
+    return MISSING if p is None else fmt_metric(p.value) + (f" (n={p.n:,})" if p.n is not None else "")
+
+
+def fmt_checkpoint(checkpoint: tuple[str, int]) -> str:
+    return f"{checkpoint[0]} step {checkpoint[1]}"
+
+
+STAGE_COLUMNS = ["stage", "kind", "steps", "tokens", "first loss", "final loss", "tokens/s", "time (s)", "checkpoint"]
+NUMERIC_COLUMNS = {2, 3, 4, 5, 6, 7}
+
+
+def stage_rows(stages: list[StageLog]) -> list[list[str]]:
+    """The stage table's rows (plain text, one per stage, then the total), shared by the Markdown
+    report and the CLI's terminal table."""
+    rows = []
+    for s in stages:
+        steps = f"{s.steps:,}" if s.finished or not s.train_steps else f"{s.steps:,} / {s.train_steps:,}"
+        rows.append([s.label, s.kind, steps, f"{s.tokens:,}", fmt_loss(s.first_loss), fmt_loss(s.final_loss),
+                     fmt_number(s.tokens_per_s), fmt_number(s.seconds, 1), s.checkpoint or MISSING])
+    tokens = sum(s.tokens for s in stages)
+    times = [s.seconds for s in stages if s.seconds is not None]
+    seconds = sum(times) if times else None
+    rate = tokens / seconds if seconds else None
+    rows.append(["total", "", f"{sum(s.steps for s in stages):,}", f"{tokens:,}", fmt_loss(stages[0].first_loss),
+                 fmt_loss(stages[-1].final_loss), fmt_number(rate), fmt_number(seconds, 1), ""])
+    return rows
+
+
+def title_section(r: ReportInputs) -> str:
+    return f"# {r.name} — training report"
+
+
+def plot_section(r: ReportInputs) -> str:
+    return f"## Training loss\n\n![loss]({r.plot})"
+
+
+def stages_section(r: ReportInputs) -> str:
+    rows = [[md_cell(c) for c in row] for row in stage_rows(r.stages)]
+    rows[-1] = [f"**{c}**" if c else c for c in rows[-1]]
+    text = "## Stages\n\n" + md_table(STAGE_COLUMNS, rows, right=NUMERIC_COLUMNS)
+    notes = [f"- {s.name}: skipped {s.skipped_lines} unreadable log line(s) in {s.folder / LOG}"
+             for s in r.stages if s.skipped_lines]
+    unfinished = [s.name for s in r.stages if not s.finished]
+    if unfinished:
+        notes.append(f"- unfinished (no {SUMMARY}): {', '.join(unfinished)}; their numbers are the last logged step's")
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def eot_count(model: dict | None) -> tuple[int, int]:
+    """(answers that ended with the end-of-turn token, answers) of one model in samples.json."""
+    flags = (model or {}).get("ends_with_eot") or []
+    return sum(bool(f) for f in flags), len(flags)
+
+
+def samples_section(r: ReportInputs) -> str | None:
+    if r.samples is None:
+        return None
+    prompts = r.samples.get("prompts") or []
+    models = r.samples.get("models") or {}
+    base, sft = models.get("base"), models.get("sft")
+
+    def answer(model: dict | None, i: int) -> str | None:
+        answers = (model or {}).get("answers") or []
+        return answers[i] if i < len(answers) else None
+
+    rows = [[md_cell(p), md_cell(answer(base, i)), md_cell(answer(sft, i))] for i, p in enumerate(prompts)]
+    parts = ["## Base vs SFT", "Answers of the base model (end of the last pretraining stage) and the SFT model to the "
+             "same prompts."]
+    checkpoints = [f"{name}: `{m['checkpoint']}`" for name, m in (("base", base), ("SFT", sft)) if m and m.get("checkpoint")]
+    if checkpoints:
+        parts.append("Checkpoints: " + ", ".join(checkpoints) + ".")
+    parts.append(md_table(["prompt", "base answer", "SFT answer"], rows))
+    (sft_eot, sft_n), (base_eot, base_n) = eot_count(sft), eot_count(base)
+    parts.append(f"Ended with the end-of-turn token: SFT {sft_eot} of {sft_n} answers, base {base_eot} of {base_n}.")
+    return "\n\n".join(parts)
+
+
+def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
+    """The rehearsal's expectations, each (what, met): every finished stage ends below its first
+    logged loss, and SFT answers end with the end-of-turn token where the base model's do not (in
+    the sampled answers and, when both were evaluated, in the tier-4 suite)."""
+    checks = [(f"{s.name}: final loss {fmt_loss(s.final_loss)} below first {fmt_loss(s.first_loss)}",
+               s.final_loss < s.first_loss) for s in r.stages
+              if s.finished and s.first_loss is not None and s.final_loss is not None]
+    if r.samples is not None:
+        models = r.samples.get("models") or {}
+        (sft_eot, sft_n), (base_eot, base_n) = eot_count(models.get("sft")), eot_count(models.get("base"))
+        if sft_n:
+            checks.append((f"SFT ends {sft_eot} of {sft_n} answers with the end-of-turn token (base: {base_eot} of {base_n})",
+                           sft_eot > base_eot))
+    compared = base_vs_sft(r.evals.points, r.stages) if r.evals else None
+    clean = next((c for c in compared[2] if (c.task, c.metric) == ("sft_suite", "clean_end")), None) if compared else None
+    if clean is not None and clean.diff is not None:
+        checks.append((f"SFT ends {clean.sft.value:.0%} of the SFT-suite answers cleanly (base: {clean.base.value:.0%})",
+                       clean.diff > 0))
+    return checks
+
+
+def checks_section(r: ReportInputs) -> str | None:
+    checks = learning_checks(r)
+    if not checks:
+        return None
+    lines = [f"- {'✅' if met else '❌'} {what}" for what, met in checks]
+    return "## Checks\n\n" + "\n".join(lines)
+
+
+def eval_notes(evals: EvalResults) -> list[str]:
+    notes = [f"- skipped an unreadable results file: {path}" for path in evals.skipped]
+    return notes + [f"- {w}" for w in evals.warnings]
+
+
+def evaluation_section(r: ReportInputs) -> str | None:
+    """Per tier: its plot and a task x checkpoint table of the headline metric."""
+    if r.evals is None or not (r.evals.files or r.evals.skipped):
+        return None
+    parts = ["## Evaluation", f"{r.evals.files} result file(s) of tools/run_eval.py ({EVAL_DIR}/<stage>/step-<N>/<suite>.json). "
+             "Cells: the metric (n = items). A task run by several suites on one checkpoint shows the result over more items."]
+    for tier in TIERS:
+        points = r.evals.tier_points(tier)
+        if not points:
+            continue
+        columns = checkpoints(points)
+        at = {(p.task, p.metric, p.stage, p.step): p for p in points}
+        table = [[md_cell(task), md_cell(metric)] + [fmt_point(at.get((task, metric, *c))) for c in columns]
+                 for task, metric in rows(points)]
+        parts += [f"### {tier.title}", f"![{tier.key}]({tier.png})",
+                  md_table(["task", "metric"] + [fmt_checkpoint(c) for c in columns], table, right=range(2, 2 + len(columns)))]
+    notes = eval_notes(r.evals)
+    return "\n\n".join(parts + (["\n".join(notes)] if notes else []))
+
+
+def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
+    """Every evaluated metric of the last pretraining checkpoint next to the SFT model's."""
+    compared = base_vs_sft(r.evals.points, r.stages) if r.evals else None
+    if compared is None:
+        return None
+    base, sft, comparisons = compared
+    table = [[md_cell(c.task), md_cell(c.metric), fmt_point(c.base), fmt_point(c.sft), fmt_metric(c.diff, signed=True),
+              "lower" if c.lower_is_better else "higher", c.verdict or MISSING] for c in comparisons]
+    return "\n\n".join([
+        "## Base vs SFT: evaluation",
+        f"Base: {fmt_checkpoint(base)} (the last evaluated pretraining checkpoint); SFT: {fmt_checkpoint(sft)}.",
+        md_table(["task", "metric", "base", "SFT", "SFT − base", "better when", "SFT is"], table, right={2, 3, 4}),
+    ])
+
+
+# The report, in order: each is a function ReportInputs -> Markdown text, or None to leave itself
+# out; their data goes in ReportInputs. The evaluated comparison comes before the sampled answers.
+SECTIONS: list[Callable[[ReportInputs], str | None]] = [title_section, plot_section, stages_section, checks_section,
+                                                        evaluation_section, eval_base_vs_sft_section, samples_section]
+
+
+def report_sections(r: ReportInputs, sections=None) -> list[str]:
+    """The Markdown sections of the report, leaving out those with nothing to show."""
+    out = [build(r) for build in (SECTIONS if sections is None else sections)]
+    return [text for text in out if text]
+
+
+def render_report(r: ReportInputs) -> str:
+    return "\n\n".join(report_sections(r)) + "\n"
+
+
+# ---- writing -------------------------------------------------------------------------------------
+
+
+def summary_line(stages: list[StageLog], written: list[Path], checks: list[tuple[str, bool]] | None = None,
+                 evals: EvalResults | None = None) -> str:
+    """One line: stages, tokens, loss from the first stage's first step to the last stage's last,
+    evaluation results read (when there are any)."""
+    first, last = stages[0], stages[-1]
+    tokens = sum(s.tokens for s in stages)
+    met = f"checks {sum(ok for _, ok in checks)}/{len(checks)} met; " if checks else ""
+    read = ""
+    if evals and (evals.files or evals.skipped):
+        read = f"{evals.files} eval result(s) read" + (f", {len(evals.skipped)} unreadable skipped" if evals.skipped else "") + "; "
+    return (f"report: {len(stages)} stage{'s' if len(stages) != 1 else ''}, {tokens:,} tokens, "
+            f"loss {fmt_loss(first.first_loss)} -> {fmt_loss(last.final_loss)} ({first.name} first -> {last.name} final); "
+            f"{met}{read}wrote {', '.join(str(p) for p in written)}")
+
+
+@dataclass
+class Report:
+    stages: list[StageLog]
+    curves: list[Curve]
+    markdown: Path
+    plot: Path
+    summary: str
+    evals: EvalResults | None = None
+    eval_plots: list[Path] = field(default_factory=list)
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
+    """Read a run folder's logs and evaluation results and write report.md, loss.png and an
+    eval_<tier>.png per tier with results into `out_dir` (default: the run folder). Every input is
+    read and checked before anything is written."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    name = run_dir.resolve().name
+    stages = find_stages(run_dir)
+    samples = read_samples(run_dir)
+    curves = loss_curves(stages)
+    evals = read_evals(run_dir, stages, curves)
+    plots = {out_dir / LOSS_PLOT: plot_loss(curves, name)}
+    end = sum(s.tokens for s in stages)
+    plots |= {out_dir / tier.png: plot_eval(points, tier, curves, end, name) for tier in TIERS if (points := evals.tier_points(tier))}
+    inputs = ReportInputs(name=name, stages=stages, samples=samples, plot=LOSS_PLOT, evals=evals)
+    markdown = render_report(inputs)
+    for path, png in plots.items():
+        write_file(path, png)
+    md_path = write_file(out_dir / REPORT, markdown)
+    plot_path, *eval_plots = plots
+    return Report(stages=stages, curves=curves, markdown=md_path, plot=plot_path, evals=evals, eval_plots=eval_plots,
+                  summary=summary_line(stages, [md_path, *plots], learning_checks(inputs), evals))
