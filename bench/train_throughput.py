@@ -62,7 +62,7 @@ def load_sequences(recipe, stage, count: int) -> tuple[list[dict], str]:
     import numpy as np
 
     from smolrecipe.data.batches import PretrainSamples
-    from smolrecipe.errors import RecipeError
+    from smolrecipe.errors import UserError
 
     seq = recipe.training.sequence_length
     try:
@@ -70,7 +70,7 @@ def load_sequences(recipe, stage, count: int) -> tuple[list[dict], str]:
         sized = dataclasses.replace(stage, train_steps=max(stage.train_steps, math.ceil(count / stage.global_batch)))
         dataset = PretrainSamples.for_stage(sized, seq, recipe.training.seed)
         return [dataset[i] for i in range(count)], f"{stage.name} nanosets"
-    except RecipeError as err:
+    except UserError as err:
         print(f"note: {err.line()}; using random token ids instead")
     tokens = np.random.RandomState(recipe.training.seed).randint(0, recipe.model.vocab_size, (count, seq + 1))
     return [{"input_ids": t, "positions": np.arange(seq + 1)} for t in tokens], "random token ids"
@@ -189,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     from smolrecipe.backends.local.train import device_settings, training_arguments
     from smolrecipe.data.batches import collate_pretrain
     from smolrecipe.data.tokenizer import load_tokenizer
-    from smolrecipe.errors import RecipeError
+    from smolrecipe.errors import UserError
     from smolrecipe.recipe.plan import build_plan
 
     try:
         recipe = bench_recipe(args.recipe, args.shape, args.seq)
         plan = build_plan(recipe)
-    except RecipeError as err:
+    except UserError as err:
         print(f"error: {err.with_source(str(args.recipe)).line()}", file=sys.stderr)
         return 2
     stage = next(s for s in plan.stages if s.kind == "pretrain")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-class RecipeError(Exception):
-    """A problem with a recipe, reported on one line before any work starts.
+class UserError(Exception):
+    """Something the user can fix (a recipe field, a missing or broken input, an unfinished stage),
+    reported on one line: where, what is wrong, how to fix it.
 
     Not a ValueError on purpose: pydantic wraps ValueErrors raised in validators into its own
     multi-line report and loses the field name; this one passes through unchanged.
@@ -21,5 +22,5 @@ class RecipeError(Exception):
         where = f"{self.source}: " if self.source else ""
         return f"{where}{self.field}: {self.problem}; fix: {self.fix}"
 
-    def with_source(self, source: str) -> "RecipeError":
-        return RecipeError(self.field, self.problem, self.fix, source=source)
+    def with_source(self, source: str) -> "UserError":
+        return UserError(self.field, self.problem, self.fix, source=source)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 
 if TYPE_CHECKING:  # the recipe layer sits above this module
     from smolrecipe.recipe.schema import Recipe
@@ -102,14 +102,14 @@ def stage_of_backend_dir(folder: Path) -> tuple[Path, str]:
 
 
 def read_json(path: Path, fix: str) -> dict:
-    """A JSON object from a file; a broken file is a one-line RecipeError naming it."""
+    """A JSON object from a file; a broken file is a one-line UserError naming it."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         reason = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-        raise RecipeError(Path(path).name, f"not valid JSON ({reason})", fix, source=str(path)) from None
+        raise UserError(Path(path).name, f"not valid JSON ({reason})", fix, source=str(path)) from None
     if not isinstance(data, dict):
-        raise RecipeError(Path(path).name, f"holds a {type(data).__name__}, not a JSON object", fix, source=str(path))
+        raise UserError(Path(path).name, f"holds a {type(data).__name__}, not a JSON object", fix, source=str(path))
     return data
 
 
@@ -246,11 +246,11 @@ def find_stages(run: Path) -> list[StageLog]:
     run = Path(run)
     fix = "train the recipe first (tools/train_local.py, or the SLURM jobs), then pass its run folder (e.g. runs/tiny)"
     if not run.is_dir():
-        raise RecipeError("RUN_DIR", "not a folder", fix, source=str(run))
+        raise UserError("RUN_DIR", "not a folder", fix, source=str(run))
     logs = [log for sub in BACKEND_SUBDIR.values() for log in sorted(run.glob(f"*/{sub}/{LOG}" if sub else f"*/{LOG}"))]
     stages = [read_stage(log.parent) for log in logs]
     stages = [s for s in stages if s.records or s.finished]
     if not stages:
         where = " or ".join(f"<stage>/{sub}/{LOG}" if sub else f"<stage>/{LOG}" for sub in BACKEND_SUBDIR.values())
-        raise RecipeError("RUN_DIR", f"no training logs here (no logged step in any {where})", fix, source=str(run))
+        raise UserError("RUN_DIR", f"no training logs here (no logged step in any {where})", fix, source=str(run))
     return order_stages(stages)

@@ -129,10 +129,10 @@ def test_model_matches_the_recipe_and_nanotron_init(root):
 
 
 def test_interleaved_rope_is_refused(tiny_dict, write_recipe):
-    from smolrecipe.errors import RecipeError
+    from smolrecipe.errors import UserError
 
     tiny_dict["model"]["rope_interleaved"] = True
-    with pytest.raises(RecipeError, match="model.rope_interleaved"):
+    with pytest.raises(UserError, match="model.rope_interleaved"):
         build_model(load_recipe(write_recipe(tiny_dict)))
 
 

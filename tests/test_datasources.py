@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, tiny_recipe_at
 
 from smolrecipe.data.sources import FieldIn, build_reader, check_source, local_files
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import Source
 
 
@@ -61,17 +61,17 @@ def test_field_in_keeps_only_listed_values(tmp_path):
 
 
 def test_missing_path_is_one_line_naming_the_field(tmp_path):
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         check_source("prose", Source(domain="web", path=str(tmp_path / "nope")))
     assert exc.value.field == "sources.prose.path" and "does not exist" in exc.value.problem
 
 
 def test_absent_text_field_lists_the_fields_there_are(tmp_path):
     _jsonl(tmp_path / "d.jsonl", [{"content": "x", "id": 1}])
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         check_source("code", Source(domain="code", path=str(tmp_path / "d.jsonl")))
     assert exc.value.field == "sources.code.text_field" and "'text'" in exc.value.problem and "content" in exc.value.fix
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         check_source("m", Source(domain="math", path=str(tmp_path / "d.jsonl"), text_template="{problem} {content}"))
     assert exc.value.field == "sources.m.text_template" and "'problem'" in exc.value.problem
 
@@ -80,7 +80,7 @@ def test_filter_arguments_are_checked_against_the_datatrove_class(tmp_path):
     _jsonl(tmp_path / "d.jsonl", [{"text": "x"}])
     source = Source(domain="web", path=str(tmp_path / "d.jsonl"),
                     filters=[{"name": "gopher_quality", "args": {"min_doc_wrds": 50}}])
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         check_source("web", source)
     assert exc.value.field == "sources.web.filters[0].args" and "min_doc_wrds" in exc.value.problem
 
@@ -89,7 +89,7 @@ def test_an_unknown_filter_name_is_a_recipe_error(tiny_dict, write_recipe):
     from smolrecipe.recipe.loading import load_recipe
 
     tiny_dict["sources"]["prose"]["filters"] = [{"name": "gopher_qualty"}]
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         load_recipe(write_recipe(tiny_dict))
     assert "sources.prose.filters[0].name" in str(exc.value) and "gopher_quality" in str(exc.value)
 
@@ -234,7 +234,7 @@ def test_hub_sources_go_through_load_dataset_which_also_takes_a_local_folder(tmp
     assert [d.text for d in docs] == [r["text"] for r in rows]
     keep = FieldIn("int_score", [4, 5])
     assert [d.text for d in docs if keep.filter(d) is True] == ["doc 4", "doc 5", "doc 10", "doc 11"]
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         check_source("fineweb_edu", source.model_copy(update={"text_field": "content"}))
     assert exc.value.field == "sources.fineweb_edu.text_field" and "int_score" in exc.value.fix
 

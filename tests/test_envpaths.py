@@ -1,6 +1,6 @@
 import pytest
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import expand, resolve_recipe, unset_variables
 from smolrecipe.recipe.loading import recipe_from_dict
 
@@ -15,7 +15,7 @@ def test_expand_forms():
 
 
 def test_unset_variable_names_field_and_fix():
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         expand("${SCRATCH}/data", "paths.data", {})
     line = str(exc.value)
     assert "paths.data" in line and "$SCRATCH" in line and "export SCRATCH=" in line

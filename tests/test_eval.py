@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.eval import runner as evaluate
 from smolrecipe.eval import tasks as eval_tasks
 from smolrecipe.eval.perplexity import score_texts, windows
@@ -71,7 +71,7 @@ def test_piqa_local_copy_in_the_authors_layout(tmp_path):
     rows = list(eval_tasks.local_rows(tmp_path, CHOICE_TASKS["piqa"].local_reader))
     assert [r["label"] for r in rows] == [1, 0] and rows[1]["goal"] == "d"
     (tmp_path / "valid-labels.lst").write_text("1\n")
-    with pytest.raises(RecipeError, match="2 questions but 1 labels"):
+    with pytest.raises(UserError, match="2 questions but 1 labels"):
         list(eval_tasks.local_rows(tmp_path, CHOICE_TASKS["piqa"].local_reader))
 
 
@@ -147,7 +147,7 @@ def test_slice_texts_stops_at_the_token_budget(tmp_path, hf_tokenizer):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"Document {i} is about the town of Lrel."}) + "\n" for i in range(50)))
     texts = slice_texts(Slice("web", str(tmp_path)), hf_tokenizer, token_budget=40)
     assert sum(len(hf_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) == pytest.approx(40, abs=1)
-    with pytest.raises(RecipeError, match="'body' is not a field"):
+    with pytest.raises(UserError, match="'body' is not a field"):
         slice_texts(Slice("web", str(tmp_path), text_field="body"), hf_tokenizer, token_budget=40)
     (tmp_path / "notes.txt").write_text("A plain text file is one document.")
     notes = Slice("notes", str(tmp_path / "notes.txt"))
@@ -162,7 +162,7 @@ def test_suites_name_only_known_tasks():
         assert set(suite.tasks) <= set(known), suite.name
     assert {t.removeprefix("mc:") for t in suites["tier3"].tasks} == set(CHOICE_TASKS)
     assert [s.name for s in evaluate.expand_suite("all", suites)] == ["tier2", "tier3", "tier4", "gsm8k"]
-    with pytest.raises(RecipeError, match="unknown suite 'tier9'"):
+    with pytest.raises(UserError, match="unknown suite 'tier9'"):
         evaluate.expand_suite("tier9", suites)
 
 
@@ -174,7 +174,7 @@ def test_suites_name_only_known_tasks():
 ])
 def test_bad_suite_file_names_the_field(tmp_path, suite, field):
     (tmp_path / "suites.yaml").write_text(f"suites:\n  quick:\n    {suite}\n")
-    with pytest.raises(RecipeError, match=rf"^{re.escape(field)}"):
+    with pytest.raises(UserError, match=rf"^{re.escape(field)}"):
         evaluate.load_suites(tmp_path / "suites.yaml")
 
 
@@ -290,7 +290,7 @@ def test_recipe_eval_suites_must_exist(tiny_dict, write_recipe):
     from smolrecipe.recipe.loading import load_recipe
 
     tiny_dict["stages"][1]["eval_suites"] = ["quick", "tier9"]
-    with pytest.raises(RecipeError, match=r"stages\.stage2\.eval_suites: unknown suite\(s\) \['tier9'\]"):
+    with pytest.raises(UserError, match=r"stages\.stage2\.eval_suites: unknown suite\(s\) \['tier9'\]"):
         load_recipe(write_recipe(tiny_dict))
 
 
@@ -415,7 +415,7 @@ def test_a_benchmark_neither_local_nor_reachable_is_a_one_line_error(random_hf):
               "suites, raw = evaluate.load_suites(); raw = {**raw, 'local_copies': []}\n"
               "try:\n"
               f"    evaluate.run_suite(Path({str(random_hf)!r}), {{}}, suites['quick'], raw, Path('unused'), tasks=['mc:piqa'], limit=1)\n"
-              "except evaluate.RecipeError as err:\n"
+              "except evaluate.UserError as err:\n"
               "    print(err.line()); sys.exit(3)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.loading import recipe_from_dict
 from smolrecipe.recipe.plan import build_plan, mixture_weights, rounded_weights, steps_for
 from smolrecipe.recipe.schema import parse_count
@@ -65,19 +65,19 @@ def test_wsd_decay_start(tiny_dict):
 
 def test_steps_and_tokens_are_exclusive(tiny_dict):
     tiny_dict["stages"][0]["steps"] = 10
-    with pytest.raises(RecipeError, match=r"stages\[0\].tokens: give exactly one of"):
+    with pytest.raises(UserError, match=r"stages\[0\].tokens: give exactly one of"):
         recipe_from_dict(tiny_dict)
 
 
 def test_first_stage_cannot_init_from_anything(tiny_dict):
     tiny_dict["stages"][0]["init_from"] = "stage2"
-    with pytest.raises(RecipeError, match=r"stages\[0\].init_from: 'stage2' is this stage itself or a later stage"):
+    with pytest.raises(UserError, match=r"stages\[0\].init_from: 'stage2' is this stage itself or a later stage"):
         recipe_from_dict(tiny_dict)
 
 
 def test_later_stage_must_say_where_it_starts(tiny_dict):
     del tiny_dict["stages"][1]["init_from"]
-    with pytest.raises(RecipeError, match=r"add `init_from: stage1`"):
+    with pytest.raises(UserError, match=r"add `init_from: stage1`"):
         recipe_from_dict(tiny_dict)
 
 

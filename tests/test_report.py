@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.report.evals import read_evals
 from smolrecipe.report.run_report import (
     ReportInputs,
@@ -162,7 +162,7 @@ def test_no_samples_no_section(run, tmp_path):
 def test_no_logs_is_one_line_error_and_writes_nothing(tmp_path, capsys):
     empty = tmp_path / "runs" / "empty"
     (empty / "stage1" / "local").mkdir(parents=True)
-    with pytest.raises(RecipeError, match="train_local.py"):
+    with pytest.raises(UserError, match="train_local.py"):
         write_report(empty)
     assert load_cli().main([str(empty), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
@@ -187,7 +187,7 @@ def test_cli_runs_as_a_script(run):
 
 def test_a_broken_summary_is_a_one_line_error_naming_it(run):
     (run / "stage2" / "local" / "summary.json").write_text('{"stage": "sta')
-    with pytest.raises(RecipeError, match="summary.json: not valid JSON"):
+    with pytest.raises(UserError, match="summary.json: not valid JSON"):
         write_report(run)
     assert not (run / "report.md").exists() and not (run / "loss.png").exists()
 

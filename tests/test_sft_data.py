@@ -4,7 +4,7 @@ import pytest
 
 from smolrecipe.data.chats import SFTStats, completion_mask, conversation_records, convert, write_sft_dataset
 from smolrecipe.data.tokenizer import PROJECT_ROOT
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 
 CHAT = [
     {"role": "system", "content": "Be brief."},
@@ -90,7 +90,7 @@ def test_the_dataset_folder_is_all_or_nothing(hf_tokenizer, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_sft_dataset(chats_then_crash(), hf_tokenizer, 128, tmp_path / "sft", progress=False)
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         write_sft_dataset([[{"role": "user", "content": "hi"}]], hf_tokenizer, 128, tmp_path / "sft", progress=False)
     assert exc.value.field == "sft.data" and list(tmp_path.iterdir()) == []
     manifest = write_sft_dataset([CHAT], hf_tokenizer, 128, tmp_path / "sft", progress=False)
@@ -110,6 +110,6 @@ def test_hub_chat_data_is_read_through_load_dataset_also_from_a_local_folder(tmp
     data = SFTData(hf=str(tmp_path / "hub"), split="train")
     check_sft_source(data)
     assert list(read_conversations(data)) == [CHAT] * 3
-    with pytest.raises(RecipeError) as exc:
+    with pytest.raises(UserError) as exc:
         check_sft_source(data.model_copy(update={"messages_field": "conversation"}))
     assert exc.value.field == "sft.data.messages_field" and "messages" in exc.value.fix

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from smolrecipe.backends.nanotron.config import NANOTRON_COMMIT
 from smolrecipe.backends.nanotron.generate import check_lr_with_nanotron, check_with_nanotron, nanotron_available, render, write_atomically
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import resolve_recipe, unset_variables
 from smolrecipe.recipe.estimates import count_params
 from smolrecipe.recipe.plan import build_plan
@@ -32,7 +32,7 @@ def data_uses(rendered, resolved: bool) -> list[SourceUse] | None:
         return data_usage(rendered.plan)
     try:
         return data_usage(build_plan(resolve_recipe(rendered.recipe)))
-    except RecipeError:
+    except UserError:
         return None
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rendered = render(args.recipe, resolve=args.resolve or (args.check and nanotron_available()))
-    except RecipeError as exc:
+    except UserError as exc:
         err.print(f"[bold red]error[/]: {exc.line() if exc.source else f'{args.recipe}: {exc.line()}'}",
                   markup=True, highlight=False)
         return 2

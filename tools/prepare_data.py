@@ -37,7 +37,7 @@ from smolrecipe.data.pipeline import (
 )
 from smolrecipe.data.sources import check_source, matching_files
 from smolrecipe.data.tokenizer import build_tokenizer, load_tokenizer
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import sft_dataset_folder, source_folder
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = resolve_recipe(load_recipe(args.recipe))
         if args.tasks is not None and args.tasks < 1:
-            raise RecipeError("--tasks", f"{args.tasks} is not a positive number of tasks", "use --tasks 1 or more")
+            raise UserError("--tasks", f"{args.tasks} is not a positive number of tasks", "use --tasks 1 or more")
         if args.executor == "slurm" and shutil.which("sbatch") is None:
-            raise RecipeError("--executor", "slurm needs `sbatch`, which is not on this machine's PATH",
+            raise UserError("--executor", "slurm needs `sbatch`, which is not on this machine's PATH",
                               "run on a SLURM login node, or use --executor local")
         folder, built = build_tokenizer(recipe)
         console.print(f"tokenizer: {folder} ({'built' if built else 'up to date'})")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.all and status == 0 and recipe.sft is not None:
             status = prepare_sft(recipe, console)
         return status
-    except RecipeError as exc:
+    except UserError as exc:
         Console(stderr=True, width=160, soft_wrap=True).print(
             f"[bold red]error[/]: {exc.line() if exc.source else f'{args.recipe}: {exc.line()}'}", highlight=False)
         return 2
@@ -86,7 +86,7 @@ def prepare_sources(recipe: Recipe, args, console: Console) -> int:
     names = args.source or list(recipe.sources)
     unknown = [n for n in names if n not in recipe.sources]
     if unknown:
-        raise RecipeError("--source", f"'{unknown[0]}' is not a source of {recipe.name}", f"use one of {list(recipe.sources)}")
+        raise UserError("--source", f"'{unknown[0]}' is not a source of {recipe.name}", f"use one of {list(recipe.sources)}")
     tokenizer = load_tokenizer(tokenizer_folder(recipe)).backend_tokenizer
     document_end = document_end_token(recipe, tokenizer)
     for name in names:  # every check first: a bad source stops the run before any output exists
@@ -136,7 +136,7 @@ def print_summary(recipe: Recipe, names: list[str], console: Console, seconds: f
 
 def prepare_sft(recipe: Recipe, console: Console) -> int:
     if recipe.sft is None:
-        raise RecipeError("sft", "the recipe has no SFT stage", "add an `sft:` section or drop --sft")
+        raise UserError("sft", "the recipe has no SFT stage", "add an `sft:` section or drop --sft")
     out = Path(sft_dataset_folder(recipe))
     data = recipe.sft.data.model_dump(mode="json")
     fp = fingerprint(recipe, sft=data, max_tokens=recipe.training.sequence_length)

@@ -25,7 +25,7 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.errors import UserError  # noqa: E402
 from smolrecipe.report.run_report import NUMERIC_COLUMNS, STAGE_COLUMNS, stage_rows, write_report  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=160, soft_wrap=True, highlight=False)
     try:
         report = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
-    except RecipeError as exc:
+    except UserError as exc:
         line = exc.line() if exc.source else f"{args.run_dir}: {exc.line()}"
         Console(stderr=True, width=160, soft_wrap=True).print(f"[bold red]error[/]: {escape(line)}", highlight=False)
         return 2

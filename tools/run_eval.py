@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
 from smolrecipe.backends.nanotron.convert import ConversionError  # noqa: E402
-from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.errors import UserError  # noqa: E402
 from smolrecipe.eval.runner import (  # noqa: E402
     as_hf_folder,
     default_output_dir,
@@ -44,7 +44,7 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
     for value in values:
         name, sep, target = value.partition("=")
         if not sep or not name or not target:
-            raise RecipeError(flag, f"'{value}' is not NAME=VALUE", f"write it as {flag} piqa=/data/piqa")
+            raise UserError(flag, f"'{value}' is not NAME=VALUE", f"write it as {flag} piqa=/data/piqa")
         out[name] = target
     return out
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_suite(hf, prov, suite, raw, out_dir, tasks=tasks, limit=args.limit, slices=slices, local=local,
                                        chat=args.chat, batch_size=args.batch_size)
                     print_result(result)
-    except RecipeError as err:
+    except UserError as err:
         print(f"error: {err.with_source(args.recipe).line() if args.recipe else err.line()}", file=sys.stderr)
         return 2
     except ConversionError as err:
@@ -117,7 +117,7 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
         else:
             checkpoint = Path(stage.final_checkpoint())
             if not checkpoint.is_dir():
-                raise RecipeError(stage.name, f"{checkpoint} does not exist", f"train it first: sbatch slurm/{stage.name}.sh {recipe_path}")
+                raise UserError(stage.name, f"{checkpoint} does not exist", f"train it first: sbatch slurm/{stage.name}.sh {recipe_path}")
         out = results_dir(Path(stage_dir(recipe, stage.name)).parent, stage.name, stage.train_steps)
         jobs += [(str(checkpoint), name, out) for name in names]
     return jobs

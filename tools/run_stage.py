@@ -24,7 +24,7 @@ from smolrecipe.preemption import StopRequest  # noqa: E402
 
 STOP = StopRequest().install()  # first thing: a signal during the imports below still counts
 
-from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.errors import UserError  # noqa: E402
 from smolrecipe.jobs.stage import nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
 from smolrecipe.recipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.recipe.loading import load_recipe  # noqa: E402
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return 0
         return run_until_stopped(job.command, STOP, stop_file=job.config.parent / STOP_FILE, env=nanotron_environment(recipe))
-    except RecipeError as err:
+    except UserError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from smolrecipe.atomic import write_json
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         base = [s for s in plan.stages if s.kind == "pretrain"][-1]
         sft = next((s for s in plan.stages if s.kind == "sft"), None)
         if sft is None:
-            raise RecipeError("sft", f"{recipe.name} has no SFT stage to compare with", "add an `sft:` section")
+            raise UserError("sft", f"{recipe.name} has no SFT stage to compare with", "add an `sft:` section")
         checkpoints = {"base": trained_checkpoint(recipe, base, args.recipe), "sft": trained_checkpoint(recipe, sft, args.recipe)}
         models = {label: answer(folder, DEMO_PROMPTS, args.max_new_tokens) for label, folder in checkpoints.items()}
-    except RecipeError as err:
+    except UserError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2
     out = Path(recipe.paths.runs) / recipe.name / "samples.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
-from smolrecipe.errors import RecipeError  # noqa: E402
+from smolrecipe.errors import UserError  # noqa: E402
 from smolrecipe.jobs.slurm import chain, log_dir, submit  # noqa: E402
 from smolrecipe.recipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.recipe.loading import load_recipe  # noqa: E402
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = os.environ.get("SMOLRECIPE_BACKEND", "nanotron")
     try:
         if backend not in ("nanotron", "local"):
-            raise RecipeError("SMOLRECIPE_BACKEND", f"{backend!r} is not a backend", "use nanotron or local")
+            raise UserError("SMOLRECIPE_BACKEND", f"{backend!r} is not a backend", "use nanotron or local")
         recipe_path = Path(args.recipe).resolve()
         # Resolving the paths here checks that the environment the jobs inherit defines them.
         recipe = resolve_recipe(load_recipe(recipe_path))
@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dry run: {len(jobs)} job(s) for {recipe.name} ({backend} backend), nothing submitted")
             return 0
         if shutil.which("sbatch") is None:
-            raise RecipeError("sbatch", "not found on this machine's PATH", "run on a SLURM login node, or pass --dry-run")
+            raise UserError("sbatch", "not found on this machine's PATH", "run on a SLURM login node, or pass --dry-run")
         log_dir(recipe).mkdir(parents=True, exist_ok=True)
         submitted = submit(jobs, recipe_path)
-    except RecipeError as err:
+    except UserError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2
     for job, job_id, command in submitted:

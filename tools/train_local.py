@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in [s.name for s in plan.stages] if chosen is None else [chosen.name]:
             result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps)
             print(result.line())
-    except RecipeError as err:
+    except UserError as err:
         print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
         return 2
     return 0

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from smolrecipe.data.chats import completion_mask
 from smolrecipe.data.pipeline import read_manifest
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.plan import StagePlan
 
 IGNORE_INDEX = -100  # the label value transformers' losses skip
@@ -69,7 +69,7 @@ def open_folder(folder: str, sequence_length: int) -> DatatroveFolderDataset:
     """A published nanoset folder (prepare_data writes the manifest last, so it marks a complete one)."""
     manifest = read_manifest(folder)
     if manifest is None:
-        raise RecipeError("sources", f"{folder} is not a prepared nanoset folder (no manifest.json)",
+        raise UserError("sources", f"{folder} is not a prepared nanoset folder (no manifest.json)",
                           "run `python tools/prepare_data.py RECIPE` first")
     return DatatroveFolderDataset(folder, seq_len=sequence_length, filename_pattern="*.ds", recursive=False,
                                   token_size=manifest["token_size"], shuffle=True, return_positions=True)
@@ -84,7 +84,7 @@ class PretrainSamples(Dataset):
         self.lengths = [len(d) for d in self.datasets]
         for folder, length in zip(self.folders, self.lengths, strict=True):
             if length == 0:
-                raise RecipeError("training.sequence_length", f"{folder} holds fewer than {sequence_length + 1} tokens",
+                raise UserError("training.sequence_length", f"{folder} holds fewer than {sequence_length + 1} tokens",
                                   "prepare more data for that source or use a shorter sequence")
         self.folder_index, self.sample_index = blend_index(self.lengths, weights, n_samples, seed)
         self._consumed = 0
@@ -127,7 +127,7 @@ class SFTRows(Dataset):
 
     def __init__(self, records, tokenizer, sequence_length: int, n_samples: int):
         if len(records) == 0:
-            raise RecipeError("sft.data", "the prepared SFT records are empty", "run `python tools/prepare_data.py RECIPE --sft`")
+            raise UserError("sft.data", "the prepared SFT records are empty", "run `python tools/prepare_data.py RECIPE --sft`")
         self.records, self.tokenizer, self.sequence_length, self.n_samples = records, tokenizer, sequence_length, n_samples
 
     def __len__(self) -> int:

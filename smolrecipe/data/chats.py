@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from smolrecipe.atomic import staged_folder
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 
@@ -128,15 +128,15 @@ def read_conversations(data) -> Iterator[Any]:
 
 
 def check_sft_source(data) -> None:
-    """Raise RecipeError before any output when the chat data cannot be read as the recipe says."""
+    """Raise UserError before any output when the chat data cannot be read as the recipe says."""
     from smolrecipe.data.sources import first_record, matching_files
 
     if data.path is not None and not matching_files(data.path):
-        raise RecipeError("sft.data.path", f"no JSONL or Parquet files at {data.path}",
+        raise UserError("sft.data.path", f"no JSONL or Parquet files at {data.path}",
                           "point it at chat records with a `messages` list (the tiny recipe's: tools/make_demo_corpus.py)")
     first = first_record(data, "sft.data")
     if data.messages_field not in first:
-        raise RecipeError("sft.data.messages_field", f"field '{data.messages_field}' is not in the records",
+        raise UserError("sft.data.messages_field", f"field '{data.messages_field}' is not in the records",
                           f"use one of {sorted(first)}")
 
 
@@ -162,7 +162,7 @@ def write_sft_dataset(conversations: Iterable[Any], tokenizer, max_tokens: int, 
             if batch:
                 writer.write_table(pa.Table.from_pylist(batch, schema))
         if stats.records == 0:
-            raise RecipeError("sft.data", f"no usable conversation among {stats.conversations:,} "
+            raise UserError("sft.data", f"no usable conversation among {stats.conversations:,} "
                               f"(dropped: {dict(stats.dropped)})", "check the chat data and training.sequence_length")
         manifest = {**(extra_manifest or {}), **stats.as_dict(), "max_tokens": max_tokens, "file": SFT_FILE}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -37,7 +37,7 @@ from datatrove.pipeline.tokens import DocumentTokenizer
 from smolrecipe.atomic import replace_folder, write_json
 from smolrecipe.data.sources import build_filters, build_reader
 from smolrecipe.data.tokenizer import PROVENANCE
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.plan import source_folder
 from smolrecipe.recipe.schema import Recipe, Source
 
@@ -111,7 +111,7 @@ def document_end_token(recipe: Recipe, tokenizer) -> str:
     """The token appended after every pretraining document."""
     if recipe.tokenizer.document_end is not None:
         if tokenizer.token_to_id(recipe.tokenizer.document_end) is None:
-            raise RecipeError("tokenizer.document_end", f"'{recipe.tokenizer.document_end}' is not a token of the tokenizer",
+            raise UserError("tokenizer.document_end", f"'{recipe.tokenizer.document_end}' is not a token of the tokenizer",
                               "use a special token of the tokenizer, e.g. its end-of-text token")
         return recipe.tokenizer.document_end
     return tokenizer.id_to_token(recipe.tokenizer.eos_token_id)
@@ -283,7 +283,7 @@ def publish(job: SourceJob, recipe_name: str, recipe_hash: str) -> dict[str, Any
         return json.loads((job.final / MANIFEST).read_text())
     counts = manifest_counts(job)
     if counts["tokens"] == 0 or not list(job.staged.glob("*.ds")):
-        raise RecipeError(f"sources.{job.name}", f"nothing left to tokenize: {counts['documents_read']:,} documents read, "
+        raise UserError(f"sources.{job.name}", f"nothing left to tokenize: {counts['documents_read']:,} documents read, "
                           f"{counts['documents_kept']:,} kept after filters and dedup",
                           "loosen the source's filters or check its text field")
     metadata = sorted(job.staged.glob("*.metadata"))

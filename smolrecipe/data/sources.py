@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.filters import bad_filter_args, build_filter
 from smolrecipe.recipe.schema import Source
 
@@ -123,17 +123,17 @@ def iter_records(origin) -> Iterator[dict]:
 
 
 def first_record(origin, field: str) -> dict:
-    """The first raw record, to check its fields before a pipeline starts; RecipeError on `field`
+    """The first raw record, to check its fields before a pipeline starts; UserError on `field`
     when there is none or it cannot be read."""
     where = f"{field}.{'hf' if origin.hf is not None else 'path'}"
     try:
         record = next(iter_records(origin), None)
     except Exception as exc:  # hub down, no such dataset, unreadable file: one line, with the cause
         cause = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise RecipeError(where, f"cannot read it ({type(exc).__name__}: {cause})",
+        raise UserError(where, f"cannot read it ({type(exc).__name__}: {cause})",
                           "check the dataset id/subset/split (log in once for gated sets) or the file format") from None
     if record is None:
-        raise RecipeError(where, "has no records", "point it at a non-empty dataset")
+        raise UserError(where, "has no records", "point it at a non-empty dataset")
     return record
 
 
@@ -153,27 +153,27 @@ def iter_local(path: str) -> Iterator[dict]:
 
 
 def check_source(name: str, source: Source) -> None:
-    """Raise RecipeError when a (resolved) source cannot be read as the recipe says.
+    """Raise UserError when a (resolved) source cannot be read as the recipe says.
     Cheap: it opens one record, so it runs for every source before any output is written."""
     field = f"sources.{name}"
     for i, spec in enumerate(source.filters):
         problem = bad_filter_args(spec.name, spec.args)
         if problem:
-            raise RecipeError(f"{field}.filters[{i}].args", f"do not fit filter '{spec.name}' ({problem})",
+            raise UserError(f"{field}.filters[{i}].args", f"do not fit filter '{spec.name}' ({problem})",
                               "see the datatrove class's constructor for its arguments")
     if source.path is not None:
         if not os.path.exists(local_files(source.path)[0] if _is_glob(source.path) else source.path):
-            raise RecipeError(f"{field}.path", f"{source.path} does not exist",
+            raise UserError(f"{field}.path", f"{source.path} does not exist",
                               "point it at a JSONL/Parquet file or folder (the tiny recipe's: tools/make_demo_corpus.py)")
         if not matching_files(source.path):
-            raise RecipeError(f"{field}.path", f"no JSONL or Parquet files at {source.path}",
+            raise UserError(f"{field}.path", f"no JSONL or Parquet files at {source.path}",
                               "point it at a .jsonl/.parquet file, a folder of them, or a glob")
     record = first_record(source, field)
     wanted = template_fields(source.text_template) if source.text_template else [source.text_field]
     missing = [f for f in wanted if f not in record]
     if missing:
         key = "text_template" if source.text_template else "text_field"
-        raise RecipeError(f"{field}.{key}", f"field '{missing[0]}' is not in the records",
+        raise UserError(f"{field}.{key}", f"field '{missing[0]}' is not in the records",
                           f"use one of {sorted(record)}")
 
 

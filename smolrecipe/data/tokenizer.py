@@ -20,7 +20,7 @@ from pathlib import Path
 
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import staged_folder
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import Recipe
 
 PROVENANCE = "smolrecipe_tokenizer.json"
@@ -78,12 +78,12 @@ def load_tokenizer(folder: str | Path):
 
 def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
     """Write the tokenizer folder at `recipe.tokenizer.path` (already resolved). Returns
-    (folder, built); an up-to-date folder is left alone. Raises RecipeError on a base that
+    (folder, built); an up-to-date folder is left alone. Raises UserError on a base that
     cannot be loaded or that disagrees with the recipe's vocabulary and special tokens."""
     out = Path(recipe.tokenizer.path)
     tpath = template_path(recipe)
     if not tpath.is_file():
-        raise RecipeError("tokenizer.chat_template", f"{tpath} does not exist", "point it at a Jinja file such as tokenizer/chatml.jinja")
+        raise UserError("tokenizer.chat_template", f"{tpath} does not exist", "point it at a Jinja file such as tokenizer/chatml.jinja")
     template = tpath.read_text()
     fingerprint = _fingerprint(recipe, template)
     if not force and (out / PROVENANCE).is_file() and json.loads((out / PROVENANCE).read_text()) == fingerprint:
@@ -95,7 +95,7 @@ def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     except Exception as exc:  # hub down, no such repo, gated model, corrupt file: all one message
-        raise RecipeError(
+        raise UserError(
             "tokenizer.base", f"cannot load '{recipe.tokenizer.base}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
             "use a local tokenizer folder, or log in / go online once so the hub id is cached",
         ) from None
@@ -111,11 +111,11 @@ def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
 def _check_matches_recipe(tokenizer, recipe: Recipe) -> None:
     spec = recipe.tokenizer
     if len(tokenizer) != recipe.model.vocab_size:
-        raise RecipeError(
+        raise UserError(
             "model.vocab_size", f"{recipe.model.vocab_size} but tokenizer '{spec.base}' has {len(tokenizer)} entries",
             f"set model.vocab_size: {len(tokenizer)} (nanotron asserts they are equal)",
         )
     for field, want, got, token in (("bos_token_id", spec.bos_token_id, tokenizer.bos_token_id, tokenizer.bos_token),
                                     ("eos_token_id", spec.eos_token_id, tokenizer.eos_token_id, tokenizer.eos_token)):
         if want != got:
-            raise RecipeError(f"tokenizer.{field}", f"{want} but the tokenizer's is {got} ({token!r})", f"set tokenizer.{field}: {got}")
+            raise UserError(f"tokenizer.{field}", f"{want} but the tokenizer's is {got} ({token!r})", f"set tokenizer.{field}: {got}")

@@ -31,7 +31,7 @@ from unittest import mock
 
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import write_file, write_json
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
 from smolrecipe.recipe.suites import GROUP_SUITES, SUITES_FILE, Suite, _project_path, expand_suite, load_suites, suite_names  # noqa: F401
 from smolrecipe.runs import LOG, SETTINGS, SUMMARY, read_json_if_any, read_log, results_dir
@@ -118,13 +118,13 @@ def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[s
         yield path, local_run_provenance(path) | {"source": str(path)}
     elif path.exists() or not HUB_ID.fullmatch(checkpoint):
         problem = "is neither a transformers folder (config.json) nor a nanotron checkpoint" if path.exists() else "does not exist"
-        raise RecipeError("CHECKPOINT", f"{path} {problem}",
+        raise UserError("CHECKPOINT", f"{path} {problem}",
                           "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
     else:
         try:
             hf = save_as_hf_folder(checkpoint, work_dir / "hf")
         except OSError as err:  # transformers' way of saying "not on the hub, not in the cache"
-            raise RecipeError("CHECKPOINT", f"cannot load model '{checkpoint}' ({str(err).splitlines()[0][:200]})",
+            raise UserError("CHECKPOINT", f"cannot load model '{checkpoint}' ({str(err).splitlines()[0][:200]})",
                               "give a local folder, or go online once so that the hub id is cached") from None
         yield hf, {"source": checkpoint}
 
@@ -254,7 +254,7 @@ def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | N
                 model_config=lighteval_model_config(hf_dir, batch_size, Path(tmp) / "cache"),
             )
         except OSError as err:  # datasets' hub and file errors (offline, no such dataset) are OSErrors
-            raise RecipeError("--tasks", f"lighteval could not load a task's data ({str(err).splitlines()[0][:200]})",
+            raise UserError("--tasks", f"lighteval could not load a task's data ({str(err).splitlines()[0][:200]})",
                               "give the benchmark as a local copy (--local NAME=PATH, or $SMOLRECIPE_BENCHMARKS/<name>/), "
                               "or go online once so the HF datasets cache has it") from None
         pipeline.evaluate()
@@ -322,7 +322,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     names = tasks or suite.tasks
     unknown = [n for n in names if n not in known_tasks(specs)]
     if unknown:
-        raise RecipeError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known_tasks(specs))}")
+        raise UserError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known_tasks(specs))}")
     copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
     if chat is None:  # SFT models answer in their chat format; base models continue plain text

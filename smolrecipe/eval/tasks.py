@@ -45,7 +45,7 @@ from lighteval.tasks.templates.utils.formulation import CFFormulation
 from lighteval.utils.language import Language
 
 from smolrecipe.atomic import staged_folder
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
 
 EN = Language.ENGLISH
@@ -77,7 +77,7 @@ def _piqa_local(folder: Path) -> Iterator[dict]:
     rows = (folder / "valid.jsonl").read_text().splitlines()
     labels = (folder / "valid-labels.lst").read_text().split()
     if len(rows) != len(labels):
-        raise RecipeError("eval.local.piqa", f"{folder}: {len(rows)} questions but {len(labels)} labels",
+        raise UserError("eval.local.piqa", f"{folder}: {len(rows)} questions but {len(labels)} labels",
                           "use the unchanged valid.jsonl and valid-labels.lst from the PIQA release")
     for row, label in zip(rows, labels, strict=True):
         yield {**json.loads(row), "label": int(label)}
@@ -131,7 +131,7 @@ def write_local_dataset(rows: Iterator[dict], out: Path, split: str) -> Path:
                 f.write(json.dumps(row) + "\n")
                 n += 1
         if n == 0:
-            raise RecipeError("eval.local", f"no rows for {out.name}", "point the task at a non-empty file")
+            raise UserError("eval.local", f"no rows for {out.name}", "point the task at a non-empty file")
     return out
 
 
@@ -139,7 +139,7 @@ def _jsonl_rows(path: Path) -> Iterator[dict]:
     """Rows of a JSONL file or a folder of them; a plain-text file is one row {"text": <its content>}."""
     files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".txt")) if path.is_dir() else [path]
     if not files:
-        raise RecipeError("eval.local", f"{path} holds no .jsonl or .txt files", "give a JSONL or text file, or a folder of them")
+        raise UserError("eval.local", f"{path} holds no .jsonl or .txt files", "give a JSONL or text file, or a folder of them")
     for file in files:
         if file.suffix == ".txt":
             yield {"text": file.read_text()}
@@ -188,7 +188,7 @@ def slice_texts(spec: Slice, tokenizer, token_budget: int) -> list[str]:
     texts, used = [], 0
     for row in rows:
         if spec.text_field not in row:
-            raise RecipeError(f"eval.slices.{spec.name}.text_field", f"'{spec.text_field}' is not a field of {spec.source}",
+            raise UserError(f"eval.slices.{spec.name}.text_field", f"'{spec.text_field}' is not a field of {spec.source}",
                               f"use one of {sorted(row)}")
         ids = tokenizer(row[spec.text_field], add_special_tokens=False)["input_ids"]
         if not ids:
@@ -199,7 +199,7 @@ def slice_texts(spec: Slice, tokenizer, token_budget: int) -> list[str]:
         if used >= token_budget:
             break
     if not texts:
-        raise RecipeError(f"eval.slices.{spec.name}", f"{spec.source} gave no text", "point the slice at a non-empty dataset")
+        raise UserError(f"eval.slices.{spec.name}", f"{spec.source} gave no text", "point the slice at a non-empty dataset")
     return texts
 
 
@@ -347,5 +347,5 @@ def build_tasks(ctx: TaskContext, names: list[str]) -> list[LightevalTaskConfig]
         elif name == "gsm8k":
             configs.append(gsm8k_task(ctx))
         else:
-            raise RecipeError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks({}))}")
+            raise UserError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks({}))}")
     return configs

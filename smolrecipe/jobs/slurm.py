@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smolrecipe import PROJECT_ROOT
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import Recipe
 
 PREPARE, EVAL = "prepare_data", "eval"
@@ -39,13 +39,13 @@ def chain(recipe: Recipe, stages: list[str], backend: str, start: str | None = N
     cluster = recipe.cluster
     names = [PREPARE, *stages, EVAL]
     if start is not None and start not in names:
-        raise RecipeError("--from", f"{start!r} is not a job of {recipe.name}", f"use one of {names}")
+        raise UserError("--from", f"{start!r} is not a job of {recipe.name}", f"use one of {names}")
     if cluster.nodes != 1:
-        raise RecipeError("cluster.nodes", f"{cluster.nodes} nodes: the job scripts run torchrun on one node",
+        raise UserError("cluster.nodes", f"{cluster.nodes} nodes: the job scripts run torchrun on one node",
                           "set cluster.nodes: 1 (the recipe's parallelism must fit one node)")
     processes = recipe.parallelism.dp * recipe.parallelism.tp * recipe.parallelism.pp
     if backend == "nanotron" and cluster.gpus_per_node != processes:
-        raise RecipeError("cluster.gpus_per_node", f"{cluster.gpus_per_node} GPU(s), but parallelism dp x tp x pp "
+        raise UserError("cluster.gpus_per_node", f"{cluster.gpus_per_node} GPU(s), but parallelism dp x tp x pp "
                           f"needs {processes} processes, one per GPU", f"set cluster.gpus_per_node: {processes}, or change parallelism")
     common = [f"--time={cluster.time}", f"--nodes={cluster.nodes}", "--export=ALL,SMOLRECIPE_ROOT=" + str(root)]
     for flag, value in (("partition", cluster.partition), ("account", cluster.account), ("qos", cluster.qos)):
@@ -56,7 +56,7 @@ def chain(recipe: Recipe, stages: list[str], backend: str, start: str | None = N
     for name in names[names.index(start) if start else 0:]:
         script = root / "slurm" / f"{name}.sh"
         if not script.is_file():
-            raise RecipeError("stages", f"no job script for {name!r} ({script} does not exist)",
+            raise UserError("stages", f"no job script for {name!r} ({script} does not exist)",
                               f"copy slurm/stage1.sh to slurm/{name}.sh and change the stage it trains")
         if name == PREPARE:
             gpus, cpus = 0, cluster.cpus_per_task
@@ -87,7 +87,7 @@ def submit(jobs: list[Job], recipe_path: Path, cwd: Path = PROJECT_ROOT) -> list
             if ids:
                 subprocess.run(["scancel", *ids], capture_output=True)
             cancelled = f" (cancelled the {len(ids)} job(s) submitted before it: {' '.join(ids)})" if ids else ""
-            raise RecipeError(f"sbatch {job.name}", f"refused: {result.stderr.strip() or result.stdout.strip()}{cancelled}",
+            raise UserError(f"sbatch {job.name}", f"refused: {result.stderr.strip() or result.stdout.strip()}{cancelled}",
                               f"check the recipe's cluster section; the command was: {shlex.join(command)}")
         after = result.stdout.strip().split(";")[0]  # --parsable prints "id" or "id;cluster"
         submitted.append((job, after, command))

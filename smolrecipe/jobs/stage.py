@@ -28,7 +28,7 @@ from pathlib import Path
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.backends.nanotron.config import stage_fingerprint
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.plan import StagePlan, build_plan
@@ -64,7 +64,7 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, dry_run: bool = Fal
     stage = rendered.plan.checked_stage(name)
     processes = recipe.parallelism.dp * recipe.parallelism.tp * recipe.parallelism.pp
     if gpus != processes:
-        raise RecipeError("parallelism", f"dp x tp x pp = {processes} processes, but the job has {gpus} GPU(s)",
+        raise UserError("parallelism", f"dp x tp x pp = {processes} processes, but the job has {gpus} GPU(s)",
                           f"submit with --gpus-per-node={processes} (tools/submit.py takes cluster.gpus_per_node), "
                           "or change parallelism to match the node")
     run_dir = Path(stage_dir(recipe, name))
@@ -74,7 +74,7 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, dry_run: bool = Fal
     if step is not None:
         recorded = read_settings(run_dir).get("fingerprint")
         if recorded is not None and recorded != fingerprint:
-            raise RecipeError("recipe", f"{stage.checkpoints_path} holds checkpoints made with other settings than the "
+            raise UserError("recipe", f"{stage.checkpoints_path} holds checkpoints made with other settings than the "
                               "recipe's now (the stage's config or a parent stage changed)",
                               f"move {run_dir} away to train the stage again")
         if step >= stage.train_steps:
@@ -82,7 +82,7 @@ def prepare_nanotron(recipe_path: str, name: str, gpus: int, dry_run: bool = Fal
     if stage.init_from is not None and step is None:
         parent = rendered.plan.stage(stage.init_from)
         if latest_step(parent.checkpoints_path) != parent.train_steps and not dry_run:
-            raise RecipeError(f"{name}.init_from", f"{stage.init_from} has not finished: {parent.final_checkpoint()} "
+            raise UserError(f"{name}.init_from", f"{stage.init_from} has not finished: {parent.final_checkpoint()} "
                               "does not exist", f"train {stage.init_from} first (slurm/{stage.init_from}.sh)")
     config = run_dir / CONFIG
     write_file(config, rendered.files[f"{name}.yaml"])

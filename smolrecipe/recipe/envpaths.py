@@ -10,7 +10,7 @@ import os
 import re
 from typing import Mapping, Optional
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import Recipe
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
@@ -31,7 +31,7 @@ def expand(text: str, field: str, env: Optional[Mapping[str, str]] = None) -> st
     env = os.environ if env is None else env
     missing = unset_in(text, env)
     if missing:
-        raise RecipeError(
+        raise UserError(
             field, f"environment variable ${missing[0]} is not set",
             f"export {missing[0]}=/some/path before running, or write an absolute path in the recipe",
         )
@@ -63,7 +63,7 @@ def unset_variables(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> 
 
 
 def resolve_recipe(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> Recipe:
-    """A copy of the recipe with every path expanded; raises RecipeError on an unset variable."""
+    """A copy of the recipe with every path expanded; raises UserError on an unset variable."""
     fields = {field: expand(text, field, env) for field, text in path_fields(recipe).items()}
     sources = {
         name: src.model_copy(update={"path": fields[f"sources.{name}.path"]}) if src.path is not None else src

@@ -12,7 +12,7 @@ from typing import Annotated, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import Recipe
 from smolrecipe.recipe.suites import suite_names
 
@@ -20,24 +20,24 @@ from smolrecipe.recipe.suites import suite_names
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
-        raise RecipeError("recipe", f"file {path} does not exist", "pass a path such as recipes/tiny.yaml")
+        raise UserError("recipe", f"file {path} does not exist", "pass a path such as recipes/tiny.yaml")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
-        raise RecipeError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax", str(path)) from None
+        raise UserError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax", str(path)) from None
     return recipe_from_dict(data, source=str(path))
 
 
 def recipe_from_dict(data: object, source: str | None = None) -> Recipe:
     if not isinstance(data, dict):
-        raise RecipeError("recipe", "the top level is not a mapping", "start the file with `name: ...`", source)
+        raise UserError("recipe", "the top level is not a mapping", "start the file with `name: ...`", source)
     try:
         recipe = Recipe.model_validate(data)
         _check_eval_suites(recipe)
         return recipe
-    except RecipeError as err:
+    except UserError as err:
         raise err.with_source(source) if source else err from None
     except ValidationError as exc:
         raise _first_error(exc, source) from None
@@ -49,10 +49,10 @@ def _check_eval_suites(recipe: "Recipe") -> None:
     for where, stage in stages:
         unknown = [name for name in stage.eval_suites if name not in known]
         if unknown:
-            raise RecipeError(f"{where}.eval_suites", f"unknown suite(s) {unknown}", f"use some of {', '.join(known)} (eval/suites.yaml)")
+            raise UserError(f"{where}.eval_suites", f"unknown suite(s) {unknown}", f"use some of {', '.join(known)} (eval/suites.yaml)")
 
 
-def _first_error(exc: ValidationError, source: str | None) -> RecipeError:
+def _first_error(exc: ValidationError, source: str | None) -> UserError:
     # A misspelt key shows up twice (unknown + missing); the unknown one is the better report.
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
@@ -65,9 +65,9 @@ def _first_error(exc: ValidationError, source: str | None) -> RecipeError:
         hint = f"remove it or correct the spelling (allowed here: {', '.join(allowed)})" if allowed else "remove it"
         if close:
             hint = f"did you mean '{close[0]}'? " + hint
-        return RecipeError(field, f"unknown key '{loc[-1]}'", hint, source)
+        return UserError(field, f"unknown key '{loc[-1]}'", hint, source)
     if kind == "missing":
-        return RecipeError(field, "required field is missing", f"add `{loc[-1]}:` (recipes/tiny.yaml shows every field)", source)
+        return UserError(field, "required field is missing", f"add `{loc[-1]}:` (recipes/tiny.yaml shows every field)", source)
     message = err["msg"].removeprefix("Value error, ")
     ctx = err.get("ctx", {})
     fixes = {
@@ -87,7 +87,7 @@ def _first_error(exc: ValidationError, source: str | None) -> RecipeError:
     got = err.get("input")
     if kind != "value_error" and not isinstance(got, (dict, list)):
         message = f"{message} (got {got!r})"
-    return RecipeError(field, message, fix, source)
+    return UserError(field, message, fix, source)
 
 
 def _format_loc(loc: tuple) -> str:

@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal, Optional
 
 from smolrecipe import runs
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import LRSchedule, Recipe, Stage
 
 WEIGHT_DECIMALS = 6  # weights are written rounded to this many places, still summing to exactly 1
@@ -76,12 +76,12 @@ class RunPlan:
         raise KeyError(name)
 
     def checked_stage(self, name: str, field: str = "stage", also: tuple[str, ...] = ()) -> StagePlan | None:
-        """The stage called `name` (None for one of `also`, e.g. `all`), or a RecipeError naming `field`."""
+        """The stage called `name` (None for one of `also`, e.g. `all`), or a UserError naming `field`."""
         names = [s.name for s in self.stages]
         if name in also:
             return None
         if name not in names:
-            raise RecipeError(field, f"{name!r} is not a stage of {self.recipe.name}", f"use one of {names + list(also)}")
+            raise UserError(field, f"{name!r} is not a stage of {self.recipe.name}", f"use one of {names + list(also)}")
         return self.stage(name)
 
 
@@ -159,7 +159,7 @@ def build_plan(recipe: Recipe) -> RunPlan:
                                  sft.grad_accumulation, (), sft.lr, sft.init_from, sft.load_optimizer, plans))
     for plan, field in zip(plans, fields, strict=True):
         if plan.lr_decay_steps <= 0:
-            raise RecipeError(
+            raise UserError(
                 f"{field}.lr.warmup_steps",
                 f"warmup/decay start ({plan.train_steps - plan.lr_decay_steps} steps) leaves no steps to decay "
                 f"in a stage of {plan.train_steps} steps",

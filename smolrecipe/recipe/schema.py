@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.filters import FILTER_NAMES
 
 DOMAINS = ("web", "math", "code")
@@ -275,12 +275,12 @@ class Recipe(_Strict):
             _check_lr(self.sft.lr, "sft.lr")
             names = [s.name for s in self.stages]
             if self.sft.init_from not in names:
-                raise RecipeError(
+                raise UserError(
                     "sft.init_from", f"'{self.sft.init_from}' is not a stage of this recipe",
                     f"use one of {names}",
                 )
             if self.sft.name in names:
-                raise RecipeError("sft.name", f"'{self.sft.name}' is also a stage name", "give SFT its own name")
+                raise UserError("sft.name", f"'{self.sft.name}' is also a stage name", "give SFT its own name")
         return self
 
     # Batch arithmetic lives here because validation needs it (a budget below one batch is an error).
@@ -313,18 +313,18 @@ def _check_model(model: ModelSpec) -> None:
     h, q, kv = model.hidden_size, model.num_attention_heads, model.num_key_value_heads
     if q % kv:
         divisors = [d for d in range(1, q + 1) if q % d == 0]
-        raise RecipeError(
+        raise UserError(
             "model.num_key_value_heads",
             f"{kv} KV heads do not divide {q} attention heads (grouped-query attention needs whole groups)",
             f"use one of {divisors}",
         )
     if h % q:
-        raise RecipeError(
+        raise UserError(
             "model.num_attention_heads", f"{q} heads do not divide hidden_size {h}",
             "pick a head count that divides hidden_size",
         )
     if (h // q) % 2:
-        raise RecipeError(
+        raise UserError(
             "model.num_attention_heads", f"head dimension {h // q} is odd; rotary embeddings rotate pairs",
             "pick a head count that makes hidden_size / heads even",
         )
@@ -333,7 +333,7 @@ def _check_model(model: ModelSpec) -> None:
 def _check_precision(recipe: Recipe) -> None:
     if recipe.model.dtype == "float32" and recipe.training.optimizer.accumulate_grad_in_fp32:
         # nanotron's FP32GradientAccumulator asserts its parameters are not float32 already.
-        raise RecipeError(
+        raise UserError(
             "training.optimizer.accumulate_grad_in_fp32",
             "a float32 model already accumulates its gradients in fp32; nanotron's FP32GradientAccumulator refuses it",
             "set accumulate_grad_in_fp32: false (or train in model.dtype: bfloat16)",
@@ -343,14 +343,14 @@ def _check_precision(recipe: Recipe) -> None:
 def _check_parallelism(recipe: Recipe) -> None:
     par, cl = recipe.parallelism, recipe.cluster
     if par.tp > 1 and recipe.model.num_key_value_heads % par.tp:
-        raise RecipeError(
+        raise UserError(
             "parallelism.tp", f"tp={par.tp} does not divide {recipe.model.num_key_value_heads} KV heads",
             "use a tp that divides num_key_value_heads",
         )
     world = par.dp * par.tp * par.pp
     gpus = cl.nodes * cl.gpus_per_node
     if gpus and world != gpus:
-        raise RecipeError(
+        raise UserError(
             "parallelism.dp", f"dp*tp*pp = {world} but the cluster has {gpus} GPUs ({cl.nodes} node(s) x {cl.gpus_per_node})",
             f"set dp to {gpus // (par.tp * par.pp)} or change cluster.gpus_per_node",
         )
@@ -358,17 +358,17 @@ def _check_parallelism(recipe: Recipe) -> None:
 
 def _check_budget(stage: Stage | SFT, field: str, tokens_per_step: int) -> None:
     if (stage.tokens is None) == (stage.steps is None):
-        raise RecipeError(
+        raise UserError(
             f"{field}.tokens", "give exactly one of `tokens` (budget) or `steps`",
             "write e.g. `tokens: 14_024_704_000` and drop `steps`, or the reverse",
         )
     if stage.steps is not None and stage.steps <= 0:
-        raise RecipeError(f"{field}.steps", f"{stage.steps} is not a positive number of steps", "use steps >= 1")
+        raise UserError(f"{field}.steps", f"{stage.steps} is not a positive number of steps", "use steps >= 1")
     if stage.tokens is not None:
         if stage.tokens <= 0:
-            raise RecipeError(f"{field}.tokens", f"budget {stage.tokens} is not positive", "give a positive token budget")
+            raise UserError(f"{field}.tokens", f"budget {stage.tokens} is not positive", "give a positive token budget")
         if stage.tokens < tokens_per_step:
-            raise RecipeError(
+            raise UserError(
                 f"{field}.tokens",
                 f"budget {stage.tokens:,} tokens is smaller than one global batch ({tokens_per_step:,} tokens)",
                 f"raise it to at least {tokens_per_step} or shrink micro_batch_size/grad_accumulation",
@@ -377,7 +377,7 @@ def _check_budget(stage: Stage | SFT, field: str, tokens_per_step: int) -> None:
 
 def _check_lr(lr: LRSchedule, field: str) -> None:
     if lr.min > lr.peak:
-        raise RecipeError(f"{field}.min", f"minimum LR {lr.min} is above the peak {lr.peak}", "set min <= peak")
+        raise UserError(f"{field}.min", f"minimum LR {lr.min} is above the peak {lr.peak}", "set min <= peak")
 
 
 def _check_stages(recipe: Recipe) -> None:
@@ -385,7 +385,7 @@ def _check_stages(recipe: Recipe) -> None:
     for i, stage in enumerate(recipe.stages):
         where = f"stages[{i}]"
         if stage.name in seen:
-            raise RecipeError(f"{where}.name", f"stage name '{stage.name}' is used twice", "give each stage a unique name")
+            raise UserError(f"{where}.name", f"stage name '{stage.name}' is used twice", "give each stage a unique name")
         _check_budget(stage, where, recipe.tokens_per_step())
         _check_lr(stage.lr, f"{where}.lr")
         _check_mixture(recipe, stage, where)
@@ -395,66 +395,66 @@ def _check_stages(recipe: Recipe) -> None:
                     f"'{ref}' is this stage itself or a later stage" if ref in [s.name for s in recipe.stages]
                     else f"'{ref}' is not a stage of this recipe"
                 )
-                raise RecipeError(
+                raise UserError(
                     f"{where}.{field}", problem,
                     f"use an earlier stage: {seen}" if seen else "remove it (the first stage has nothing before it)",
                 )
         if i > 0 and stage.init_from is None:
-            raise RecipeError(
+            raise UserError(
                 f"{where}.init_from", "a later stage must say which stage's final checkpoint it starts from",
                 f"add `init_from: {seen[-1]}`",
             )
         if i == 0 and stage.load_optimizer:
-            raise RecipeError(f"{where}.load_optimizer", "the first stage has no earlier optimizer state", "set it to false")
+            raise UserError(f"{where}.load_optimizer", "the first stage has no earlier optimizer state", "set it to false")
         seen.append(stage.name)
 
 
 def _check_sources(recipe: Recipe) -> None:
     for name, source in recipe.sources.items():
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-            raise RecipeError(f"sources.{name}", "a source name becomes a folder name", "use lowercase letters, digits and _")
+            raise UserError(f"sources.{name}", "a source name becomes a folder name", "use lowercase letters, digits and _")
         for i, spec in enumerate(source.filters):
             if spec.name not in FILTER_NAMES:
                 close = difflib.get_close_matches(spec.name, FILTER_NAMES, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                raise RecipeError(f"sources.{name}.filters[{i}].name", f"unknown filter '{spec.name}'",
+                raise UserError(f"sources.{name}.filters[{i}].name", f"unknown filter '{spec.name}'",
                                   f"{hint}use one of {list(FILTER_NAMES)}")
         if source.text_template is not None:
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(source.text_template) if f]
             except ValueError as exc:
-                raise RecipeError(f"sources.{name}.text_template", f"not a format string ({exc})",
+                raise UserError(f"sources.{name}.text_template", f"not a format string ({exc})",
                                   "write it like \"{problem}\\n\\n{solution}\"") from None
             if not fields:
-                raise RecipeError(f"sources.{name}.text_template", "names no field", "put the record's fields in braces: {field}")
+                raise UserError(f"sources.{name}.text_template", "names no field", "put the record's fields in braces: {field}")
 
 
 def _check_mixture(recipe: Recipe, stage: Stage, where: str) -> None:
     total = sum(mix.share for mix in stage.mixture.values())
     if abs(total - 1) > SHARE_TOLERANCE:
-        raise RecipeError(
+        raise UserError(
             f"{where}.mixture", f"domain shares sum to {total:g}, not 1",
             "make the `share` values of the domains add up to 1",
         )
     for domain, mix in stage.mixture.items():
         if domain not in DOMAINS:
-            raise RecipeError(f"{where}.mixture.{domain}", f"unknown domain '{domain}'", f"use one of {list(DOMAINS)}")
+            raise UserError(f"{where}.mixture.{domain}", f"unknown domain '{domain}'", f"use one of {list(DOMAINS)}")
         if not mix.sources:
-            raise RecipeError(f"{where}.mixture.{domain}.sources", "no sources listed", "list at least one source")
+            raise UserError(f"{where}.mixture.{domain}.sources", "no sources listed", "list at least one source")
         sub = sum(mix.sources.values())
         if abs(sub - 1) > SHARE_TOLERANCE:
-            raise RecipeError(
+            raise UserError(
                 f"{where}.mixture.{domain}.sources", f"source shares sum to {sub:g}, not 1",
                 "make the shares inside the domain add up to 1",
             )
         for name, share in mix.sources.items():
             field = f"{where}.mixture.{domain}.sources.{name}"
             if name not in recipe.sources:
-                raise RecipeError(field, f"unknown source '{name}'", f"define it under `sources:` or use one of {sorted(recipe.sources)}")
+                raise UserError(field, f"unknown source '{name}'", f"define it under `sources:` or use one of {sorted(recipe.sources)}")
             if recipe.sources[name].domain != domain:
-                raise RecipeError(
+                raise UserError(
                     field, f"source '{name}' belongs to domain '{recipe.sources[name].domain}', not '{domain}'",
                     f"move it under mixture.{recipe.sources[name].domain}",
                 )
             if share <= 0:
-                raise RecipeError(field, f"share {share} is not positive", "use a share > 0 or drop the source")
+                raise UserError(field, f"share {share} is not positive", "use a share > 0 or drop the source")

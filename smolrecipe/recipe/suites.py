@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smolrecipe import PROJECT_ROOT
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
 GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
@@ -64,7 +64,7 @@ def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, A
     except ValidationError as exc:
         err = exc.errors()[0]
         field_name = ".".join([where, *(str(part) for part in err["loc"])])
-        raise RecipeError(field_name, f"{err['msg']} (in {path})", "a suite takes tasks (at least one), limit, token_budget "
+        raise UserError(field_name, f"{err['msg']} (in {path})", "a suite takes tasks (at least one), limit, token_budget "
                           "and max_new_tokens (each > 0) and slices ({name: {source, subset, split, text_field}})") from None
     return suites, raw
 
@@ -77,5 +77,5 @@ def expand_suite(name: str, suites: dict[str, Suite]) -> list[Suite]:
     if name in GROUP_SUITES:
         return [suites[n] for n in GROUP_SUITES[name]]
     if name not in suites:
-        raise RecipeError("--suite", f"unknown suite '{name}'", f"use one of {', '.join([*suites, *GROUP_SUITES])}")
+        raise UserError("--suite", f"unknown suite '{name}'", f"use one of {', '.join([*suites, *GROUP_SUITES])}")
     return [suites[name]]

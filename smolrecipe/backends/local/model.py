@@ -14,7 +14,7 @@ import math
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import Recipe
 
 RESIDUAL_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj")
@@ -23,7 +23,7 @@ RESIDUAL_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj")
 def llama_config(recipe: Recipe) -> LlamaConfig:
     m = recipe.model
     if m.rope_interleaved:
-        raise RecipeError("model.rope_interleaved", "transformers' LLaMA rotates half-dimensions (LLaMA-3 style); "
+        raise UserError("model.rope_interleaved", "transformers' LLaMA rotates half-dimensions (LLaMA-3 style); "
                           "the local backend cannot train interleaved RoPE", "set `rope_interleaved: false`")
     return LlamaConfig(
         vocab_size=m.vocab_size,

@@ -41,7 +41,7 @@ from smolrecipe.backends.lr_schedule import build_scheduler
 from smolrecipe.backends.nanotron.config import stage_fingerprint
 from smolrecipe.data.batches import PretrainSamples, SFTRows, collate_pretrain, collate_sft
 from smolrecipe.data.tokenizer import load_tokenizer
-from smolrecipe.errors import RecipeError
+from smolrecipe.errors import UserError
 from smolrecipe.preemption import StopRequest
 from smolrecipe.recipe.plan import RunPlan, StagePlan
 from smolrecipe.recipe.schema import Recipe
@@ -60,10 +60,10 @@ def final_checkpoint(recipe: Recipe, stage: StagePlan) -> Path:
 
 
 def trained_checkpoint(recipe: Recipe, stage: StagePlan, recipe_path: str) -> Path:
-    """The stage's final checkpoint, or a RecipeError saying how to train it (for the tools that read it)."""
+    """The stage's final checkpoint, or a UserError saying how to train it (for the tools that read it)."""
     folder = final_checkpoint(recipe, stage)
     if not folder.is_dir():
-        raise RecipeError(stage.name, f"{folder} does not exist",
+        raise UserError(stage.name, f"{folder} does not exist",
                           f"train it first: python tools/train_local.py {recipe_path} --stage {stage.name}")
     return folder
 
@@ -259,14 +259,14 @@ def load_parent(recipe: Recipe, plan: RunPlan, stage: StagePlan) -> tuple[LlamaF
     parent = plan.stage(stage.init_from)
     folder = final_checkpoint(recipe, parent)
     if not folder.is_dir():
-        raise RecipeError(f"{stage.name}.init_from", f"{stage.init_from} has not finished: {folder} does not exist",
+        raise UserError(f"{stage.name}.init_from", f"{stage.init_from} has not finished: {folder} does not exist",
                           f"train it first: python tools/train_local.py RECIPE --stage {stage.init_from}")
     model = LlamaForCausalLM.from_pretrained(folder)
     expected = llama_config(recipe)
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "vocab_size"):
         if getattr(model.config, key) != getattr(expected, key):
-            raise RecipeError("model", f"{folder} has {key}={getattr(model.config, key)}, the recipe {getattr(expected, key)}",
+            raise UserError("model", f"{folder} has {key}={getattr(model.config, key)}, the recipe {getattr(expected, key)}",
                               f"retrain {stage.init_from} with this recipe")
     model.config.use_cache = False
     return model, folder
@@ -276,7 +276,7 @@ def carry_optimizer_state(trainer: Trainer, parent: Path, stage: StagePlan) -> N
     """Start from the parent stage's AdamW moments, with this stage's own LR schedule."""
     state_file = parent / "optimizer.pt"
     if not state_file.is_file():
-        raise RecipeError(f"{stage.name}.load_optimizer", f"{state_file} does not exist",
+        raise UserError(f"{stage.name}.load_optimizer", f"{state_file} does not exist",
                           "set load_optimizer: false, or retrain the parent stage (its checkpoints keep optimizer state)")
     trainer.create_optimizer()
     trainer.optimizer.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
@@ -323,12 +323,12 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         # Checkpoints are only continued, and a finished stage only reused, under the settings they were made with.
         recorded = json.loads((out / SETTINGS).read_text()) if (out / SETTINGS).is_file() else {}
         if recorded.get("fingerprint") != fingerprint:
-            raise RecipeError("recipe", f"{out} was trained with other settings than the recipe's now "
+            raise UserError("recipe", f"{out} was trained with other settings than the recipe's now "
                               f"(the stage's config or a parent stage changed)", "pass --restart to train it again")
     if done is not None and final_checkpoint(recipe, stage).is_dir():
         return StageResult(stage.name, done, skipped=True)
     if last and not resume:
-        raise RecipeError("--resume", f"{out} already has {Path(last).name} from an earlier run",
+        raise UserError("--resume", f"{out} already has {Path(last).name} from an earlier run",
                           "pass --resume to continue it, or --restart to start the stage over")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})

@@ -438,12 +438,12 @@ def _load_tokenizer(checkpoint: Path, tokenizer: str | Path | None):
             raise ConversionError(checkpoint, "no tokenizer given and config.yaml names none (tokenizer.tokenizer_name_or_path)",
                                   "pass --tokenizer DIR (the recipe's tokenizer folder, e.g. runs/data/tokenizers/<name>)")
         if "$" in str(tokenizer):
-            from smolrecipe.errors import RecipeError
+            from smolrecipe.errors import UserError
             from smolrecipe.recipe.envpaths import expand
 
             try:
                 tokenizer = expand(str(tokenizer), "tokenizer.tokenizer_name_or_path")
-            except RecipeError as err:
+            except UserError as err:
                 raise ConversionError(where, err.problem, f"{err.fix}, or pass --tokenizer DIR") from None
     name, kwargs = from_pretrained_args(str(tokenizer))
     try:

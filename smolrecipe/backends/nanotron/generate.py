@@ -29,7 +29,7 @@ class Rendered:
 
 
 def render(recipe_path: str | Path, resolve: bool = False) -> Rendered:
-    """Load, validate, plan and render; raises RecipeError before anything is written."""
+    """Load, validate, plan and render; raises UserError before anything is written."""
     recipe = load_recipe(recipe_path)
     plan = build_plan(resolve_recipe(recipe) if resolve else recipe)
     resumed: list[str] = []
