@@ -84,6 +84,7 @@ def run_ours(recipe, stage, items: list[dict], warmup: int, steps: int, override
 
     from smolrecipe.backends.local.model import build_model
     from smolrecipe.backends.local.train import build_trainer, set_generation_tokens
+    from smolrecipe.data.batches import collate_pretrain
 
     class InMemory(Dataset):
         def __len__(self) -> int:
@@ -108,7 +109,7 @@ def run_ours(recipe, stage, items: list[dict], warmup: int, steps: int, override
     set_generation_tokens(model, recipe, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     clock = StepClock()
-    trainer, log = build_trainer(recipe, stage, model, InMemory(), tokenizer, out, [], callbacks=(clock,),
+    trainer, log = build_trainer(recipe, stage, model, InMemory(), collate_pretrain, tokenizer, out, [], callbacks=(clock,),
                                  max_steps=warmup + steps, save_strategy="no", **overrides)
     trainer.train()
     assert trainer.state.global_step == warmup + steps, trainer.state.global_step
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err.with_source(str(args.recipe)).line()}", file=sys.stderr)
         return 2
-    stage = next(s for s in plan.stages if s.kind == "pretrain")
+    stage = next(s for s in plan.stages if s.reads_sources)
     seq, micro, accum = recipe.training.sequence_length, stage.micro_batch_size, stage.grad_accumulation
     tokens_per_step = micro * accum * seq  # one device (the plan's tokens_per_step counts every DP rank)
     total_steps = args.warmup + args.steps

@@ -43,7 +43,7 @@ def tiny_recipe_at(data: Path, tokenizer: Path, write_to: Path, **changes) -> Pa
     recipe["tokenizer"]["path"] = str(tokenizer)
     for name, source in recipe["sources"].items():
         source["path"] = str(data / "corpus" / name)
-    recipe["sft"]["data"]["path"] = str(data / "corpus" / "chats")
+    sft_stage(recipe)["data"]["path"] = str(data / "corpus" / "chats")
     recipe.update(changes)
     write_to.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return write_to
@@ -89,13 +89,22 @@ def prepared(demo_corpus, tiny_tokenizer):
     return recipe, demo_corpus
 
 
+def sft_stage(data: dict) -> dict:
+    """The SFT stage of a recipe read as a dict."""
+    return next(stage for stage in data["stages"] if stage["kind"] == "sft")
+
+
+def pretrain_stages(data: dict) -> list[dict]:
+    return [stage for stage in data["stages"] if stage["kind"] == "pretrain"]
+
+
 def shorten(data: dict, steps: tuple[int, ...], sft_steps: int, warmup: int, checkpoint_interval: int) -> None:
     """The tiny recipe (as a dict) cut to `steps` optimizer steps per pretraining stage (1,024 tokens
     each) and `sft_steps` of SFT, with `warmup` steps of warmup everywhere."""
-    for stage, n in zip(data["stages"], steps, strict=True):
+    for stage, n in zip(pretrain_stages(data), steps, strict=True):
         stage["tokens"] = n * 1024
-    data["sft"]["steps"] = sft_steps
-    for section in (*data["stages"], data["sft"]):
+    sft_stage(data)["steps"] = sft_steps
+    for section in data["stages"]:
         section["lr"]["warmup_steps"] = warmup
     data["training"]["checkpoint_interval"] = checkpoint_interval
 

@@ -93,7 +93,7 @@ def test_sft_rows_are_right_padded_with_loss_on_completions(prepared, hf_tokeniz
     recipe = load_recipe(recipe_path)
     stage = build_plan(recipe).stage("sft")
     seq = recipe.training.sequence_length
-    records = load_dataset(stage.sft_dataset, split="train").select(range(6))
+    records = load_dataset(stage.dataset, split="train").select(range(6))
     rows = SFTRows(records, hf_tokenizer, seq, n_samples=8)
     assert len(rows) == 8 and np.array_equal(rows[7]["input_ids"], rows[1]["input_ids"])  # records cycle
     batch = collate_sft([rows[i] for i in range(6)])

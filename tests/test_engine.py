@@ -24,7 +24,8 @@ import yaml
 from conftest import ENGINE_SHIMS, ENGINE_SITE, ROOT, recipe_variant, shorten
 
 from smolrecipe.backends.lr_schedule import stage_lrs
-from smolrecipe.data.batches import IGNORE_INDEX, PretrainSamples, SFTRows
+from smolrecipe.data.batches import IGNORE_INDEX
+from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
@@ -97,7 +98,6 @@ def hf_folder(checkpoint: Path, recipe, out: Path) -> Path:
 
 def local_loss(recipe, stage_name: str, weights: Path, step: int, out: Path) -> float:
     """The local backend's loss at `step` of a stage from `weights`: its Trainer, data and collation."""
-    from datasets import load_dataset
     from transformers import LlamaForCausalLM
 
     from smolrecipe.backends.local.train import build_trainer
@@ -106,10 +106,8 @@ def local_loss(recipe, stage_name: str, weights: Path, step: int, out: Path) -> 
     stage = build_plan(recipe).stage(stage_name)
     tokenizer = load_tokenizer(recipe.tokenizer.path)
     model = LlamaForCausalLM.from_pretrained(weights, dtype=torch.float32)
-    n = stage.train_steps * stage.global_batch
-    dataset = (SFTRows(load_dataset(stage.sft_dataset, split="train"), tokenizer, recipe.training.sequence_length, n)
-               if stage.kind == "sft" else PretrainSamples.for_stage(stage, recipe.training.sequence_length, recipe.training.seed))
-    trainer, _ = build_trainer(recipe, stage, model, dataset, tokenizer, out, [])
+    dataset, collate = kind_of(stage.kind).local_data(recipe, stage, tokenizer)
+    trainer, _ = build_trainer(recipe, stage, model, dataset, collate, tokenizer, out, [])
     accumulation = stage.global_batch // stage.micro_batch_size
     micro_batches = list(islice(trainer.get_train_dataloader(), step * accumulation))[-accumulation:]
     with torch.no_grad():
@@ -243,7 +241,6 @@ def engine_batches(config: Path, out: Path, count: int, nproc: int = 1) -> list[
 
 
 def local_batches(recipe, name: str, count: int, out: Path) -> list[dict[str, torch.Tensor]]:
-    from datasets import load_dataset
 
     from smolrecipe.backends.local.model import build_model
     from smolrecipe.backends.local.train import build_trainer
@@ -251,10 +248,8 @@ def local_batches(recipe, name: str, count: int, out: Path) -> list[dict[str, to
 
     stage = build_plan(recipe).stage(name)
     tokenizer = load_tokenizer(recipe.tokenizer.path)
-    n = stage.train_steps * stage.global_batch
-    dataset = (SFTRows(load_dataset(stage.sft_dataset, split="train"), tokenizer, recipe.training.sequence_length, n)
-               if stage.kind == "sft" else PretrainSamples.for_stage(stage, recipe.training.sequence_length, recipe.training.seed))
-    trainer, _ = build_trainer(recipe, stage, build_model(recipe), dataset, tokenizer, out, [])
+    dataset, collate = kind_of(stage.kind).local_data(recipe, stage, tokenizer)
+    trainer, _ = build_trainer(recipe, stage, build_model(recipe), dataset, collate, tokenizer, out, [])
     return list(islice(trainer.get_train_dataloader(), count))
 
 

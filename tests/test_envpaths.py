@@ -31,7 +31,7 @@ def test_resolve_recipe_expands_every_path(tiny_dict):
     assert resolved.paths.data == "/s/d"
     assert resolved.sources["prose"].path == "/s/prose.jsonl"
     assert resolved.paths.runs == "runs"  # ${SMOLRECIPE_RUNS:-runs} with the variable unset
-    assert resolved.sft.data.path == "runs/data/corpus/chats"
+    assert resolved.stage("sft").data.path == "runs/data/corpus/chats"
     assert recipe.paths.data == "${SCRATCH}/d"  # the original is untouched
 
 

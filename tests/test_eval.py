@@ -352,7 +352,6 @@ def test_run_eval_recipe_mode_on_the_cluster_runs_checkpoints(random_hf, tiny_di
     for stage in tiny_dict["stages"]:
         stage["eval_suites"] = []
     tiny_dict["stages"][0]["eval_suites"] = ["tier2"]
-    tiny_dict["sft"]["eval_suites"] = []
     recipe = write_recipe(tiny_dict)
     cmd = [sys.executable, str(ROOT / "tools" / "run_eval.py"), "--recipe", str(recipe), "--backend", "nanotron",
            "--tasks", "ppl:web", "--slice", f"web={_local_samples(tmp_path)['web']}"]

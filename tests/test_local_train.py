@@ -10,7 +10,7 @@ import time
 
 import pytest
 import train_local
-from conftest import ROOT, recipe_variant, shorten
+from conftest import ROOT, recipe_variant, sft_stage, shorten
 
 from smolrecipe.backends.local.train import stage_dir
 from smolrecipe.backends.lr_schedule import stage_lrs
@@ -145,7 +145,7 @@ def test_changed_settings_are_not_resumed_or_reused(chain, capsys):
     path, _ = chain
 
     def new_sft_lr(data):
-        data["sft"]["lr"]["peak"] *= 2
+        sft_stage(data)["lr"]["peak"] *= 2
 
     edited = recipe_variant(path, path.with_name("edited.yaml"), new_sft_lr)
     assert train_local.main([str(edited), "--stage", "stage3"]) == 0

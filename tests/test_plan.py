@@ -6,7 +6,7 @@ import pytest
 
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.loading import recipe_from_dict
-from smolrecipe.recipe.plan import build_plan, mixture_weights, rounded_weights, steps_for
+from smolrecipe.recipe.plan import build_plan, rounded_weights, steps_for
 from smolrecipe.recipe.schema import parse_count
 
 
@@ -33,8 +33,8 @@ def test_replay_of_a_stage_that_itself_replays(tiny_dict):
     # stage3 replays stage2, which replays stage1: weights nest
     tiny_dict["stages"][2]["replay"] = {"from": "stage2", "fraction": 0.5}
     recipe = recipe_from_dict(tiny_dict)
-    w2 = mixture_weights(recipe, recipe.stages[1])
-    w3 = mixture_weights(recipe, recipe.stages[2])
+    w2 = recipe.stages[1].mixture_weights(recipe)
+    w3 = recipe.stages[2].mixture_weights(recipe)
     assert sum(w2.values()) == Decimal(1) and sum(w3.values()) == Decimal(1)
     # arithmetic: 0.5 x 0.16 (own share) + 0.5 x stage2's 0.84 x 0.25
     assert w3["arithmetic"] == Decimal("0.5") * Decimal("0.16") + Decimal("0.5") * Decimal("0.84") * Decimal("0.25")

@@ -66,7 +66,48 @@ def _fp32_accumulation_of_fp32(d):
     d["training"]["optimizer"]["accumulate_grad_in_fp32"] = True  # the tiny model is float32
 
 
+def _old_sft_section(d):
+    d["sft"] = d["stages"].pop()  # the layout before stages had kinds
+    del d["sft"]["kind"]
+
+
+def _stage_without_kind(d):
+    del d["stages"][1]["kind"]
+
+
+def _unknown_kind(d):
+    d["stages"][3]["kind"] = "dpo"
+
+
+def _pretrain_field_in_sft_stage(d):
+    d["stages"][3]["mixture"] = d["stages"][0]["mixture"]
+
+
+def _sft_field_missing(d):
+    del d["stages"][3]["data"]
+
+
+def _sft_without_init_from(d):
+    del d["stages"][3]["init_from"]
+
+
+def _replay_of_sft(d):
+    d["stages"].append({**d["stages"][2], "name": "stage4", "init_from": "sft", "replay": {"from": "sft", "fraction": 0.1}})
+
+
+def _sft_named_like_source(d):
+    d["stages"][3]["name"] = "prose"
+
+
 CASES = [
+    (_old_sft_section, "sft", "move the section to the end of `stages:` as `- kind: sft`"),
+    (_stage_without_kind, "stages[1].kind", "add `kind:` with one of: pretrain, sft"),
+    (_unknown_kind, "stages[3].kind", "use one of: pretrain, sft"),
+    (_pretrain_field_in_sft_stage, "stages[3].mixture", "allowed here: name, kind, tokens, steps, lr, init_from"),
+    (_sft_field_missing, "stages[3].data", "add `data:`"),
+    (_sft_without_init_from, "stages[3].init_from", "add `init_from:`"),
+    (_replay_of_sft, "stages[4].replay.from", "replay one of the earlier pretraining stages: ['stage1', 'stage2', 'stage3']"),
+    (_sft_named_like_source, "stages[3].name", "rename the stage or the source"),
     (_unknown_top, "trainig", "remove it or correct the spelling"),
     (_unknown_nested, "training.optimiser", "allowed here:"),
     (_missing, "model.hidden_size", "add `hidden_size:`"),

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import submit
 import yaml
-from conftest import ROOT, recipe_variant
+from conftest import ROOT, pretrain_stages, recipe_variant, sft_stage
 
 from smolrecipe.backends.local.train import stage_dir
 from smolrecipe.jobs.slurm import EVAL_CPUS
@@ -354,12 +354,12 @@ def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_same_losses(reh
 
 
 def short_chain_with_eval(data):
-    for stage in data["stages"]:
+    for stage in pretrain_stages(data):
         stage["tokens"] = 8 * 1024
-        stage["lr"]["warmup_steps"] = 2
         stage["eval_suites"] = []
-    data["sft"].update(steps=8, eval_suites=["tier4"])  # the SFT prompt suite ships with the repo
-    data["sft"]["lr"]["warmup_steps"] = 2
+    for stage in data["stages"]:
+        stage["lr"]["warmup_steps"] = 2
+    sft_stage(data).update(steps=8, eval_suites=["tier4"])  # the SFT prompt suite ships with the repo
     data["cluster"]["cpus_per_task"] = os.cpu_count() or 1
 
 

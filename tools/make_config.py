@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                           "(they run on a node set up by slurm/setup_env.sh, or after make install with ../shared/vendor)",
                           highlight=False)
 
-    pretrain = [s for s in plan.stages if s.kind == "pretrain"]
+    pretrain = [s for s in plan.stages if s.reads_sources]
     steps = ", ".join(f"{s.name} {s.train_steps:,}" for s in plan.stages)
     console.print(
         f"{out}: wrote {len(written)} configs (steps: {steps}); "

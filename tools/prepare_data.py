@@ -25,11 +25,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from smolrecipe.data.chats import check_sft_source, read_conversations, write_sft_dataset
 from smolrecipe.data.pipeline import (
     document_end_token,
     executors,
-    fingerprint,
     is_published,
     plan_jobs,
     read_manifest,
@@ -38,9 +36,10 @@ from smolrecipe.data.pipeline import (
 from smolrecipe.data.sources import check_source, matching_files
 from smolrecipe.data.tokenizer import build_tokenizer, load_tokenizer
 from smolrecipe.errors import UserError
+from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
-from smolrecipe.recipe.plan import sft_dataset_folder, source_folder
+from smolrecipe.recipe.plan import source_folder
 from smolrecipe.recipe.schema import Recipe
 from smolrecipe.report.preflight import human
 
@@ -54,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, help="datatrove tasks per source (default: one per input file for local "
                                                    "sources, 1 for hub datasets locally, 32 on SLURM)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tasks run at once (local executor)")
-    parser.add_argument("--sft", action="store_true", help="prepare the SFT dataset instead of the pretraining sources")
-    parser.add_argument("--all", action="store_true", help="the pretraining sources, then the SFT dataset when the recipe has one")
+    parser.add_argument("--sft", "--stage-data", dest="stage_data", action="store_true",
+                        help="prepare the datasets of the stages that have their own (SFT chats) instead of the sources")
+    parser.add_argument("--all", action="store_true", help="the pretraining sources, then the stages' own datasets")
     parser.add_argument("--build-tokenizer", action="store_true", help="only build the tokenizer folder")
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True, highlight=False)
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"tokenizer: {folder} ({'built' if built else 'up to date'})")
         if args.build_tokenizer:
             return 0
-        if args.sft:
-            return prepare_sft(recipe, console)
+        if args.stage_data:
+            return prepare_stage_data(recipe, console)
         status = prepare_sources(recipe, args, console)
-        if args.all and status == 0 and recipe.sft is not None:
-            status = prepare_sft(recipe, console)
+        if args.all and status == 0:
+            status = prepare_stage_data(recipe, console)
         return status
     except UserError as exc:
         Console(stderr=True, width=160, soft_wrap=True).print(
@@ -134,27 +134,12 @@ def print_summary(recipe: Recipe, names: list[str], console: Console, seconds: f
                   f"({total_tokens:,}) ready under {Path(recipe.paths.data) / recipe.name} in {seconds:.1f}s")
 
 
-def prepare_sft(recipe: Recipe, console: Console) -> int:
-    if recipe.sft is None:
-        raise UserError("sft", "the recipe has no SFT stage", "add an `sft:` section or drop --sft")
-    out = Path(sft_dataset_folder(recipe))
-    data = recipe.sft.data.model_dump(mode="json")
-    fp = fingerprint(recipe, sft=data, max_tokens=recipe.training.sequence_length)
-    if (read_manifest(out) or {}).get("fingerprint") == fp:
-        console.print(f"sft: up to date ({out})")
-        return 0
-    check_sft_source(recipe.sft.data)
-    tokenizer = load_tokenizer(tokenizer_folder(recipe))
-    start = time.time()
-    manifest = write_sft_dataset(
-        read_conversations(recipe.sft.data), tokenizer, recipe.training.sequence_length, out,
-        {"recipe": recipe.name, "recipe_hash": recipe.hash(), "fingerprint": fp, "tokenizer": tokenizer_folder(recipe),
-         "data": data},
-    )
-    dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items()) or "none"
-    console.print(f"sft: {manifest['conversations']:,} conversations -> {manifest['kept']:,} kept, "
-                  f"{manifest['records']:,} prompt/completion records (dropped: {dropped}) -> {out} "
-                  f"in {time.time() - start:.1f}s")
+def prepare_stage_data(recipe: Recipe, console: Console) -> int:
+    """Each stage's own dataset, by its kind (SFT: chats -> prompt/completion records)."""
+    prepared = [stage.name for stage in recipe.stages if kind_of(stage.kind).prepare_data(recipe, stage, console.print)]
+    if not prepared:
+        raise UserError("--sft", f"no stage of {recipe.name} has a dataset of its own (e.g. `kind: sft`)",
+                        "drop --sft; the pretraining stages read the sources")
     return 0
 
 

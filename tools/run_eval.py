@@ -104,7 +104,7 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
     from smolrecipe.runs import results_dir, stage_dir
 
     recipe = resolve_recipe(load_recipe(recipe_path))
-    suites_of = {s.name: s.eval_suites for s in recipe.stages} | ({recipe.sft.name: recipe.sft.eval_suites} if recipe.sft else {})
+    suites_of = {s.name: s.eval_suites for s in recipe.stages}
     jobs = []
     for stage in build_plan(recipe).stages:
         names = [suite] if suite else suites_of[stage.name]

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from smolrecipe.atomic import write_json
 from smolrecipe.errors import UserError
+from smolrecipe.kinds import base_and_chat
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
@@ -34,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from smolrecipe.backends.local.train import trained_checkpoint
         from smolrecipe.eval.samples import DEMO_PROMPTS, answer
 
-        base = [s for s in plan.stages if s.kind == "pretrain"][-1]
-        sft = next((s for s in plan.stages if s.kind == "sft"), None)
-        if sft is None:
-            raise UserError("sft", f"{recipe.name} has no SFT stage to compare with", "add an `sft:` section")
+        base, sft = base_and_chat(plan.stages)
+        if sft is None or base is None:
+            raise UserError("stages", f"{recipe.name} has no chat stage (kind: sft) after a base stage to compare with",
+                            "add a `kind: sft` stage after the pretraining stages")
         checkpoints = {"base": trained_checkpoint(recipe, base, args.recipe), "sft": trained_checkpoint(recipe, sft, args.recipe)}
         models = {label: answer(folder, DEMO_PROMPTS, args.max_new_tokens) for label, folder in checkpoints.items()}
     except UserError as err:

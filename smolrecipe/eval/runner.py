@@ -33,6 +33,7 @@ from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
+from smolrecipe.kinds import is_chat_model
 from smolrecipe.recipe.suites import GROUP_SUITES, SUITES_FILE, Suite, _project_path, expand_suite, load_suites, suite_names  # noqa: F401
 from smolrecipe.runs import LOG, SETTINGS, SUMMARY, read_json_if_any, read_log, results_dir
 
@@ -326,7 +327,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
     if chat is None:  # SFT models answer in their chat format; base models continue plain text
-        chat = provenance.get("kind") == "sft" or (provenance.get("kind") is None and bool(tokenizer.chat_template))
+        chat = is_chat_model(provenance.get("kind")) or (provenance.get("kind") is None and bool(tokenizer.chat_template))
     limit = limit if limit is not None else suite.limit
 
     per_task: dict[str, dict[str, Any]] = {}

@@ -52,8 +52,10 @@ def path_fields(recipe: Recipe) -> dict[str, str]:
     for name, source in recipe.sources.items():
         if source.path is not None:
             fields[f"sources.{name}.path"] = source.path
-    if recipe.sft is not None and recipe.sft.data.path is not None:
-        fields["sft.data.path"] = recipe.sft.data.path
+    for i, stage in enumerate(recipe.stages):
+        data = getattr(stage, "data", None)  # a stage kind that reads a dataset of its own (SFT chats)
+        if data is not None and data.path is not None:
+            fields[f"stages[{i}].data.path"] = data.path
     return fields
 
 
@@ -74,7 +76,9 @@ def resolve_recipe(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> R
         "tokenizer": recipe.tokenizer.model_copy(update={"path": fields["tokenizer.path"]}),
         "sources": sources,
     }
-    if "sft.data.path" in fields:
-        data = recipe.sft.data.model_copy(update={"path": fields["sft.data.path"]})
-        update["sft"] = recipe.sft.model_copy(update={"data": data})
+    update["stages"] = [
+        stage.model_copy(update={"data": stage.data.model_copy(update={"path": fields[f"stages[{i}].data.path"]})})
+        if f"stages[{i}].data.path" in fields else stage
+        for i, stage in enumerate(recipe.stages)
+    ]
     return recipe.model_copy(update=update)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from smolrecipe.errors import UserError
-from smolrecipe.recipe.schema import Recipe
+from smolrecipe.recipe.schema import STAGE_KINDS, Recipe
 from smolrecipe.recipe.suites import suite_names
 
 
@@ -33,6 +33,10 @@ def load_recipe(path: str | Path) -> Recipe:
 def recipe_from_dict(data: object, source: str | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise UserError("recipe", "the top level is not a mapping", "start the file with `name: ...`", source)
+    if "sft" in data:
+        raise UserError("sft", "a top-level `sft:` section is no longer read: SFT is a kind of stage",
+                        "move the section to the end of `stages:` as `- kind: sft` with the same fields (see recipes/tiny.yaml)",
+                        source)
     try:
         recipe = Recipe.model_validate(data)
         _check_eval_suites(recipe)
@@ -45,8 +49,8 @@ def recipe_from_dict(data: object, source: str | None = None) -> Recipe:
 
 def _check_eval_suites(recipe: "Recipe") -> None:
     known = suite_names()
-    stages = [(f"stages.{s.name}", s) for s in recipe.stages] + ([("sft", recipe.sft)] if recipe.sft else [])
-    for where, stage in stages:
+    for stage in recipe.stages:
+        where = f"stages.{stage.name}"
         unknown = [name for name in stage.eval_suites if name not in known]
         if unknown:
             raise UserError(f"{where}.eval_suites", f"unknown suite(s) {unknown}", f"use some of {', '.join(known)} (eval/suites.yaml)")
@@ -57,8 +61,13 @@ def _first_error(exc: ValidationError, source: str | None) -> UserError:
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
     loc = err["loc"]
-    field = _format_loc(loc)
+    field = _format_loc(_without_kind_tag(loc))
     kind = err["type"]
+    if kind in ("union_tag_not_found", "union_tag_invalid"):
+        kinds = ", ".join(STAGE_KINDS)
+        if kind == "union_tag_not_found":
+            return UserError(f"{field}.kind", "required field is missing", f"add `kind:` with one of: {kinds}", source)
+        return UserError(f"{field}.kind", f"unknown stage kind {err['input'].get('kind')!r}", f"use one of: {kinds}", source)
     if kind == "extra_forbidden":
         allowed = _allowed_keys(Recipe, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -90,6 +99,13 @@ def _first_error(exc: ValidationError, source: str | None) -> UserError:
     return UserError(field, message, fix, source)
 
 
+def _without_kind_tag(loc: tuple) -> tuple:
+    """pydantic puts a stage's kind into the error path (stages.0.sft.data); the recipe has no such key."""
+    if len(loc) > 2 and loc[0] == "stages" and isinstance(loc[1], int) and loc[2] in STAGE_KINDS:
+        return loc[:2] + loc[3:]
+    return loc
+
+
 def _format_loc(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -108,6 +124,8 @@ def _allowed_keys(model: type, loc: tuple) -> list[str]:
         if isinstance(part, int):
             args = typing.get_args(current)
             current = args[0] if args else None
+        elif part in STAGE_KINDS and typing.get_origin(current) in (Union, types.UnionType):
+            current = STAGE_KINDS[part]  # the stage kind pydantic tried, from its tag in the error path
         elif isinstance(current, type) and issubclass(current, BaseModel):
             field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
             current = field.annotation if field else None

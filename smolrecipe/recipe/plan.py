@@ -15,7 +15,7 @@ from typing import Literal, Optional
 
 from smolrecipe import runs
 from smolrecipe.errors import UserError
-from smolrecipe.recipe.schema import LRSchedule, Recipe, Stage
+from smolrecipe.recipe.schema import LRSchedule, Recipe, StageSpec
 
 WEIGHT_DECIMALS = 6  # weights are written rounded to this many places, still summing to exactly 1
 
@@ -31,14 +31,14 @@ class FolderWeight:
 @dataclass(frozen=True)
 class StagePlan:
     name: str
-    kind: Literal["pretrain", "sft"]
+    kind: str  # a key of STAGE_KINDS (schema) and smolrecipe.kinds.KINDS (behaviour)
     train_steps: int
     tokens_requested: int
     micro_batch_size: int
     grad_accumulation: int
     global_batch: int  # sequences per optimizer step
     tokens_per_step: int
-    weights: tuple[FolderWeight, ...]  # empty for SFT
+    weights: tuple[FolderWeight, ...]  # the blend of nanoset folders; empty for a stage with its own dataset
     lr: LRSchedule
     lr_decay_steps: int
     checkpoints_path: str
@@ -46,7 +46,12 @@ class StagePlan:
     load_optimizer: bool
     load_lr_scheduler: bool
     init_from: Optional[str]
-    sft_dataset: Optional[str] = None
+    dataset: Optional[str] = None  # the stage's own prepared dataset (SFT records), if it has one
+
+    @property
+    def reads_sources(self) -> bool:
+        """Whether the stage trains on the recipe's sources (pretraining) rather than a dataset of its own."""
+        return bool(self.weights)
 
     @property
     def tokens(self) -> int:
@@ -67,7 +72,7 @@ class StagePlan:
 @dataclass(frozen=True)
 class RunPlan:
     recipe: Recipe
-    stages: tuple[StagePlan, ...]  # pretraining stages, then SFT when the recipe has it
+    stages: tuple[StagePlan, ...]  # in the recipe's order
 
     def stage(self, name: str) -> StagePlan:
         for stage in self.stages:
@@ -90,30 +95,12 @@ def source_folder(recipe: Recipe, source: str) -> str:
     return f"{recipe.paths.data}/{recipe.name}/{source}"
 
 
-def sft_dataset_folder(recipe: Recipe) -> str:
-    return f"{recipe.paths.data}/{recipe.name}/sft"
-
-
 def steps_for(tokens: Optional[int], steps: Optional[int], tokens_per_step: int) -> tuple[int, int]:
     """(train_steps, requested tokens): a budget is rounded up to whole steps."""
     if steps is not None:
         return steps, steps * tokens_per_step
     assert tokens is not None
     return math.ceil(tokens / tokens_per_step), tokens
-
-
-def mixture_weights(recipe: Recipe, stage: Stage) -> dict[str, Decimal]:
-    """Exact per-source weights: (1 - replay) x domain share x source share + replay x earlier stage."""
-    replay = Decimal(str(stage.replay.fraction)) if stage.replay else Decimal(0)
-    weights: dict[str, Decimal] = {}
-    for mix in stage.mixture.values():
-        for source, share in mix.sources.items():
-            w = (1 - replay) * Decimal(str(mix.share)) * Decimal(str(share))
-            weights[source] = weights.get(source, Decimal(0)) + w
-    if stage.replay:
-        for source, w in mixture_weights(recipe, recipe.stage(stage.replay.from_)).items():
-            weights[source] = weights.get(source, Decimal(0)) + replay * w
-    return weights
 
 
 def rounded_weights(exact: dict[str, Decimal]) -> dict[str, float]:
@@ -132,62 +119,49 @@ def _ordered_sources(recipe: Recipe, names: set[str]) -> list[str]:
     return [name for name in recipe.sources if name in names]
 
 
-def _lr_decay_steps(lr: LRSchedule, train_steps: int) -> int:
-    return train_steps - lr.decay_start
-
-
 def build_plan(recipe: Recipe) -> RunPlan:
-    tps = recipe.tokens_per_step()
     plans: list[StagePlan] = []
-    fields: list[str] = []  # where each plan's settings live in the recipe, for error messages
     for i, stage in enumerate(recipe.stages):
-        steps, requested = steps_for(stage.tokens, stage.steps, tps)
-        weights = rounded_weights(mixture_weights(recipe, stage))
-        folder_weights = tuple(
-            FolderWeight(name, recipe.sources[name].domain, source_folder(recipe, name), weights[name])
-            for name in _ordered_sources(recipe, set(weights))
-        )
-        fields.append(f"stages[{i}]")
-        plans.append(_stage_plan(recipe, stage.name, "pretrain", steps, requested,
-                                 recipe.training.micro_batch_size, recipe.training.grad_accumulation,
-                                 folder_weights, stage.lr, stage.init_from, stage.load_optimizer, plans))
-    if recipe.sft is not None:
-        sft = recipe.sft
-        steps, requested = steps_for(sft.tokens, sft.steps, recipe.sft_tokens_per_step())
-        fields.append("sft")
-        plans.append(_stage_plan(recipe, sft.name, "sft", steps, requested, sft.micro_batch_size,
-                                 sft.grad_accumulation, (), sft.lr, sft.init_from, sft.load_optimizer, plans))
-    for plan, field in zip(plans, fields, strict=True):
+        plan = _stage_plan(recipe, stage, plans)
         if plan.lr_decay_steps <= 0:
             raise UserError(
-                f"{field}.lr.warmup_steps",
-                f"warmup/decay start ({plan.train_steps - plan.lr_decay_steps} steps) leaves no steps to decay "
-                f"in a stage of {plan.train_steps} steps",
+                f"stages[{i}].lr.warmup_steps",
+                f"warmup/decay start ({stage.lr.decay_start} steps) leaves no steps to decay in a stage of {plan.train_steps} steps",
                 f"use fewer warmup steps than {plan.train_steps} or a larger budget",
             )
+        plans.append(plan)
     return RunPlan(recipe=recipe, stages=tuple(plans))
 
 
-def _stage_plan(recipe, name, kind, steps, requested, micro, accum, weights, lr, init_from,
-                load_optimizer, earlier) -> StagePlan:
-    global_batch = micro * accum * recipe.parallelism.dp
-    checkpoints = runs.checkpoints_dir(recipe, name)
-    if init_from is None:
+def _folder_weights(recipe: Recipe, stage: StageSpec) -> tuple[FolderWeight, ...]:
+    exact = stage.mixture_weights(recipe)
+    if not exact:
+        return ()
+    weights = rounded_weights(exact)
+    return tuple(FolderWeight(name, recipe.sources[name].domain, source_folder(recipe, name), weights[name])
+                 for name in _ordered_sources(recipe, set(weights)))
+
+
+def _stage_plan(recipe: Recipe, stage: StageSpec, earlier: list[StagePlan]) -> StagePlan:
+    batch = recipe.batch(stage)
+    steps, requested = steps_for(stage.tokens, stage.steps, batch.tokens_per_step)
+    checkpoints = runs.checkpoints_dir(recipe, stage.name)
+    if stage.init_from is None:
         # Pointing a first stage at its own folder makes a requeued job pick up its latest
         # checkpoint (nanotron reads latest.txt there) and a fresh one start from scratch.
         resume, load_lr, load_opt = checkpoints, True, True
     else:
         # A new stage starts from the final checkpoint of the one it builds on, with a fresh LR
         # schedule; an explicit step folder fails loudly if that stage did not finish.
-        parent = next(p for p in earlier if p.name == init_from)
-        resume, load_lr, load_opt = parent.final_checkpoint(), False, load_optimizer
+        parent = next(p for p in earlier if p.name == stage.init_from)
+        resume, load_lr, load_opt = parent.final_checkpoint(), False, stage.load_optimizer
     return StagePlan(
-        name=name, kind=kind, train_steps=steps, tokens_requested=requested, micro_batch_size=micro,
-        grad_accumulation=accum, global_batch=global_batch,
-        tokens_per_step=global_batch * recipe.training.sequence_length, weights=weights, lr=lr,
-        lr_decay_steps=_lr_decay_steps(lr, steps), checkpoints_path=checkpoints,
-        resume_checkpoint_path=resume, load_optimizer=load_opt, load_lr_scheduler=load_lr,
-        init_from=init_from, sft_dataset=sft_dataset_folder(recipe) if kind == "sft" else None,
+        name=stage.name, kind=stage.kind, train_steps=steps, tokens_requested=requested,
+        micro_batch_size=batch.micro_batch_size, grad_accumulation=batch.grad_accumulation,
+        global_batch=batch.global_batch, tokens_per_step=batch.tokens_per_step,
+        weights=_folder_weights(recipe, stage), lr=stage.lr, lr_decay_steps=steps - stage.lr.decay_start,
+        checkpoints_path=checkpoints, resume_checkpoint_path=resume, load_optimizer=load_opt, load_lr_scheduler=load_lr,
+        init_from=stage.init_from, dataset=stage.data_folder(recipe),
     )
 
 

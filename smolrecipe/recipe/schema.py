@@ -14,7 +14,9 @@ import json
 import re
 import string
 import typing
-from typing import Annotated, Literal, Optional
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -114,9 +116,14 @@ class Parallelism(_Strict):
     tp: int = Field(default=1, gt=0)
     pp: int = Field(default=1, gt=0)
 
+    @property
+    def world(self) -> int:
+        """Processes (one per GPU) the layout needs."""
+        return self.dp * self.tp * self.pp
+
 
 class Training(_Strict):
-    """What every pretraining stage shares: sequence, batch, optimizer, checkpointing."""
+    """What every stage shares: sequence, batch (a stage may set its own), optimizer, checkpointing."""
 
     sequence_length: int = Field(gt=0)
     micro_batch_size: int = Field(gt=0)
@@ -191,16 +198,65 @@ class LRSchedule(_Strict):
         return self.decay_starting_step if self.decay_starting_step is not None else self.warmup_steps
 
 
-class Stage(_Strict):
+class StageSpec(_Strict):
+    """What every kind of stage has: a name, a budget, an LR schedule, where it starts from.
+
+    A kind is a subclass with `kind: Literal["<name>"]` and its own fields, listed in STAGE_KINDS;
+    its behaviour (configs, data, training on each backend, evals) lives in smolrecipe.kinds.<name>.
+    """
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: str
     tokens: Optional[Count] = None
     steps: Optional[int] = None
-    mixture: dict[str, DomainMix]
-    replay: Optional[Replay] = None
     lr: LRSchedule
     init_from: Optional[str] = None
     load_optimizer: bool = False
+    # Sequences per micro-batch and micro-batches per step; default: the `training:` section's.
+    micro_batch_size: Optional[int] = Field(default=None, gt=0)
+    grad_accumulation: Optional[int] = Field(default=None, gt=0)
     eval_suites: list[str] = []
+
+    def data_folder(self, recipe: "Recipe") -> Optional[str]:
+        """The folder of this stage's own prepared dataset (None: it reads the recipe's sources)."""
+        return None
+
+    def mixture_weights(self, recipe: "Recipe") -> dict[str, Decimal]:
+        """Exact per-source weights of the stage's token mixture (empty: it does not read the sources)."""
+        return {}
+
+    def check(self, recipe: "Recipe", where: str, earlier: list["StageSpec"]) -> None:
+        """The kind's own cross-field rules (the shared ones are in Recipe._check_stages)."""
+
+
+class PretrainStage(StageSpec):
+    """Next-token prediction on a blend of the recipe's sources (nanoset folders)."""
+
+    kind: Literal["pretrain"]
+    mixture: dict[str, DomainMix]
+    replay: Optional[Replay] = None
+
+    def mixture_weights(self, recipe: "Recipe") -> dict[str, Decimal]:
+        """(1 - replay) x domain share x source share + replay x the earlier stage's weights."""
+        replay = Decimal(str(self.replay.fraction)) if self.replay else Decimal(0)
+        weights: dict[str, Decimal] = {}
+        for mix in self.mixture.values():
+            for source, share in mix.sources.items():
+                w = (1 - replay) * Decimal(str(mix.share)) * Decimal(str(share))
+                weights[source] = weights.get(source, Decimal(0)) + w
+        if self.replay:
+            for source, w in recipe.stage(self.replay.from_).mixture_weights(recipe).items():
+                weights[source] = weights.get(source, Decimal(0)) + replay * w
+        return weights
+
+    def check(self, recipe: "Recipe", where: str, earlier: list[StageSpec]) -> None:
+        _check_mixture(recipe, self, where)
+        if self.replay is not None:
+            _check_earlier(recipe, self.replay.from_, f"{where}.replay.from", [s.name for s in earlier])
+            replayable = [s.name for s in earlier if s.mixture_weights(recipe)]
+            if self.replay.from_ not in replayable:
+                raise UserError(f"{where}.replay.from", f"'{self.replay.from_}' has no token mixture to replay",
+                                f"replay one of the earlier pretraining stages: {replayable}")
 
 
 class SFTData(_Strict):
@@ -218,17 +274,36 @@ class SFTData(_Strict):
         return self
 
 
-class SFT(_Strict):
-    name: str = Field(default="sft", pattern=r"^[a-z][a-z0-9_]*$")
+class SFTStage(StageSpec):
+    """Supervised fine-tuning on chats, rendered with the recipe's chat template: the loss is on the
+    assistant's turns only."""
+
+    kind: Literal["sft"]
     data: SFTData
     init_from: str
-    tokens: Optional[Count] = None
-    steps: Optional[int] = None
-    micro_batch_size: int = Field(gt=0)
-    grad_accumulation: int = Field(gt=0)
-    lr: LRSchedule
-    load_optimizer: bool = False
-    eval_suites: list[str] = []
+
+    def data_folder(self, recipe: "Recipe") -> Optional[str]:
+        return f"{recipe.paths.data}/{recipe.name}/{self.name}"
+
+    def check(self, recipe: "Recipe", where: str, earlier: list[StageSpec]) -> None:
+        if self.name in recipe.sources:
+            raise UserError(f"{where}.name", f"'{self.name}' is also a source name; both would be prepared into "
+                            f"{recipe.paths.data}/{recipe.name}/{self.name}", "rename the stage or the source")
+
+
+# Every kind of stage a recipe may list, by its `kind:` value.
+STAGE_KINDS: dict[str, type[StageSpec]] = {"pretrain": PretrainStage, "sft": SFTStage}
+AnyStage = Annotated[Union[PretrainStage, SFTStage], Field(discriminator="kind")]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One optimizer step of a stage: the numbers every part of the project reads from here."""
+
+    micro_batch_size: int  # sequences per micro-batch, per data-parallel rank
+    grad_accumulation: int  # micro-batches per step, per rank
+    global_batch: int  # sequences per optimizer step
+    tokens_per_step: int
 
 
 class Cluster(_Strict):
@@ -257,8 +332,7 @@ class Recipe(_Strict):
     training: Training
     parallelism: Parallelism
     sources: dict[str, Source]
-    stages: list[Stage] = Field(min_length=1)
-    sft: Optional[SFT] = None
+    stages: list[AnyStage] = Field(min_length=1)
     cluster: Cluster
     tracking: Tracking
     max_epochs: float = Field(default=4.0, gt=0)
@@ -270,34 +344,16 @@ class Recipe(_Strict):
         _check_parallelism(self)
         _check_sources(self)
         _check_stages(self)
-        if self.sft is not None:
-            _check_budget(self.sft, "sft", self.sft_tokens_per_step())
-            _check_lr(self.sft.lr, "sft.lr")
-            names = [s.name for s in self.stages]
-            if self.sft.init_from not in names:
-                raise UserError(
-                    "sft.init_from", f"'{self.sft.init_from}' is not a stage of this recipe",
-                    f"use one of {names}",
-                )
-            if self.sft.name in names:
-                raise UserError("sft.name", f"'{self.sft.name}' is also a stage name", "give SFT its own name")
         return self
 
     # Batch arithmetic lives here because validation needs it (a budget below one batch is an error).
-    def global_batch(self) -> int:
-        return self.training.micro_batch_size * self.training.grad_accumulation * self.parallelism.dp
+    def batch(self, stage: StageSpec) -> Batch:
+        micro = stage.micro_batch_size or self.training.micro_batch_size
+        accum = stage.grad_accumulation or self.training.grad_accumulation
+        global_batch = micro * accum * self.parallelism.dp
+        return Batch(micro, accum, global_batch, global_batch * self.training.sequence_length)
 
-    def tokens_per_step(self) -> int:
-        return self.global_batch() * self.training.sequence_length
-
-    def sft_global_batch(self) -> int:
-        assert self.sft is not None
-        return self.sft.micro_batch_size * self.sft.grad_accumulation * self.parallelism.dp
-
-    def sft_tokens_per_step(self) -> int:
-        return self.sft_global_batch() * self.training.sequence_length
-
-    def stage(self, name: str) -> Stage:
+    def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
             if stage.name == name:
                 return stage
@@ -347,7 +403,7 @@ def _check_parallelism(recipe: Recipe) -> None:
             "parallelism.tp", f"tp={par.tp} does not divide {recipe.model.num_key_value_heads} KV heads",
             "use a tp that divides num_key_value_heads",
         )
-    world = par.dp * par.tp * par.pp
+    world = par.world
     gpus = cl.nodes * cl.gpus_per_node
     if gpus and world != gpus:
         raise UserError(
@@ -356,7 +412,7 @@ def _check_parallelism(recipe: Recipe) -> None:
         )
 
 
-def _check_budget(stage: Stage | SFT, field: str, tokens_per_step: int) -> None:
+def _check_budget(stage: StageSpec, field: str, tokens_per_step: int) -> None:
     if (stage.tokens is None) == (stage.steps is None):
         raise UserError(
             f"{field}.tokens", "give exactly one of `tokens` (budget) or `steps`",
@@ -386,19 +442,9 @@ def _check_stages(recipe: Recipe) -> None:
         where = f"stages[{i}]"
         if stage.name in seen:
             raise UserError(f"{where}.name", f"stage name '{stage.name}' is used twice", "give each stage a unique name")
-        _check_budget(stage, where, recipe.tokens_per_step())
+        _check_budget(stage, where, recipe.batch(stage).tokens_per_step)
         _check_lr(stage.lr, f"{where}.lr")
-        _check_mixture(recipe, stage, where)
-        for field, ref in (("replay.from", stage.replay.from_ if stage.replay else None), ("init_from", stage.init_from)):
-            if ref is not None and ref not in seen:
-                problem = (
-                    f"'{ref}' is this stage itself or a later stage" if ref in [s.name for s in recipe.stages]
-                    else f"'{ref}' is not a stage of this recipe"
-                )
-                raise UserError(
-                    f"{where}.{field}", problem,
-                    f"use an earlier stage: {seen}" if seen else "remove it (the first stage has nothing before it)",
-                )
+        _check_earlier(recipe, stage.init_from, f"{where}.init_from", seen)
         if i > 0 and stage.init_from is None:
             raise UserError(
                 f"{where}.init_from", "a later stage must say which stage's final checkpoint it starts from",
@@ -406,7 +452,18 @@ def _check_stages(recipe: Recipe) -> None:
             )
         if i == 0 and stage.load_optimizer:
             raise UserError(f"{where}.load_optimizer", "the first stage has no earlier optimizer state", "set it to false")
+        stage.check(recipe, where, [recipe.stage(name) for name in seen])
         seen.append(stage.name)
+
+
+def _check_earlier(recipe: Recipe, ref: str | None, field: str, seen: list[str]) -> None:
+    """A reference to another stage (init_from, replay.from) must name an earlier one."""
+    if ref is not None and ref not in seen:
+        problem = (
+            f"'{ref}' is this stage itself or a later stage" if ref in [s.name for s in recipe.stages]
+            else f"'{ref}' is not a stage of this recipe"
+        )
+        raise UserError(field, problem, f"use an earlier stage: {seen}" if seen else "remove it (the first stage has nothing before it)")
 
 
 def _check_sources(recipe: Recipe) -> None:
@@ -429,7 +486,7 @@ def _check_sources(recipe: Recipe) -> None:
                 raise UserError(f"sources.{name}.text_template", "names no field", "put the record's fields in braces: {field}")
 
 
-def _check_mixture(recipe: Recipe, stage: Stage, where: str) -> None:
+def _check_mixture(recipe: Recipe, stage: PretrainStage, where: str) -> None:
     total = sum(mix.share for mix in stage.mixture.values())
     if abs(total - 1) > SHARE_TOLERANCE:
         raise UserError(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smolrecipe.eval import checks as sft_checks
+from smolrecipe.kinds import is_chat_model
 from smolrecipe.runs import EVAL_DIR, StageLog
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ def base_vs_sft(points: list[EvalPoint], stages: list[StageLog]) -> tuple[tuple[
     """(base checkpoint, SFT checkpoint, every task/metric of either compared), where base is the
     latest evaluated checkpoint of the last pretraining stage that has one, and SFT the SFT stage's
     latest; None unless both were evaluated."""
-    sft_stages = {s.name for s in stages if s.kind == "sft"}
+    sft_stages = {s.name for s in stages if is_chat_model(s.kind)}
     base = checkpoints([p for p in points if p.stage not in sft_stages])
     sft = checkpoints([p for p in points if p.stage in sft_stages])
     if not (base and sft):

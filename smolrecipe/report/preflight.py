@@ -34,8 +34,9 @@ def model_table(plan: RunPlan) -> Table:
     t.add_row("  non-embedding", f"{p.non_embedding:,}")
     t.add_row("shape", f"{m.num_layers} layers x {m.hidden_size}, {m.num_attention_heads}/{m.num_key_value_heads} "
                        f"heads (q/kv), SwiGLU {m.intermediate_size}, vocab {m.vocab_size:,}")
-    t.add_row("tokens per step", f"{r.global_batch()} seq x {r.training.sequence_length} = {r.tokens_per_step():,}"
-                                 f"  (micro {r.training.micro_batch_size} x accum {r.training.grad_accumulation}"
+    first = plan.stages[0]
+    t.add_row("tokens per step", f"{first.global_batch} seq x {r.training.sequence_length} = {first.tokens_per_step:,}"
+                                 f"  (micro {first.micro_batch_size} x accum {first.grad_accumulation}"
                                  f" x dp {r.parallelism.dp})")
     return t
 
@@ -48,7 +49,7 @@ def stages_table(plan: RunPlan) -> Table:
         by_domain = s.tokens_by("domain")
         shares = [
             f"{human(by_domain[d])} ({by_domain[d] / s.tokens:.0%})" if d in by_domain else "-" for d in DOMAINS
-        ] if s.kind == "pretrain" else ["(chat)", "", ""]
+        ] if s.reads_sources else [f"({s.kind} data)", "", ""]
         start = "scratch (resumes itself)" if s.init_from is None else (
             f"{s.init_from} final, " + ("with" if s.load_optimizer else "fresh") + " optimizer"
         )
@@ -58,7 +59,7 @@ def stages_table(plan: RunPlan) -> Table:
 
 
 def sources_table(plan: RunPlan) -> Table:
-    stages = [s for s in plan.stages if s.kind == "pretrain"]
+    stages = [s for s in plan.stages if s.reads_sources]
     t = Table(title="dataset weights per folder (domain share x source share, plus replay)", title_justify="left")
     t.add_column("source")
     t.add_column("domain")
@@ -139,7 +140,7 @@ def data_usage(plan: RunPlan) -> list[SourceUse]:
     from smolrecipe.data.pipeline import read_manifest
 
     uses, drawn = [], {}
-    for stage in (s for s in plan.stages if s.kind == "pretrain"):
+    for stage in (s for s in plan.stages if s.reads_sources):
         needed = stage.tokens_by("source")
         for fw in stage.weights:
             manifest = read_manifest(fw.folder)

@@ -39,9 +39,9 @@ from smolrecipe.atomic import replace_folder, write_json
 from smolrecipe.backends.local.model import build_model, llama_config
 from smolrecipe.backends.lr_schedule import build_scheduler
 from smolrecipe.backends.nanotron.config import stage_fingerprint
-from smolrecipe.data.batches import PretrainSamples, SFTRows, collate_pretrain, collate_sft
 from smolrecipe.data.tokenizer import load_tokenizer
 from smolrecipe.errors import UserError
+from smolrecipe.kinds import kind_of
 from smolrecipe.preemption import StopRequest
 from smolrecipe.recipe.plan import RunPlan, StagePlan
 from smolrecipe.recipe.schema import Recipe
@@ -294,13 +294,12 @@ def set_generation_tokens(model, recipe: Recipe, tokenizer) -> None:
     model.generation_config.bos_token_id = recipe.tokenizer.bos_token_id
 
 
-def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, tokenizer, out: Path, report_to: list[str],
+def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, collate, tokenizer, out: Path, report_to: list[str],
                   callbacks: tuple[TrainerCallback, ...] = (), **overrides) -> tuple[Trainer, StageLogCallback]:
     """The stage's trainer, with our logging in place of transformers' printers."""
-    sft = stage.kind == "sft"
     args = training_arguments(recipe, stage, out, report_to, **overrides)
     log = StageLogCallback(out / LOG, stage)
-    trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_sft if sft else collate_pretrain,
+    trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
                             processing_class=tokenizer, callbacks=[log, *callbacks])
     trainer.stage_plan = stage
     for callback in (PrinterCallback, ProgressCallback):
@@ -340,17 +339,12 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     else:
         model = build_model(recipe)
     set_generation_tokens(model, recipe, tokenizer)
-    if stage.kind == "sft":
-        from datasets import load_dataset
-
-        dataset = SFTRows(load_dataset(stage.sft_dataset, split="train"), tokenizer, recipe.training.sequence_length,
-                          stage.train_steps * stage.global_batch)
-    else:
-        dataset = PretrainSamples.for_stage(stage, recipe.training.sequence_length, recipe.training.seed)
+    kind = kind_of(stage.kind)
+    dataset, collate = kind.local_data(recipe, stage, tokenizer)
     report_to = wandb_settings(recipe, out)
     extra = {"max_steps": max_steps} if max_steps is not None else {}
     callbacks = (CheckpointAndStop(stop),) if stop is not None else ()
-    trainer, log = build_trainer(recipe, stage, model, dataset, tokenizer, out, report_to, callbacks, **extra)
+    trainer, log = build_trainer(recipe, stage, model, dataset, collate, tokenizer, out, report_to, callbacks, **extra)
     optimizer_from = None
     if parent is not None and stage.load_optimizer and not (resume and last):
         carry_optimizer_state(trainer, parent, stage)
@@ -381,7 +375,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         "checkpoint": str(final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
         "optimizer_from": optimizer_from,
         "recipe_hash": recipe.hash(), "fingerprint": fingerprint, "device": device_settings(recipe)["device"],
-        "samples_per_folder": dataset.samples_per_folder() if stage.kind == "pretrain" else None,
+        **kind.data_stats(dataset),
     }
     write_json(out / SUMMARY, summary)
     return StageResult(stage.name, summary)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.plan import RunPlan, StagePlan
 from smolrecipe.recipe.schema import Recipe
 
@@ -58,7 +59,7 @@ def render_stage(plan: RunPlan, stage: StagePlan) -> dict[str, Any]:
                 "name": stage.name,
                 "start_training_step": 1,
                 "data": {
-                    "dataset": _nanoset(stage) if stage.kind == "pretrain" else _sft_dataset(stage),
+                    "dataset": kind_of(stage.kind).nanotron_dataset(stage),
                     "seed": recipe.training.seed,
                     "num_loading_workers": recipe.training.num_loading_workers,
                 },
@@ -161,38 +162,6 @@ def _optimizer(recipe: Recipe, stage: StagePlan) -> dict[str, Any]:
             "min_decay_lr": float(lr.min),
         },
         "weight_decay_exclude_named_params": [],
-    }
-
-
-def _nanoset(stage: StagePlan) -> dict[str, Any]:
-    return {
-        "dataset_folder": [fw.folder for fw in stage.weights],
-        "dataset_weights": [fw.weight for fw in stage.weights],
-        "dataset_read_path": None,
-        # Left empty on purpose: nanotron fills these from each folder's *.metadata file.
-        "tokenizer_name": None,
-        "vocab_size": None,
-        "token_size_in_bytes": None,
-        "return_positions": True,
-        "skip_in_stream": False,
-        "pad_samples_to_global_batch_size": False,
-        "dataset_max_tokens": None,
-        "shuffle_files": False,
-        "use_old_brrr_dataloader": False,
-    }
-
-
-def _sft_dataset(stage: StagePlan) -> dict[str, Any]:
-    return {
-        "hf_dataset_or_datasets": stage.sft_dataset,
-        "hf_dataset_splits": "train",
-        "hf_dataset_config_name": None,
-        "dataset_processing_num_proc_per_process": 1,
-        "dataset_overwrite_cache": False,
-        # An SFT-only key: nanotron's parser tries PretrainDatasetsArgs first, and without a key
-        # that class lacks, this section would silently load as plain pretraining text.
-        "sft_dataloader": True,
-        "debug_max_samples": None,
     }
 
 

@@ -44,8 +44,6 @@ STOP = StopRequest().install()  # before the heavy imports: a signal during them
 
 import torch  # noqa: E402
 from nanotron import distributed as dist  # noqa: E402
-from nanotron.config import NanosetDatasetsArgs, SFTDatasetsArgs  # noqa: E402
-from nanotron.data.clm_collator import DataCollatorForCLM  # noqa: E402
 from nanotron.data.samplers import MegatronPretrainingSampler  # noqa: E402
 from nanotron.models.llama import LlamaForTraining  # noqa: E402
 from nanotron.serialize.optimizer import lr_scheduler_filename  # noqa: E402
@@ -54,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from smolrecipe.atomic import write_file, write_json  # noqa: E402
-from smolrecipe.data.batches import PretrainSamples, SFTRows, sft_batch  # noqa: E402
+from smolrecipe.kinds import kind_for_nanotron_dataset  # noqa: E402
 from smolrecipe.runs import LOG, SETTINGS, STOP_FILE, SUMMARY, read_json_if_any, read_log  # noqa: E402
 
 
@@ -86,7 +84,7 @@ class StageTrainer(DistributedTrainer):
                              f"found {len(self.config.data_stages)}")
         self.data_stage = self.config.data_stages[0]
         self.dataset_args = self.data_stage.data.dataset
-        self.kind = "sft" if isinstance(self.dataset_args, SFTDatasetsArgs) else "pretrain"
+        self.kind = kind_for_nanotron_dataset(type(self.dataset_args).__name__)
         self.settings = read_json_if_any(run_dir / SETTINGS)
         self.is_logger = dist.get_rank(self.parallel_context.world_pg) == 0
         self.step_seconds: list[float] = []
@@ -116,25 +114,8 @@ class StageTrainer(DistributedTrainer):
 
     def dataloader(self) -> DataLoader:
         """This rank's micro-batches from the stage's next unconsumed sample on (resumes included)."""
-        seq = self.sequence_length
         n_samples = self.config.tokens.train_steps * self.global_batch_size
-        if self.kind == "pretrain":
-            if not isinstance(self.dataset_args, NanosetDatasetsArgs):
-                raise SystemExit(f"unsupported dataset section {type(self.dataset_args).__name__}: "
-                                 "this entry point trains nanoset folders (pretraining) and SFT records")
-            dataset = PretrainSamples(list(self.dataset_args.dataset_folder), list(self.dataset_args.dataset_weights),
-                                      n_samples, seq, self.data_stage.data.seed)
-            collate = DataCollatorForCLM(sequence_length=seq, input_pp_rank=self.unwrapped_model.input_pp_rank,
-                                         output_pp_rank=self.unwrapped_model.output_pp_rank,
-                                         parallel_context=self.parallel_context)
-        else:
-            from datasets import load_dataset
-            from transformers import AutoTokenizer
-
-            records = load_dataset(self.dataset_args.hf_dataset_or_datasets, split=self.dataset_args.hf_dataset_splits)
-            tokenizer = AutoTokenizer.from_pretrained(self.config.tokenizer.tokenizer_name_or_path)
-            dataset = SFTRows(records, tokenizer, seq, n_samples)
-            collate = sft_batch
+        dataset, collate = self.kind.engine_data(self, self.dataset_args, n_samples)
         sampler = MegatronPretrainingSampler(
             total_samples=len(dataset), consumed_samples=self.metadata.current_stage.consumed_train_samples,
             micro_batch_size=self.micro_batch_size, data_parallel_rank=dist.get_rank(self.parallel_context.dp_pg),
@@ -154,7 +135,7 @@ class StageTrainer(DistributedTrainer):
         if self.is_logger:
             self.step_seconds.append(seconds)
             step_tokens = self.global_batch_size * self.sequence_length
-            record = {"stage": self.data_stage.name, "kind": self.kind, "step": self.iteration_step,
+            record = {"stage": self.data_stage.name, "kind": self.kind.name, "step": self.iteration_step,
                       "train_steps": self.config.tokens.train_steps, "tokens": tokens, "loss": float(loss_avg.item()),
                       "lr": float(self.lr_scheduler.get_last_lr()[0]),
                       "grad_norm": float(self.grad_norm_unclipped.item()) if self.config.optimizer.clip_grad is not None else float("nan"),
@@ -188,7 +169,7 @@ class StageTrainer(DistributedTrainer):
         checkpoint = Path(self.config.checkpoints.checkpoints_path) / str(self.iteration_step)
         resume = self.config.checkpoints.resume_checkpoint_path
         summary = {
-            "stage": self.data_stage.name, "kind": self.kind, "index": self.settings.get("index"),
+            "stage": self.data_stage.name, "kind": self.kind.name, "index": self.settings.get("index"),
             "train_steps": self.config.tokens.train_steps, "steps": self.iteration_step,
             "tokens": records[-1]["tokens"] if records else 0,
             "first_loss": records[0]["loss"] if records else float("nan"),
@@ -201,8 +182,7 @@ class StageTrainer(DistributedTrainer):
             "recipe_hash": self.settings.get("recipe_hash"), "fingerprint": self.settings.get("fingerprint"),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "backend": "nanotron", "world_size": self.parallel_context.world_pg.size(),
-            "samples_per_folder": self.current_base_dl.dataset.samples_per_folder()
-            if self.kind == "pretrain" else None,
+            **self.kind.data_stats(self.current_base_dl.dataset),
         }
         write_json(self.run_dir / SUMMARY, summary)
         return summary

@@ -1,0 +1,52 @@
+"""What a kind of stage decides: one class per kind, one instance of each in smolrecipe.kinds.KINDS.
+
+The shared machinery (plan, resume chain, checkpoints, logs, LR schedule, stop requests, SLURM
+jobs) never asks which kind a stage is; where the kinds differ, it calls the stage's kind:
+
+  nanotron_dataset   the `data_stages[0].data.dataset` section of the stage's nanotron config
+  engine_data        the rows and collator our nanotron entry point trains on (one rank's view)
+  local_data         the rows and collator the local backend (transformers' Trainer) trains on
+  prepare_data       the stage's own dataset, when it has one (the pretraining sources are
+                     prepared once for every stage by tools/prepare_data.py)
+  chat_model         whether its checkpoints answer in the chat format: evaluation prompts them
+                     through the chat template, and the report compares them with the base model
+
+A kind's recipe fields and checks are its StageSpec subclass in smolrecipe.recipe.schema.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from smolrecipe.recipe.plan import StagePlan
+    from smolrecipe.recipe.schema import Recipe, StageSpec
+
+Rows = Any  # a torch Dataset of engine rows (smolrecipe.data.batches)
+Collate = Callable[[list], Any]
+
+
+class StageKind:
+    name: str
+    chat_model: bool = False
+    # The nanotron config class that parses nanotron_dataset's section (our entry point finds the
+    # kind of a config by it).
+    nanotron_dataset_class: str
+
+    def nanotron_dataset(self, stage: "StagePlan") -> dict[str, Any]:
+        raise NotImplementedError
+
+    def engine_data(self, trainer, dataset_args, n_samples: int) -> tuple[Rows, Collate]:
+        """`trainer` is our nanotron StageTrainer (sequence length, seed, tokenizer, model, parallel context)."""
+        raise NotImplementedError
+
+    def local_data(self, recipe: "Recipe", stage: "StagePlan", tokenizer) -> tuple[Rows, Collate]:
+        raise NotImplementedError
+
+    def data_stats(self, rows: Rows) -> dict[str, Any]:
+        """What the stage's summary records about the rows it trained on."""
+        return {}
+
+    def prepare_data(self, recipe: "Recipe", spec: "StageSpec", say: Callable[[str], None]) -> bool:
+        """Build the stage's own dataset if it has one and it is not up to date; False when the kind has none."""
+        return False
