@@ -15,7 +15,7 @@ ENGINE := $(VENV)/.engine
 # eval stack cannot use; its code runs on NumPy 2. triton is imported (not run) by its ring attention.
 ENGINE_DEPS := dacite==1.9.2 einops==0.8.2 numba==0.68.1 llvmlite==0.50.0 triton==3.9.0
 
-.PHONY: install test demo configs check lint bench clean
+.PHONY: install test test-fast demo configs check lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ install: $(STAMP)
 
 test: $(STAMP) $(ENGINE)
 	$(PY) -m pytest
+
+# The unit tests only, under a minute on 2 cores: what is marked `slow` (integration: real engines,
+# data pipelines, tools run as processes) is left to `make test`, which stays the CI command.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
 
 # The whole path at toy scale on this machine: generate the tiny recipe's corpus, prepare its data
 # with datatrove (nanoset folders + SFT records), render + check both recipes' configs, train

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from smolrecipe.atomic import write_json
     from smolrecipe.eval.packaged_model import save_as_hf_folder
-    from smolrecipe.eval.runner import load_suites, local_copies, run_suite
+    from smolrecipe.eval.runner import local_copies, run_suite
+    from smolrecipe.recipe.suites import load_suites
 
     suites, raw = load_suites()
     piqa = args.piqa or local_copies(raw.get("local_copies", [])).get("piqa")

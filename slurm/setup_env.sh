@@ -27,8 +27,8 @@ TORCH_VERSION=${TORCH_VERSION:-2.4.1}
 TORCH_CUDA=${TORCH_CUDA:-cu124}
 NANOTRON_DIR=${NANOTRON_DIR:-$VENV/src/nanotron}
 # The commit tests/test_nanotron_conformance.py checks the generated configs against.
-NANOTRON_COMMIT=$(sed -n 's/^NANOTRON_COMMIT = "\([0-9a-f]*\)"$/\1/p' "$ROOT/smolrecipe/nanotron_config.py")
-[[ -n $NANOTRON_COMMIT ]] || { echo "error: no NANOTRON_COMMIT in smolrecipe/nanotron_config.py" >&2; exit 1; }
+NANOTRON_COMMIT=$(sed -n 's/^NANOTRON_COMMIT = "\([0-9a-f]*\)"$/\1/p' "$ROOT/smolrecipe/backends/nanotron/config.py")
+[[ -n $NANOTRON_COMMIT ]] || { echo "error: no NANOTRON_COMMIT in smolrecipe/backends/nanotron/config.py" >&2; exit 1; }
 
 step() { echo; echo "== $*"; }
 
@@ -55,7 +55,7 @@ git -C "$NANOTRON_DIR" checkout --quiet "$NANOTRON_COMMIT"
 pip install --quiet --no-deps -e "$NANOTRON_DIR"
 # What its modules import on our path (the same list the Makefile installs for the CPU checks).
 # Its Nanoset's datatrove API (nouamane/avoid-s3) is not needed: our entry point reads the nanoset
-# folders with the datatrove release smolrecipe depends on (smolrecipe.batches).
+# folders with the datatrove release smolrecipe depends on (smolrecipe.data.batches).
 pip install --quiet dacite einops numba
 # nanotron.nn.moe imports grouped_gemm at module level and every nanotron model imports it (MoE or not).
 pip install --quiet --no-build-isolation "grouped_gemm @ git+https://github.com/fanshiqing/grouped_gemm@main"

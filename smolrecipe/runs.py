@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from smolrecipe.errors import UserError
 
 if TYPE_CHECKING:  # the recipe layer sits above this module
+    from smolrecipe.recipe.plan import StagePlan
     from smolrecipe.recipe.schema import Recipe
 
 SETTINGS = "settings.json"
@@ -76,6 +77,15 @@ def backend_dir(recipe: "Recipe", stage: str, backend: str) -> Path:
 
 def local_checkpoint(folder: Path, step: int) -> Path:
     return Path(folder) / LOCAL_CHECKPOINT.format(step=step)
+
+
+def local_dir(recipe: "Recipe", stage: str) -> Path:
+    """The local backend's folder of a stage: settings, log, summary, checkpoint-<step>/ folders."""
+    return backend_dir(recipe, stage, "local")
+
+
+def local_final_checkpoint(recipe: "Recipe", stage: "StagePlan") -> Path:
+    return local_checkpoint(local_dir(recipe, stage.name), stage.train_steps)
 
 
 def latest_step(checkpoints: str | Path) -> int | None:

@@ -23,12 +23,12 @@ from smolrecipe.backends.nanotron.convert import (
     NANOTRON_LLAMA_DEFAULTS,
     PLAIN_FILE,
     SHARDED_FILE,
-    ConversionError,
     checkpoint_provenance,
     hf_to_nanotron,
     is_nanotron_checkpoint,
     nanotron_to_hf,
 )
+from smolrecipe.errors import UserError
 
 LAYER0 = "model/model/decoder/0/pp_block"
 EMBEDDING = f"model/model/token_position_embeddings/pp_block/token_embedding/{SHARDED_FILE}"
@@ -242,11 +242,11 @@ def damage_interleaved(ckpt):
 def test_bad_checkpoint_stops_before_writing(broken, tmp_path, word_tokenizer, damage):
     expected = damage(broken)
     out = tmp_path / "out" / "hf"
-    with pytest.raises(ConversionError) as err:
+    with pytest.raises(UserError) as err:
         nanotron_to_hf(broken, out, tokenizer=word_tokenizer)
     for text in expected:
         assert text in str(err.value), (text, str(err.value))
-    assert "Fix: " in str(err.value)
+    assert "; fix: " in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
@@ -255,7 +255,7 @@ def test_failed_conversion_leaves_the_previous_output(broken, tmp_path, word_tok
     out = tmp_path / "hf"
     out.mkdir()
     (out / "previous.txt").write_text("kept")
-    with pytest.raises(ConversionError):
+    with pytest.raises(UserError):
         nanotron_to_hf(broken, out, tokenizer=word_tokenizer)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
     assert (out / "previous.txt").read_text() == "kept"
@@ -263,15 +263,15 @@ def test_failed_conversion_leaves_the_previous_output(broken, tmp_path, word_tok
 
 def test_tokenizer_is_required(broken, tmp_path):
     (broken / "config.yaml").unlink()
-    with pytest.raises(ConversionError, match=r"no tokenizer given.*Fix: pass --tokenizer DIR"):
+    with pytest.raises(UserError, match=r"no tokenizer given.*; fix: pass --tokenizer DIR"):
         nanotron_to_hf(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_not_a_checkpoint(tmp_path, tiny_hf):
-    with pytest.raises(ConversionError, match="not a nanotron checkpoint"):
+    with pytest.raises(UserError, match="not a nanotron checkpoint"):
         nanotron_to_hf(tiny_hf, tmp_path / "out", tokenizer="x")
-    with pytest.raises(ConversionError, match="would replace the input"):
+    with pytest.raises(UserError, match="would replace the input"):
         hf_to_nanotron(tiny_hf, tiny_hf.parent)
 
 
@@ -279,7 +279,7 @@ def test_non_llama_hf_folder_is_refused(tmp_path, tiny_hf):
     hf = Path(shutil.copytree(tiny_hf, tmp_path / "gpt2"))
     config = json.loads((hf / "config.json").read_text())
     (hf / "config.json").write_text(json.dumps({**config, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    with pytest.raises(ConversionError, match=r"config.json: model_type is 'gpt2', not 'llama'.*Fix: "):
+    with pytest.raises(UserError, match=r"config.json: model_type is 'gpt2', not 'llama'.*; fix: "):
         hf_to_nanotron(hf, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -289,7 +289,7 @@ def test_hf_with_biases_is_refused(tmp_path, tiny_hf):
     tensors = hf_tensors(hf)
     tensors["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(32)
     save_file(tensors, str(hf / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ConversionError, match=r"unknown parameter model.layers.0.self_attn.q_proj.bias"):
+    with pytest.raises(UserError, match=r"unknown parameter model.layers.0.self_attn.q_proj.bias"):
         hf_to_nanotron(hf, tmp_path / "out")
 
 
@@ -315,6 +315,7 @@ def test_cli_help(root):
     assert done.returncode == 0 and "nanotron-to-hf" in done.stdout and "hf-to-nanotron" in done.stdout
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(root, tiny_hf, tiny_ckpt, tmp_path):
     """The checkpoints folder (latest.txt) stands for its newest step, as nanotron reads it."""
     (tiny_ckpt.parent / "latest.txt").write_text("192")

@@ -1,5 +1,6 @@
 import pytest
 
+from smolrecipe import PROJECT_ROOT
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import expand, resolve_recipe, unset_variables
 from smolrecipe.recipe.loading import recipe_from_dict
@@ -30,8 +31,8 @@ def test_resolve_recipe_expands_every_path(tiny_dict):
     resolved = resolve_recipe(recipe, {"SCRATCH": "/s"})
     assert resolved.paths.data == "/s/d"
     assert resolved.sources["prose"].path == "/s/prose.jsonl"
-    assert resolved.paths.runs == "runs"  # ${SMOLRECIPE_RUNS:-runs} with the variable unset
-    assert resolved.stage("sft").data.path == "runs/data/corpus/chats"
+    assert resolved.paths.runs == str(PROJECT_ROOT / "runs")  # ${SMOLRECIPE_RUNS:-runs} with the variable unset
+    assert resolved.stage("sft").data.path == str(PROJECT_ROOT / "runs/data/corpus/chats")  # relative: to the checkout
     assert recipe.paths.data == "${SCRATCH}/d"  # the original is untouched
 
 

@@ -20,6 +20,7 @@ from smolrecipe.eval import runner as evaluate
 from smolrecipe.eval import tasks as eval_tasks
 from smolrecipe.eval.perplexity import score_texts, windows
 from smolrecipe.eval.tasks import CHOICE_TASKS, Slice, final_number, slice_texts
+from smolrecipe.recipe import suites as suites_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"
@@ -155,15 +156,15 @@ def test_slice_texts_stops_at_the_token_budget(tmp_path, hf_tokenizer):
 
 
 def test_suites_name_only_known_tasks():
-    suites, raw = evaluate.load_suites()
+    suites, raw = suites_registry.load_suites()
     assert {"tier2", "tier3", "tier4", "gsm8k", "quick"} <= set(suites)
     for suite in suites.values():
         known = eval_tasks.known_tasks(evaluate.slice_specs(raw, suite, {}))
         assert set(suite.tasks) <= set(known), suite.name
     assert {t.removeprefix("mc:") for t in suites["tier3"].tasks} == set(CHOICE_TASKS)
-    assert [s.name for s in evaluate.expand_suite("all", suites)] == ["tier2", "tier3", "tier4", "gsm8k"]
+    assert [s.name for s in suites_registry.expand_suite("all", suites)] == ["tier2", "tier3", "tier4", "gsm8k"]
     with pytest.raises(UserError, match="unknown suite 'tier9'"):
-        evaluate.expand_suite("tier9", suites)
+        suites_registry.expand_suite("tier9", suites)
 
 
 @pytest.mark.parametrize("suite, field", [
@@ -175,7 +176,7 @@ def test_suites_name_only_known_tasks():
 def test_bad_suite_file_names_the_field(tmp_path, suite, field):
     (tmp_path / "suites.yaml").write_text(f"suites:\n  quick:\n    {suite}\n")
     with pytest.raises(UserError, match=rf"^{re.escape(field)}"):
-        evaluate.load_suites(tmp_path / "suites.yaml")
+        suites_registry.load_suites(tmp_path / "suites.yaml")
 
 
 def test_local_copies_expand_variables_and_skip_unset_ones(tmp_path, monkeypatch):
@@ -215,9 +216,10 @@ def _local_samples(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_every_tier_runs_through_lighteval_and_writes_results(random_hf, tmp_path):
-    suites, raw = evaluate.load_suites()
+    suites, raw = suites_registry.load_suites()
     local = _local_samples(tmp_path)
-    suite = evaluate.Suite(name="smoke", tasks=["ppl:web", "mc:piqa", "sft_suite", "gsm8k"], limit=3, token_budget=100, max_new_tokens=6)
+    suite = suites_registry.Suite(name="smoke", tasks=["ppl:web", "mc:piqa", "sft_suite", "gsm8k"], limit=3, token_budget=100,
+                                  max_new_tokens=6)
     result = evaluate.run_suite(random_hf, {"kind": "sft"}, suite, raw, tmp_path / "out", slices={"web": local["web"]},
                                 local={"piqa": local["piqa"], "gsm8k": local["gsm8k"]}, batch_size=4)
     data = json.loads((tmp_path / "out" / "smoke.json").read_text())
@@ -260,6 +262,7 @@ def test_run_eval_cli_on_a_local_run_checkpoint(random_hf, tmp_path):
     assert "items/s" in run.stdout and str(out) in run.stdout.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_run_eval_cli_refuses_bad_input(tmp_path):
     (tmp_path / "notes").mkdir()
     cases = [([str(tmp_path / "notes")], "neither a transformers folder"),
@@ -278,7 +281,7 @@ def test_run_eval_cli_refuses_bad_input(tmp_path):
 @pytest.mark.skipif(not (BENCHMARKS / "piqa").is_dir(), reason=f"no local PIQA copy at {BENCHMARKS}")
 def test_smollm2_is_far_above_chance_on_piqa(smollm2_hf, tmp_path):
     """A healthy harness: SmolLM2-135M-Instruct on 64 PIQA validation items from the local copy."""
-    suites, raw = evaluate.load_suites()
+    suites, raw = suites_registry.load_suites()
     result = evaluate.run_suite(smollm2_hf, {}, suites["tier3"], raw, tmp_path, tasks=["mc:piqa"], limit=64,
                                 local={"piqa": str(BENCHMARKS / "piqa")})
     piqa = result.data["tasks"]["mc:piqa"]
@@ -294,6 +297,7 @@ def test_recipe_eval_suites_must_exist(tiny_dict, write_recipe):
         load_recipe(write_recipe(tiny_dict))
 
 
+@pytest.mark.slow
 def test_run_eval_recipe_mode_names_the_stage_to_train_first(tiny_dict, write_recipe, tmp_path):
     tiny_dict["paths"]["runs"] = str(tmp_path / "runs")
     recipe = write_recipe(tiny_dict)
@@ -303,7 +307,7 @@ def test_run_eval_recipe_mode_names_the_stage_to_train_first(tiny_dict, write_re
 
 
 def test_results_are_up_to_date_only_for_the_same_checkpoint_and_suite(tmp_path):
-    suite = evaluate.Suite(name="quick", tasks=["mc:piqa"], limit=8)
+    suite = suites_registry.Suite(name="quick", tasks=["mc:piqa"], limit=8)
     prov = {"fingerprint": "f1", "step": 4}
     path = tmp_path / "quick.json"
     assert not evaluate.up_to_date(path, prov, suite, None)
@@ -311,7 +315,7 @@ def test_results_are_up_to_date_only_for_the_same_checkpoint_and_suite(tmp_path)
     assert evaluate.up_to_date(path, prov, suite, None)
     assert not evaluate.up_to_date(path, {"fingerprint": "f2", "step": 4}, suite, None)  # retrained
     assert not evaluate.up_to_date(path, prov, suite, 16)  # another sample size
-    assert not evaluate.up_to_date(path, prov, evaluate.Suite(name="quick", tasks=["mc:piqa", "gsm8k"], limit=8), None)
+    assert not evaluate.up_to_date(path, prov, suites_registry.Suite(name="quick", tasks=["mc:piqa", "gsm8k"], limit=8), None)
 
 
 @pytest.mark.slow
@@ -337,7 +341,7 @@ def test_run_eval_converts_a_nanotron_checkpoint_on_the_fly(random_hf, hf_tokeni
                                                 "recipe_hash": "abc123", "fingerprint": None, "backend": "nanotron", "source": None}
     assert data["checkpoint"] == str(ckpt)
     # the converted model scores exactly as the transformers folder it came from
-    direct = evaluate.run_suite(random_hf, {}, evaluate.Suite(name="tier2", tasks=["ppl:web"]), evaluate.load_suites()[1],
+    direct = evaluate.run_suite(random_hf, {}, suites_registry.Suite(name="tier2", tasks=["ppl:web"]), suites_registry.load_suites()[1],
                                 tmp_path / "direct", slices={"web": web})
     assert data["tasks"]["ppl:web"]["bits_per_byte"] == pytest.approx(direct.data["tasks"]["ppl:web"]["bits_per_byte"], rel=1e-6)
 
@@ -373,8 +377,8 @@ def test_run_eval_recipe_mode_on_the_cluster_runs_checkpoints(random_hf, tiny_di
 @pytest.mark.slow
 def test_evaluating_leaves_autograd_on_for_training_afterwards(random_hf, tmp_path):
     """lighteval switches autograd off process-wide; a run (make demo, tests) trains after evaluating."""
-    suite = evaluate.Suite(name="smoke", tasks=["mc:piqa"], limit=1)
-    evaluate.run_suite(random_hf, {}, suite, evaluate.load_suites()[1], tmp_path, local={"piqa": _local_samples(tmp_path)["piqa"]},
+    suite = suites_registry.Suite(name="smoke", tasks=["mc:piqa"], limit=1)
+    evaluate.run_suite(random_hf, {}, suite, suites_registry.load_suites()[1], tmp_path, local={"piqa": _local_samples(tmp_path)["piqa"]},
                        batch_size=2)
     assert torch.is_grad_enabled()
 
@@ -408,10 +412,12 @@ def test_hub_slices_are_streamed_and_read_only_up_to_the_budget(monkeypatch, hf_
     assert len(served) == len(texts) < 20 and texts[0].startswith("def f0(x)")
 
 
+@pytest.mark.slow
 def test_a_benchmark_neither_local_nor_reachable_is_a_one_line_error(random_hf):
     """Offline, with no local copy: the hub dataset cannot load, and the error says where to put one."""
     script = ("import sys; from pathlib import Path; from smolrecipe.eval import runner as evaluate\n"
-              "suites, raw = evaluate.load_suites(); raw = {**raw, 'local_copies': []}\n"
+              "from smolrecipe.recipe import suites as suites_registry\n"
+              "suites, raw = suites_registry.load_suites(); raw = {**raw, 'local_copies': []}\n"
               "try:\n"
               f"    evaluate.run_suite(Path({str(random_hf)!r}), {{}}, suites['quick'], raw, Path('unused'), tasks=['mc:piqa'], limit=1)\n"
               "except evaluate.UserError as err:\n"

@@ -30,8 +30,8 @@ def test_each_stage_renders_the_dataset_section_of_its_kind(root, recipe_name):
         # nanotron parses it as the class the kind declares, and our entry point finds the kind back from it
         assert parsed_as == KINDS[stage.kind].nanotron_dataset_class
         assert kind_for_nanotron_dataset(parsed_as) is KINDS[stage.kind]
-        assert stage.reads_sources == (stage.kind == "pretrain")
-        assert (stage.dataset is not None) == (stage.kind == "sft")
+        reads_sources, own_dataset = {"pretrain": (True, False), "sft": (False, True)}[stage.kind]
+        assert stage.reads_sources == reads_sources and (stage.dataset is not None) == own_dataset
 
 
 def test_unknown_kinds_are_one_line_errors():

@@ -12,12 +12,12 @@ import pytest
 import train_local
 from conftest import ROOT, recipe_variant, sft_stage, shorten
 
-from smolrecipe.backends.local.train import stage_dir
 from smolrecipe.backends.lr_schedule import stage_lrs
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 from smolrecipe.report.run_report import read_log
+from smolrecipe.runs import local_dir as stage_dir
 
 pytestmark = pytest.mark.slow
 

@@ -137,3 +137,12 @@ def test_gpu_extra_pins_the_commit_the_schema_describes(root):
     pinned = re.findall(r"nanotron @ git\+https://github.com/huggingface/nanotron@([0-9a-f]{40})", pyproject)
     assert pinned == [NANOTRON_COMMIT]
     assert NANOTRON_COMMIT[:8] in ns.__doc__
+
+
+def test_the_cluster_setup_installs_the_pinned_commit(root):
+    """slurm/setup_env.sh reads the commit out of our config renderer's source: a moved module must not break it."""
+    import subprocess
+
+    line = next(text for text in (root / "slurm" / "setup_env.sh").read_text().splitlines() if text.startswith("NANOTRON_COMMIT=$("))
+    out = subprocess.run(["bash", "-c", f'ROOT="{root}"; {line}; echo "$NANOTRON_COMMIT"'], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == NANOTRON_COMMIT

@@ -177,6 +177,7 @@ def test_cli_prints_the_summary_line(run, capsys):
                        f"checks 2/2 met; wrote {run / 'report.md'}, {run / 'loss.png'}")
 
 
+@pytest.mark.slow
 def test_cli_runs_as_a_script(run):
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "report.py"), "tiny"], cwd=run.parent,
                           capture_output=True, text=True, timeout=60)

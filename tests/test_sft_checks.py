@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from smolrecipe.errors import UserError
 from smolrecipe.eval.checks import (
     CATEGORIES,
     CATEGORY_SIZE,
@@ -186,7 +187,7 @@ def test_the_real_suite_loads():
 def test_bad_suite_files_name_the_line_the_problem_and_the_fix(tmp_path, edit, message):
     rows = suite_lines()
     edit(rows)
-    with pytest.raises(ValueError, match="fix:") as error:
+    with pytest.raises(UserError, match="fix:") as error:
         load_suite(write_suite(tmp_path, rows))
     assert message in str(error.value)
 
@@ -195,7 +196,7 @@ def test_an_instruction_priority_prompt_needs_its_system_message(tmp_path):
     rows = suite_lines()
     row = next(r for r in rows if r["category"] == "instruction_priority")
     row["messages"] = row["messages"][1:]
-    with pytest.raises(ValueError, match=f"id {row['id']}.*has no system message"):
+    with pytest.raises(UserError, match=f"id {row['id']}.*has no system message"):
         load_suite(write_suite(tmp_path, rows))
 
 

@@ -24,14 +24,14 @@ import submit
 import yaml
 from conftest import ROOT, pretrain_stages, recipe_variant, sft_stage
 
-from smolrecipe.backends.local.train import stage_dir
+from smolrecipe.backends.nanotron.backend import ENTRY_POINT, run_until_stopped
 from smolrecipe.jobs.slurm import EVAL_CPUS
-from smolrecipe.jobs.stage import ENTRY_POINT, run_until_stopped
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 from smolrecipe.report.run_report import read_log
+from smolrecipe.runs import local_dir as stage_dir
 
 SLURM = ROOT / "slurm"
 JOB_SCRIPTS = ["prepare_data", "stage1", "stage2", "stage3", "sft", "eval"]
@@ -154,6 +154,7 @@ def test_submit_refuses_what_the_jobs_could_not_run(capsys, monkeypatch, tiny_di
 # tools/run_stage.py on the nanotron backend (the command and config here; tests/test_engine.py runs it)
 
 
+@pytest.mark.slow
 def test_nanotron_stage_job_resumes_its_own_checkpoints_and_skips_a_finished_stage(prepared, tmp_path, capsys):
     import run_stage
 

@@ -20,7 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
+from smolrecipe import cli  # noqa: E402
 
+
+@cli.command(cli.interrupted("run the same command again"))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{nanotron-to-hf,hf-to-nanotron}")
@@ -38,19 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     from smolrecipe.backends.nanotron import convert  # torch/transformers load only once the arguments parse
 
     start = time.perf_counter()
-    try:
-        if args.command == "nanotron-to-hf":
-            out = convert.nanotron_to_hf(args.checkpoint, args.out, tokenizer=args.tokenizer, dtype=args.dtype, progress=True)
-            p = convert.checkpoint_provenance(convert.resolve_checkpoint(args.checkpoint))
-            known = [f"{key} {p[key]}" for key in ("recipe", "stage", "step") if p[key] is not None]
-            known += [f"{p['tokens_seen']:,} tokens"] if p["tokens_seen"] is not None else []
-            source = f"{args.checkpoint} ({', '.join(known) or 'no provenance recorded'})"
-        else:
-            out = convert.hf_to_nanotron(args.hf_dir, args.out, progress=True)
-            source = str(args.hf_dir)
-    except convert.ConversionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.command == "nanotron-to-hf":
+        out = convert.nanotron_to_hf(args.checkpoint, args.out, tokenizer=args.tokenizer, dtype=args.dtype, progress=True)
+        p = convert.checkpoint_provenance(convert.resolve_checkpoint(args.checkpoint))
+        known = [f"{key} {p[key]}" for key in ("recipe", "stage", "step") if p[key] is not None]
+        known += [f"{p['tokens_seen']:,} tokens"] if p["tokens_seen"] is not None else []
+        source = f"{args.checkpoint} ({', '.join(known) or 'no provenance recorded'})"
+    else:
+        out = convert.hf_to_nanotron(args.hf_dir, args.out, progress=True)
+        source = str(args.hf_dir)
     s = convert.weights_summary(out)
     print(f"{args.command}: {s['parameters']:,} parameters in {s['tensors']} tensors ({'/'.join(s['dtypes'])}) "
           f"from {source} -> {out} in {time.perf_counter() - start:.1f} s")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from smolrecipe import PROJECT_ROOT, cli
 from smolrecipe.backends.nanotron.config import NANOTRON_COMMIT
 from smolrecipe.backends.nanotron.generate import check_lr_with_nanotron, check_with_nanotron, nanotron_available, render, write_atomically
 from smolrecipe.errors import UserError
@@ -36,10 +37,11 @@ def data_uses(rendered, resolved: bool) -> list[SourceUse] | None:
         return None
 
 
+@cli.command(cli.interrupted("run the same command again"))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/llama500m.yaml")
-    parser.add_argument("--out", type=Path, help="output folder (default: configs/<recipe name>)")
+    parser.add_argument("--out", type=Path, help="output folder (default: configs/<recipe name> in the checkout)")
     parser.add_argument("--resolve", action="store_true",
                         help="expand ${VAR} paths from the environment (for a job); an unset variable is an error")
     parser.add_argument("--check", action="store_true",
@@ -47,17 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no preflight tables, only the summary line")
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True)
-    err = Console(stderr=True, width=160, soft_wrap=True)
 
-    try:
+    with cli.blame(args.recipe):
         rendered = render(args.recipe, resolve=args.resolve or (args.check and nanotron_available()))
-    except UserError as exc:
-        err.print(f"[bold red]error[/]: {exc.line() if exc.source else f'{args.recipe}: {exc.line()}'}",
-                  markup=True, highlight=False)
-        return 2
 
     plan, recipe = rendered.plan, rendered.recipe
-    out = args.out or Path("configs") / recipe.name
+    out = args.out or PROJECT_ROOT / "configs" / recipe.name
     written = write_atomically(rendered.files, out)
 
     if not args.quiet:

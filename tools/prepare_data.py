@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from smolrecipe import cli
 from smolrecipe.data.pipeline import (
     document_end_token,
     executors,
@@ -44,6 +45,7 @@ from smolrecipe.recipe.schema import Recipe
 from smolrecipe.report.preflight import human
 
 
+@cli.command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny.yaml")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-tokenizer", action="store_true", help="only build the tokenizer folder")
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True, highlight=False)
-    try:
+    with cli.blame(args.recipe):
         recipe = resolve_recipe(load_recipe(args.recipe))
         if args.tasks is not None and args.tasks < 1:
             raise UserError("--tasks", f"{args.tasks} is not a positive number of tasks", "use --tasks 1 or more")
@@ -76,10 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.all and status == 0:
             status = prepare_stage_data(recipe, console)
         return status
-    except UserError as exc:
-        Console(stderr=True, width=160, soft_wrap=True).print(
-            f"[bold red]error[/]: {exc.line() if exc.source else f'{args.recipe}: {exc.line()}'}", highlight=False)
-        return 2
 
 
 def prepare_sources(recipe: Recipe, args, console: Console) -> int:

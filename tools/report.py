@@ -4,7 +4,8 @@ eval_<tier>.png (evaluation vs tokens) and report.md.
     python tools/report.py runs/tiny                   # writes runs/tiny/report.md, runs/tiny/loss.png, ...
     python tools/report.py runs/tiny --out /tmp/tiny   # the same files, elsewhere
 
-Reads <RUN_DIR>/<stage>/local/log.jsonl and summary.json as tools/train_local.py writes them,
+Reads each stage's log.jsonl and summary.json as either backend writes them (<RUN_DIR>/<stage>/local/
+for the local backend, <RUN_DIR>/<stage>/ for nanotron; smolrecipe.runs),
 <RUN_DIR>/samples.json (base vs SFT answers) when it is there, and every
 <RUN_DIR>/eval/<stage>/step-<N>/<suite>.json that tools/run_eval.py wrote (an unreadable one is
 skipped and counted). Each tier with results gets a plot: eval_tier2.png (perplexity, bits per
@@ -25,22 +26,19 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from smolrecipe.errors import UserError  # noqa: E402
+from smolrecipe import cli  # noqa: E402
 from smolrecipe.report.run_report import NUMERIC_COLUMNS, STAGE_COLUMNS, stage_rows, write_report  # noqa: E402
 
 
+@cli.command(cli.interrupted("run the same command again"))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a recipe's run folder, e.g. runs/tiny")
     parser.add_argument("--out", metavar="DIR", help="where to write report.md and the plots (default: RUN_DIR)")
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True, highlight=False)
-    try:
+    with cli.blame(args.run_dir):
         report = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
-    except UserError as exc:
-        line = exc.line() if exc.source else f"{args.run_dir}: {exc.line()}"
-        Console(stderr=True, width=160, soft_wrap=True).print(f"[bold red]error[/]: {escape(line)}", highlight=False)
-        return 2
     console.print(stage_table(report.stages, Path(args.run_dir).resolve().name))
     console.print(report.summary, markup=False)
     return 0

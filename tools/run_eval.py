@@ -26,17 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
-from smolrecipe.backends.nanotron.convert import ConversionError  # noqa: E402
+from smolrecipe import cli  # noqa: E402
 from smolrecipe.errors import UserError  # noqa: E402
-from smolrecipe.eval.runner import (  # noqa: E402
-    as_hf_folder,
-    default_output_dir,
-    expand_suite,
-    load_suites,
-    run_suite,
-    suite_names,
-    up_to_date,
-)
+from smolrecipe.eval.runner import as_hf_folder, default_output_dir, run_suite, up_to_date  # noqa: E402
+from smolrecipe.recipe.suites import expand_suite, load_suites, suite_names  # noqa: E402
 
 
 def pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -49,6 +42,7 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+@cli.command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?")
@@ -69,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--limit must be >= 1")
     if (args.checkpoint is None) == (args.recipe is None):
         parser.error("give a CHECKPOINT or --recipe RECIPE (one of the two)")
-    try:
+    with cli.blame(args.recipe):
         suites, raw = load_suites()
         slices, local = pairs(args.slice, "--slice"), pairs(args.local, "--local")
         jobs = (recipe_jobs(args.recipe, args.suite, args.backend) if args.recipe
@@ -86,23 +80,19 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_suite(hf, prov, suite, raw, out_dir, tasks=tasks, limit=args.limit, slices=slices, local=local,
                                        chat=args.chat, batch_size=args.batch_size)
                     print_result(result)
-    except UserError as err:
-        print(f"error: {err.with_source(args.recipe).line() if args.recipe else err.line()}", file=sys.stderr)
-        return 2
-    except ConversionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     return 0
 
 
 def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple[str, str, Path]]:
     """(final checkpoint, suite, results folder) for every stage of the recipe's run, in training
     order. Results go beside the run, <runs>/<recipe>/eval/<stage>/step-<N>/, for either backend."""
+    from smolrecipe.backends import backend as backend_named
     from smolrecipe.recipe.envpaths import resolve_recipe
     from smolrecipe.recipe.loading import load_recipe
     from smolrecipe.recipe.plan import build_plan
     from smolrecipe.runs import results_dir, stage_dir
 
+    trained_by = backend_named(backend)
     recipe = resolve_recipe(load_recipe(recipe_path))
     suites_of = {s.name: s.eval_suites for s in recipe.stages}
     jobs = []
@@ -110,14 +100,7 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
         names = [suite] if suite else suites_of[stage.name]
         if not names:
             continue
-        if backend == "local":
-            from smolrecipe.backends.local.train import trained_checkpoint
-
-            checkpoint = trained_checkpoint(recipe, stage, recipe_path)
-        else:
-            checkpoint = Path(stage.final_checkpoint())
-            if not checkpoint.is_dir():
-                raise UserError(stage.name, f"{checkpoint} does not exist", f"train it first: sbatch slurm/{stage.name}.sh {recipe_path}")
+        checkpoint = trained_by.final_checkpoint(recipe, stage, recipe_path)
         out = results_dir(Path(stage_dir(recipe, stage.name)).parent, stage.name, stage.train_steps)
         jobs += [(str(checkpoint), name, out) for name in names]
     return jobs

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -24,39 +23,23 @@ from smolrecipe.preemption import StopRequest  # noqa: E402
 
 STOP = StopRequest().install()  # first thing: a signal during the imports below still counts
 
-from smolrecipe.errors import UserError  # noqa: E402
-from smolrecipe.jobs.stage import nanotron_environment, prepare_nanotron, run_local, run_until_stopped  # noqa: E402
-from smolrecipe.recipe.envpaths import resolve_recipe  # noqa: E402
-from smolrecipe.recipe.loading import load_recipe  # noqa: E402
-from smolrecipe.runs import STOP_FILE  # noqa: E402
+from smolrecipe import cli  # noqa: E402
+from smolrecipe.backends import BACKENDS  # noqa: E402
+from smolrecipe.jobs.stage import run_stage_job  # noqa: E402
 
 
+@cli.command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/llama500m.yaml")
     parser.add_argument("stage", help="stage name: stage1, stage2, stage3, sft, ...")
-    parser.add_argument("--backend", choices=("nanotron", "local"), default=os.environ.get("SMOLRECIPE_BACKEND", "nanotron"),
+    parser.add_argument("--backend", choices=tuple(BACKENDS), default=os.environ.get("SMOLRECIPE_BACKEND", "nanotron"),
                         help="nanotron on GPUs (default), or the local backend (default from $SMOLRECIPE_BACKEND)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs on this node = torchrun processes (nanotron)")
-    parser.add_argument("--dry-run", action="store_true", help="nanotron: write the config and print the command only")
+    parser.add_argument("--dry-run", action="store_true", help="check the stage (nanotron: write its config) and print the command only")
     args = parser.parse_args(argv)
-    try:
-        recipe = resolve_recipe(load_recipe(args.recipe))
-        if args.backend == "local":
-            return run_local(recipe, args.stage, STOP)
-        job = prepare_nanotron(args.recipe, args.stage, args.gpus, dry_run=args.dry_run)
-        if job is None:
-            print(f"{args.stage}: already finished (nanotron checkpoint at its last step); nothing to run")
-            return 0
-        start = f"resumes from {job.resumes_from}" if job.resumes_from else "starts from scratch"
-        print(f"{args.stage}: {job.stage.train_steps:,} steps, {start}; config {job.config}")
-        print(shlex.join(job.command), flush=True)
-        if args.dry_run:
-            return 0
-        return run_until_stopped(job.command, STOP, stop_file=job.config.parent / STOP_FILE, env=nanotron_environment(recipe))
-    except UserError as err:
-        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
-        return 2
+    with cli.blame(args.recipe):
+        return run_stage_job(args.recipe, args.stage, args.backend, args.gpus, STOP, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

@@ -16,35 +16,35 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from smolrecipe import cli
 from smolrecipe.atomic import write_json
+from smolrecipe.backends.local.backend import BACKEND as LOCAL
 from smolrecipe.errors import UserError
 from smolrecipe.kinds import base_and_chat
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
+from smolrecipe.runs import SAMPLES, run_dir
 
 
+@cli.command(cli.interrupted("run the same command again"))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny.yaml")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args(argv)
-    try:
+    with cli.blame(args.recipe):
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
-        from smolrecipe.backends.local.train import trained_checkpoint
         from smolrecipe.eval.samples import DEMO_PROMPTS, answer
 
         base, sft = base_and_chat(plan.stages)
         if sft is None or base is None:
             raise UserError("stages", f"{recipe.name} has no chat stage (kind: sft) after a base stage to compare with",
                             "add a `kind: sft` stage after the pretraining stages")
-        checkpoints = {"base": trained_checkpoint(recipe, base, args.recipe), "sft": trained_checkpoint(recipe, sft, args.recipe)}
+        checkpoints = {"base": LOCAL.final_checkpoint(recipe, base, args.recipe), "sft": LOCAL.final_checkpoint(recipe, sft, args.recipe)}
         models = {label: answer(folder, DEMO_PROMPTS, args.max_new_tokens) for label, folder in checkpoints.items()}
-    except UserError as err:
-        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
-        return 2
-    out = Path(recipe.paths.runs) / recipe.name / "samples.json"
+    out = Path(run_dir(recipe)) / SAMPLES
     write_json(out, {"prompts": list(DEMO_PROMPTS), "models": models})
     table = Table(title=f"{recipe.name}: base ({base.name}) vs SFT", show_lines=True)
     for column in ("prompt", "base", "sft"):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
+from smolrecipe import cli  # noqa: E402
+from smolrecipe.backends import backend as backend_named  # noqa: E402
 from smolrecipe.errors import UserError  # noqa: E402
 from smolrecipe.jobs.slurm import chain, log_dir, submit  # noqa: E402
 from smolrecipe.recipe.envpaths import resolve_recipe  # noqa: E402
@@ -30,6 +32,8 @@ from smolrecipe.recipe.loading import load_recipe  # noqa: E402
 from smolrecipe.recipe.plan import build_plan  # noqa: E402
 
 
+@cli.command(cli.interrupted("list them with squeue --me; scancel them, or submit the rest of the chain with --from <step>",
+                             problem="jobs submitted before the interrupt stay queued"))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/llama500m.yaml")
@@ -37,12 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch lines, submit nothing")
     args = parser.parse_args(argv)
     backend = os.environ.get("SMOLRECIPE_BACKEND", "nanotron")
-    try:
-        if backend not in ("nanotron", "local"):
-            raise UserError("SMOLRECIPE_BACKEND", f"{backend!r} is not a backend", "use nanotron or local")
+    with cli.blame(args.recipe):
+        backend_named(backend, field="SMOLRECIPE_BACKEND")  # a known backend, before anything is submitted
         recipe_path = Path(args.recipe).resolve()
         # Resolving the paths here checks that the environment the jobs inherit defines them.
-        recipe = resolve_recipe(load_recipe(recipe_path))
+        recipe = resolve_recipe(load_recipe(args.recipe))
         stages = [s.name for s in build_plan(recipe).stages]
         jobs = chain(recipe, stages, backend, args.start)
         if args.dry_run:
@@ -56,9 +59,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("sbatch", "not found on this machine's PATH", "run on a SLURM login node, or pass --dry-run")
         log_dir(recipe).mkdir(parents=True, exist_ok=True)
         submitted = submit(jobs, recipe_path)
-    except UserError as err:
-        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
-        return 2
     for job, job_id, command in submitted:
         print(f"{job_id:>10}  {job.name:<13} {shlex.join(command)}")
     ids = [job_id for _, job_id, _ in submitted]

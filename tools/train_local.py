@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smolrecipe.errors import UserError
+from smolrecipe import cli
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 
 
+# A stage with checkpoints continues only with --resume: say so, rather than "run it again".
+@cli.command(cli.interrupted("run the same command with --resume to continue from the stage's newest checkpoint"))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny.yaml")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restart", action="store_true", help="delete the stage's local run and train it from the start")
     parser.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)  # stop early (tests, benchmarks)
     args = parser.parse_args(argv)
-    try:
+    with cli.blame(args.recipe):
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
         chosen = plan.checked_stage(args.stage, "--stage", also=("all",))
@@ -38,9 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in [s.name for s in plan.stages] if chosen is None else [chosen.name]:
             result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps)
             print(result.line())
-    except UserError as err:
-        print(f"error: {err.with_source(args.recipe).line()}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout without install
 
+from smolrecipe import cli  # noqa: E402
 from smolrecipe.backends.nanotron.train import main  # noqa: E402  (installs the stop-signal handler first)
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # 75 (preempted, with a checkpoint) passes through
+    sys.exit(cli.run(main, cli.interrupted("run the same command again: it resumes from the newest checkpoint")))

@@ -71,8 +71,9 @@ def conversation_records(messages: list[dict], tokenizer) -> list[dict[str, str]
         prompt = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
         if not full.startswith(prompt):
-            raise ValueError("the chat template renders a turn differently depending on what follows it; "
-                             "prompt/completion records need a prefix-stable template")
+            raise UserError("tokenizer.chat_template", "the template renders a turn differently depending on what follows it, "
+                            "so a conversation cannot be split into prompt/completion records",
+                            "use a template that renders each turn the same whatever follows (tokenizer/chatml.jinja does)")
         completion = full[len(prompt):]
         if eos and eos in completion:
             completion = completion[: completion.index(eos)]  # nanotron appends the eos itself

@@ -18,9 +18,9 @@ import json
 import os
 from pathlib import Path
 
-from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import staged_folder
 from smolrecipe.errors import UserError
+from smolrecipe.recipe.envpaths import project_path
 from smolrecipe.recipe.schema import Recipe
 
 PROVENANCE = "smolrecipe_tokenizer.json"
@@ -57,8 +57,7 @@ def from_pretrained_args(base: str) -> tuple[str, dict]:
 
 
 def template_path(recipe: Recipe) -> Path:
-    path = Path(recipe.tokenizer.chat_template)
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    return Path(project_path(recipe.tokenizer.chat_template))
 
 
 def _fingerprint(recipe: Recipe, template: str) -> dict:

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from smolrecipe import PROJECT_ROOT
+from smolrecipe.errors import UserError
 
 SUITE_PATH = PROJECT_ROOT / "eval" / "sft_suite.jsonl"
 SUITE_SIZE = 50
@@ -217,7 +218,7 @@ class SuitePrompt:
 
 
 def _fail(where: str, problem: str, fix: str):
-    raise ValueError(f"{where}: {problem}; fix: {fix}")
+    raise UserError(where, problem, fix)
 
 
 def _validate_messages(messages: Any, category: str, where: str) -> None:
@@ -289,7 +290,7 @@ def _parse_line(line: str, where: str, seen: dict[str, str]) -> SuitePrompt:
 
 
 def load_suite(path: Path | None = None) -> list[SuitePrompt]:
-    """The suite file, validated: the first problem raises ValueError naming the line, the id and the fix."""
+    """The suite file, validated: the first problem raises a UserError naming the line, the id and the fix."""
     path = Path(path) if path is not None else SUITE_PATH
     prompts: list[SuitePrompt] = []
     seen: dict[str, str] = {}
@@ -352,8 +353,8 @@ def _mean(values: list[float]) -> float | None:
 def score_answers(prompts: list[SuitePrompt], answers: list[str], ended_cleanly: list[bool]) -> dict:
     """The suite's rates over answers[i] to prompts[i] (definitions in the module docstring)."""
     if not len(prompts) == len(answers) == len(ended_cleanly):
-        raise ValueError(f"{len(prompts)} prompts, {len(answers)} answers and {len(ended_cleanly)} ended_cleanly flags; "
-                         "fix: pass one answer and one flag per prompt")
+        raise ValueError(f"{len(prompts)} prompts, {len(answers)} answers and {len(ended_cleanly)} ended_cleanly flags: "
+                         "the caller must pass one answer and one flag per prompt")  # a bug of ours, not the user's
     items = [prompt_scores(p, a, e) for p, a, e in zip(prompts, answers, ended_cleanly, strict=True)]
     rates: dict[str, Any] = {key: _mean([item[key] for item in items if key in item])
                              for key in RATES}

@@ -5,18 +5,15 @@ nanotron checkpoint (converted to a temporary transformers folder first), or a m
 packaged copy (SmolLM2-135M-Instruct, for checking the harness). lighteval's accelerate backend
 scores it on the GPU when there is one, otherwise on the CPU.
 
-Two things lighteval does by default are not what we want, and are changed here:
-- its task registry imports every built-in task module, and one of them downloads a file from
-  GitHub at import time, which fails on offline compute nodes; we register only our own tasks;
-- its prediction cache is keyed by the model's path, not its weights, so re-evaluating a
-  retrained checkpoint would read stale answers; each run gets a fresh cache.
+What we change in lighteval's defaults is in smolrecipe.eval.lighteval_session; each run also
+gets a fresh prediction cache (lighteval keys it by the model's path, not its weights, so
+re-evaluating a retrained checkpoint would read stale answers).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
-import logging
 import math
 import os
 import re
@@ -27,15 +24,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-from unittest import mock
 
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
+from smolrecipe.eval.checkpoint_check import check_hf_folder
+from smolrecipe.eval.lighteval_session import lighteval_model_config, lighteval_session
 from smolrecipe.kinds import is_chat_model
-from smolrecipe.recipe.suites import GROUP_SUITES, SUITES_FILE, Suite, _project_path, expand_suite, load_suites, suite_names  # noqa: F401
-from smolrecipe.runs import LOG, SETTINGS, SUMMARY, read_json_if_any, read_log, results_dir
+from smolrecipe.recipe.suites import Suite, project_file
+from smolrecipe.runs import read_json_if_any, results_dir, stage_of_backend_dir
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name; anything else is a path
 
@@ -47,7 +45,7 @@ def local_copies(dirs: list[str]) -> dict[str, Path]:
         expanded = os.path.expandvars(entry)
         if "$" in expanded or not expanded:  # an unset variable: skip the entry
             continue
-        folder = _project_path(expanded)
+        folder = project_file(expanded)
         if folder.is_dir():
             for sub in sorted(folder.iterdir()):
                 if sub.is_dir():
@@ -64,8 +62,8 @@ def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
     out = {}
     for name, spec in specs.items():
         source = spec["source"]
-        if not Path(source).is_absolute() and _project_path(source).exists() and not Path(source).exists():
-            source = str(_project_path(source))
+        if not Path(source).is_absolute() and project_file(source).exists() and not Path(source).exists():
+            source = str(project_file(source))
         out[name] = Slice(name=name, **{**spec, "source": source})
     return out
 
@@ -73,117 +71,31 @@ def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def local_run_provenance(hf_dir: Path) -> dict[str, Any]:
-    """What a local-backend checkpoint (`runs/<recipe>/<stage>/local/checkpoint-<N>`) was trained on."""
-    stage_dir = hf_dir.parent
-    summary = read_json_if_any(stage_dir / SUMMARY)
-    settings = read_json_if_any(stage_dir / SETTINGS)
-    trainer = read_json_if_any(hf_dir / "trainer_state.json")
-    step = trainer.get("global_step")
-    tokens = kind = None
-    log = stage_dir / LOG
-    if log.is_file() and step is not None:
-        for record in read_log(log)[0]:  # the one reader of training logs (a killed job's cut line is skipped)
-            if record.get("step") == step:
-                tokens, kind = record.get("tokens"), record.get("kind")
-    if not (summary or settings or trainer):
-        return {}
-    return {
-        "recipe": stage_dir.parent.parent.name if stage_dir.name == "local" else None,
-        "stage": summary.get("stage") or settings.get("stage"),
-        "stage_index": summary.get("index"),
-        "kind": summary.get("kind") or kind,
-        "step": step,
-        "tokens_seen": tokens,
-        "recipe_hash": summary.get("recipe_hash") or settings.get("recipe_hash"),
-        "fingerprint": summary.get("fingerprint") or settings.get("fingerprint"),
-        "backend": "local",
-    }
-
-
 @contextmanager
 def as_hf_folder(checkpoint: str, work_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(transformers folder, provenance) for a checkpoint of any kind we know."""
-    from smolrecipe.backends.nanotron import convert
+    """(transformers folder, provenance) for a checkpoint of either backend, or a model id with a packaged copy."""
+    from smolrecipe.backends import checkpoint_backend
     from smolrecipe.eval.packaged_model import save_as_hf_folder
 
-    path = convert.resolve_checkpoint(Path(checkpoint))  # a nanotron checkpoints folder means its latest step
-    if path.is_dir() and convert.is_nanotron_checkpoint(path):
-        # <runs>/<recipe>/<stage>/checkpoints/<step>: the stage folder may hold the settings.json
-        # (recipe hash, config fingerprint) that the job wrote when it started, as the local backend does
-        settings = read_json_if_any(path.parent.parent / SETTINGS)
-        provenance = {**convert.checkpoint_provenance(path), "recipe_hash": settings.get("recipe_hash"),
-                      "fingerprint": settings.get("fingerprint"), "backend": "nanotron", "source": str(path)}
-        yield convert.nanotron_to_hf(path, work_dir / "hf"), provenance
-    elif (path / "config.json").is_file():
-        yield path, local_run_provenance(path) | {"source": str(path)}
+    path = Path(checkpoint)
+    owner = checkpoint_backend(path)
+    if owner is not None:
+        with owner.hf_folder(path, work_dir) as found:
+            yield found
     elif path.exists() or not HUB_ID.fullmatch(checkpoint):
         problem = "is neither a transformers folder (config.json) nor a nanotron checkpoint" if path.exists() else "does not exist"
         raise UserError("CHECKPOINT", f"{path} {problem}",
-                          "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
+                        "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
     else:
         try:
             hf = save_as_hf_folder(checkpoint, work_dir / "hf")
         except OSError as err:  # transformers' way of saying "not on the hub, not in the cache"
             raise UserError("CHECKPOINT", f"cannot load model '{checkpoint}' ({str(err).splitlines()[0][:200]})",
-                              "give a local folder, or go online once so that the hub id is cached") from None
+                            "give a local folder, or go online once so that the hub id is cached") from None
         yield hf, {"source": checkpoint}
 
 
 # --- running ------------------------------------------------------------------------------------
-
-
-@contextmanager
-def lighteval_session() -> Iterator[None]:
-    """Where lighteval's pipeline is imported and run, undoing two of its global effects:
-    - its Registry imports every built-in task module (one downloads from GitHub at import time);
-      ours are passed as a module, so only those are registered;
-    - its transformers backend turns autograd off for the whole process (at import and again when
-      it loads a model); training in the same process afterwards would fail, so the mode is restored.
-    """
-    import torch
-
-    grad = torch.is_grad_enabled()
-    loggers = [logging.getLogger(name) for name in MISLEADING_WARNINGS]
-    for logger in loggers:
-        logger.addFilter(_drop_misleading_warnings)
-    try:
-        from lighteval.tasks.registry import Registry
-
-        def load(custom_tasks=None, load_multilingual=False):
-            return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
-
-        with mock.patch.object(Registry, "load_all_task_configs", staticmethod(load)):
-            yield
-    finally:
-        torch.set_grad_enabled(grad)
-        for logger in loggers:
-            logger.removeFilter(_drop_misleading_warnings)
-
-
-# Warnings lighteval prints on every run of ours that do not apply: our tasks are zero-shot (no
-# few-shot examples are drawn, from any split), and a --limit is deliberate and recorded in the results.
-MISLEADING_WARNINGS = {
-    "lighteval.tasks.lighteval_task": "Careful, the task",
-    "lighteval.pipeline": "--max_samples WAS SET",
-}
-
-
-def _drop_misleading_warnings(record: logging.LogRecord) -> bool:
-    return not any(str(record.msg).startswith(prefix) for prefix in MISLEADING_WARNINGS.values())
-
-
-def lighteval_model_config(hf_dir: Path, batch_size: int, cache_dir: Path):
-    import torch
-    from lighteval.models.transformers.transformers_model import TransformersModelConfig
-
-    cuda = torch.cuda.is_available()
-    # Our prompts are rendered by the tasks themselves (the chat template where a task wants
-    # one), so lighteval must not wrap them in the template a second time.
-    return TransformersModelConfig(
-        model_name=str(hf_dir), device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32",
-        batch_size=batch_size, override_chat_template=False, cache_dir=str(cache_dir),
-    )
 
 
 def _plain(value):
@@ -210,8 +122,8 @@ def default_output_dir(provenance: dict[str, Any], hf_dir: Path) -> Path:
     """Beside the run when the checkpoint is a recipe run's (where tools/report.py finds it),
     otherwise results/<model folder name>."""
     if provenance.get("backend") == "local" and provenance.get("recipe") and provenance.get("stage"):
-        run_dir = hf_dir.parent.parent.parent
-        return results_dir(run_dir, provenance["stage"], provenance["step"])
+        stage_folder, _ = stage_of_backend_dir(hf_dir.parent)
+        return results_dir(stage_folder.parent, provenance["stage"], provenance["step"])
     if provenance.get("recipe") and provenance.get("stage"):
         return PROJECT_ROOT / "results" / f"{provenance['recipe']}-{provenance['stage']}" / str(provenance.get("step"))
     return PROJECT_ROOT / "results" / hf_dir.name
@@ -315,6 +227,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
               tasks: list[str] | None = None, limit: int | None = None, slices: dict[str, str] | None = None,
               local: dict[str, str] | None = None, chat: bool | None = None, batch_size: int = 16) -> SuiteResult:
     """Run `suite` (or the `tasks` subset of it) on `hf_dir`, write `<out_dir>/<suite>.json`."""
+    check_hf_folder(hf_dir)  # a cut or garbled checkpoint: one line now, not a traceback once the harness has loaded
     from transformers import AutoTokenizer
 
     from smolrecipe.eval.tasks import TaskContext, known_tasks

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from smolrecipe.eval.checkpoint_check import check_hf_folder
+
 # Chat-style requests of the kinds the demo corpus's chats cover (facts about its invented towns,
 # lists, arithmetic, exact repetition, Python), plus two it never saw.
 DEMO_PROMPTS = (
@@ -29,6 +31,7 @@ DEMO_PROMPTS = (
 
 @torch.no_grad()
 def answer(folder: str | Path, prompts: tuple[str, ...] = DEMO_PROMPTS, max_new_tokens: int = 48) -> dict:
+    check_hf_folder(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     eos = model.generation_config.eos_token_id

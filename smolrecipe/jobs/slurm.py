@@ -43,7 +43,7 @@ def chain(recipe: Recipe, stages: list[str], backend: str, start: str | None = N
     if cluster.nodes != 1:
         raise UserError("cluster.nodes", f"{cluster.nodes} nodes: the job scripts run torchrun on one node",
                           "set cluster.nodes: 1 (the recipe's parallelism must fit one node)")
-    processes = recipe.parallelism.dp * recipe.parallelism.tp * recipe.parallelism.pp
+    processes = recipe.parallelism.world
     if backend == "nanotron" and cluster.gpus_per_node != processes:
         raise UserError("cluster.gpus_per_node", f"{cluster.gpus_per_node} GPU(s), but parallelism dp x tp x pp "
                           f"needs {processes} processes, one per GPU", f"set cluster.gpus_per_node: {processes}, or change parallelism")

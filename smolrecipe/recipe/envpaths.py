@@ -1,15 +1,24 @@
-"""`${VAR}` / `${VAR:-default}` in recipe paths.
+"""`${VAR}` / `${VAR:-default}` in recipe paths, and where relative paths point.
 
 Committed configs keep the placeholders (they are the same for every user); a job resolves them
 against its own environment, and an unset variable is an error that names the recipe field.
+
+A path that is still relative once expanded (`runs`, `${SMOLRECIPE_DATA:-runs/data}/corpus`,
+`$SMOLRECIPE_DATA` set to `data`) is relative to the project checkout, smolrecipe.PROJECT_ROOT,
+not to the directory a tool was started from: resolve_recipe makes it absolute, so every tool
+works from any working directory and a recipe's outputs land in one place. (The chat template and
+the eval files are found from the checkout in the same way.) Committed configs are rendered from
+the unresolved recipe and keep the paths as written.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Mapping, Optional
 
+from smolrecipe import PROJECT_ROOT
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.schema import Recipe
 
@@ -42,6 +51,11 @@ def expand(text: str, field: str, env: Optional[Mapping[str, str]] = None) -> st
     return _VAR.sub(sub, text)
 
 
+def project_path(path: str, root: Path = PROJECT_ROOT) -> str:
+    """An expanded recipe path as the tools open it: a relative one is relative to the checkout."""
+    return path if os.path.isabs(path) else str(root / path)
+
+
 def path_fields(recipe: Recipe) -> dict[str, str]:
     """Every recipe field that holds a path, by its name in the recipe."""
     fields = {
@@ -64,9 +78,10 @@ def unset_variables(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> 
     return {field: names for field, text in path_fields(recipe).items() if (names := unset_in(text, env))}
 
 
-def resolve_recipe(recipe: Recipe, env: Optional[Mapping[str, str]] = None) -> Recipe:
-    """A copy of the recipe with every path expanded; raises UserError on an unset variable."""
-    fields = {field: expand(text, field, env) for field, text in path_fields(recipe).items()}
+def resolve_recipe(recipe: Recipe, env: Optional[Mapping[str, str]] = None, root: Path = PROJECT_ROOT) -> Recipe:
+    """A copy of the recipe with every path expanded and made absolute (relative ones under `root`,
+    the checkout); raises UserError on an unset variable."""
+    fields = {field: project_path(expand(text, field, env), root) for field, text in path_fields(recipe).items()}
     sources = {
         name: src.model_copy(update={"path": fields[f"sources.{name}.path"]}) if src.path is not None else src
         for name, src in recipe.sources.items()

@@ -17,17 +17,63 @@ from smolrecipe.recipe.schema import STAGE_KINDS, Recipe
 from smolrecipe.recipe.suites import suite_names
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping (at any depth) is an
+    error: PyYAML would keep the last value and say nothing. Anchors, aliases and merge keys
+    (`<<: *anchor`, whose keys the mapping may override) work as before."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Every mapping passes through here (from construct_mapping) before PyYAML merges the `<<`
+        # keys into its own, also when another mapping merges it first: the one place to see each
+        # mapping's keys as written, once.
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = first.setdefault(key, key_node)
+                except TypeError:  # an unhashable (complex) key: PyYAML refuses it itself
+                    continue
+                if earlier is not key_node:
+                    raise UserError(f"line {key_node.start_mark.line + 1}",
+                                    f"key '{key}' appears twice in one mapping (first at line {earlier.start_mark.line + 1}); "
+                                    "YAML would keep only the last one", "keep one of the two")
+        super().flatten_mapping(node)
+
+
+def read_yaml(path: Path) -> object:
+    """A recipe file's YAML, or one UserError line: unreadable, not UTF-8 text, not valid YAML, a
+    key given twice."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError("recipe", f"not UTF-8 text (byte {exc.start}: {exc.reason}); a binary file?",
+                        "pass the recipe YAML file, saved as UTF-8 text (recipes/tiny.yaml is one)", str(path)) from None
+    except OSError as exc:
+        raise UserError("recipe", f"cannot read {path} ({exc.strerror or exc})", "check that the file is readable", str(path)) from None
+    try:
+        return yaml.load(text, Loader=RecipeLoader)  # a SafeLoader: plain data only
+    except UserError as err:
+        raise err.with_source(str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]  # a ReaderError (control character) has no .problem
+        raise UserError(where, f"not valid YAML ({problem})", "fix the YAML syntax", str(path)) from None
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise UserError("recipe", f"file {path} does not exist", "pass a path such as recipes/tiny.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "YAML"
-        raise UserError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax", str(path)) from None
-    return recipe_from_dict(data, source=str(path))
+    return recipe_from_dict(read_yaml(path), source=str(path))
 
 
 def recipe_from_dict(data: object, source: str | None = None) -> Recipe:

@@ -80,6 +80,10 @@ class RunPlan:
                 return stage
         raise KeyError(name)
 
+    def index(self, name: str) -> int:
+        """The stage's place in the run (summaries record it; the report orders stages by it)."""
+        return [s.name for s in self.stages].index(name)
+
     def checked_stage(self, name: str, field: str = "stage", also: tuple[str, ...] = ()) -> StagePlan | None:
         """The stage called `name` (None for one of `also`, e.g. `all`), or a UserError naming `field`."""
         names = [s.name for s in self.stages]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.errors import UserError
+from smolrecipe.recipe.envpaths import project_path
 
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
 GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
@@ -46,9 +47,8 @@ class SuitesFile(BaseModel):
     suites: dict[str, dict[str, Any]]
 
 
-def _project_path(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else PROJECT_ROOT / p
+def project_file(path: str) -> Path:
+    return Path(project_path(path))
 
 
 def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, Any]]:

@@ -13,7 +13,6 @@ smolrecipe.report.run_report draws and tabulates them.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from smolrecipe.eval import checks as sft_checks
 from smolrecipe.kinds import is_chat_model
-from smolrecipe.runs import EVAL_DIR, StageLog
+from smolrecipe.runs import EVAL_DIR, StageLog, read_json_if_any
 
 if TYPE_CHECKING:
     from smolrecipe.report.curves import Curve
@@ -87,11 +86,8 @@ class EvalResults:
 
 def read_result(path: Path) -> dict | None:
     """One results file, or None when it is not one (cut off, hand-edited, another tool's)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        model, tasks = data["model"], data["tasks"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    data = read_json_if_any(path)
+    model, tasks = data.get("model"), data.get("tasks")
     if not (isinstance(model, dict) and isinstance(tasks, dict) and isinstance(model.get("step"), int)):
         return None
     return data

@@ -51,25 +51,6 @@ from smolrecipe.runs import LOG, SETTINGS, SUMMARY, read_log
 # Where a stage's files live
 
 
-def stage_dir(recipe: Recipe, stage: str) -> Path:
-    return runs.backend_dir(recipe, stage, "local")
-
-
-def final_checkpoint(recipe: Recipe, stage: StagePlan) -> Path:
-    return runs.local_checkpoint(stage_dir(recipe, stage.name), stage.train_steps)
-
-
-def trained_checkpoint(recipe: Recipe, stage: StagePlan, recipe_path: str) -> Path:
-    """The stage's final checkpoint, or a UserError saying how to train it (for the tools that read it)."""
-    folder = final_checkpoint(recipe, stage)
-    if not folder.is_dir():
-        raise UserError(stage.name, f"{folder} does not exist",
-                          f"train it first: python tools/train_local.py {recipe_path} --stage {stage.name}")
-    return folder
-
-
-def read_summary(recipe: Recipe, stage: str) -> dict | None:
-    return runs.read_summary(stage_dir(recipe, stage))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +96,7 @@ class RecipeTrainer(Trainer):
         shutil.rmtree(self._staging, ignore_errors=True)
         try:
             super()._save_checkpoint(model, trial)
-            name = f"checkpoint-{self.state.global_step}"
+            name = runs.LOCAL_CHECKPOINT.format(step=self.state.global_step)  # transformers' own folder name
             replace_folder(self._staging / name, out / name)
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
@@ -257,7 +238,7 @@ def wandb_settings(recipe: Recipe, out: Path) -> list[str]:
 
 def load_parent(recipe: Recipe, plan: RunPlan, stage: StagePlan) -> tuple[LlamaForCausalLM, Path]:
     parent = plan.stage(stage.init_from)
-    folder = final_checkpoint(recipe, parent)
+    folder = runs.local_final_checkpoint(recipe, parent)
     if not folder.is_dir():
         raise UserError(f"{stage.name}.init_from", f"{stage.init_from} has not finished: {folder} does not exist",
                           f"train it first: python tools/train_local.py RECIPE --stage {stage.init_from}")
@@ -312,19 +293,19 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     """Train one stage; returns its summary. A finished stage is not run again. When `stop` is
     requested (a signal), the stage ends at the current step with a checkpoint."""
     stage = plan.stage(stage_name)
-    out = stage_dir(recipe, stage.name)
+    out = runs.local_dir(recipe, stage.name)
     if restart and out.exists():
         shutil.rmtree(out)
     fingerprint = stage_fingerprint(plan, stage)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    done = read_summary(recipe, stage.name)
+    done = runs.read_summary(runs.local_dir(recipe, stage.name))
     if last or done:
         # Checkpoints are only continued, and a finished stage only reused, under the settings they were made with.
-        recorded = json.loads((out / SETTINGS).read_text()) if (out / SETTINGS).is_file() else {}
+        recorded = runs.read_settings(out)
         if recorded.get("fingerprint") != fingerprint:
             raise UserError("recipe", f"{out} was trained with other settings than the recipe's now "
                               f"(the stage's config or a parent stage changed)", "pass --restart to train it again")
-    if done is not None and final_checkpoint(recipe, stage).is_dir():
+    if done is not None and runs.local_final_checkpoint(recipe, stage).is_dir():
         return StageResult(stage.name, done, skipped=True)
     if last and not resume:
         raise UserError("--resume", f"{out} already has {Path(last).name} from an earlier run",
@@ -364,7 +345,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     records = read_log(out / LOG)[0] if (out / LOG).is_file() else []
     ran = log.records
     summary = {
-        "stage": stage.name, "kind": stage.kind, "index": [s.name for s in plan.stages].index(stage.name),
+        "stage": stage.name, "kind": stage.kind, "index": plan.index(stage.name),
         "train_steps": stage.train_steps, "steps": trainer.state.global_step,
         "tokens": log.tokens(trainer.state),
         "first_loss": records[0]["loss"] if records else math.nan,
@@ -372,7 +353,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         "seconds": round(seconds, 2),
         # the median step: the first one also pays for start-up
         "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in ran), 1) if ran else math.nan,
-        "checkpoint": str(final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
+        "checkpoint": str(runs.local_final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
         "optimizer_from": optimizer_from,
         "recipe_hash": recipe.hash(), "fingerprint": fingerprint, "device": device_settings(recipe)["device"],
         **kind.data_stats(dataset),

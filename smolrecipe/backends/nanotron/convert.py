@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from smolrecipe.atomic import staged_folder
+from smolrecipe.errors import UserError
 
 CHECKPOINT_VERSION = "1.5"  # nanotron.constants.CHECKPOINT_VERSION at the pinned commit
 SHARDED_FILE = "model_weight_pp-rank-0-of-1_tp-rank-0-of-1.safetensors"
@@ -75,14 +76,6 @@ NANOTRON_LLAMA_DEFAULTS: dict[str, Any] = {
     "z_loss_enabled": False,
     "z_loss_coefficient": 0.0001,
 }
-
-
-class ConversionError(ValueError):
-    """Bad conversion input, reported as `<path>: <problem>. Fix: <fix>` before anything is written."""
-
-    def __init__(self, where: Path | str, problem: str, fix: str):
-        self.where, self.problem, self.fix = str(where), problem, fix
-        super().__init__(f"{where}: {problem}. Fix: {fix}")
 
 
 @dataclass(frozen=True)
@@ -167,7 +160,7 @@ def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConversionError(path, f"not valid JSON ({err})", "copy the file again from where the checkpoint was written") from None
+        raise UserError(str(path), f"not valid JSON ({err})", "copy the file again from where the checkpoint was written") from None
 
 
 def _read_yaml(path: Path) -> dict | None:
@@ -176,7 +169,7 @@ def _read_yaml(path: Path) -> dict | None:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConversionError(path, f"not valid YAML ({err})", "copy the file again from where the checkpoint was written") from None
+        raise UserError(str(path), f"not valid YAML ({err})", "copy the file again from where the checkpoint was written") from None
     return data if isinstance(data, dict) else None
 
 
@@ -212,20 +205,20 @@ def _model_config(checkpoint: Path) -> dict[str, Any]:
         path = checkpoint / "config.yaml"
         cfg = ((_read_yaml(path) or {}).get("model") or {}).get("model_config")
     if not cfg:
-        raise ConversionError(checkpoint, "no model_config.json (nor model.model_config in config.yaml)",
-                              "pass a nanotron checkpoint step folder, <checkpoints>/<step>/, copied whole")
+        raise UserError(str(checkpoint), "no model_config.json (nor model.model_config in config.yaml)",
+                        "pass a nanotron checkpoint step folder, <checkpoints>/<step>/, copied whole")
     if not cfg.get("is_llama_config"):
         kind = next((k for k in cfg if k.startswith("is_") and k.endswith("_config") and cfg[k]), "no is_llama_config: true")
-        raise ConversionError(path, f"not a LLaMA model config ({kind})", "this converter reads nanotron LlamaConfig checkpoints only")
+        raise UserError(str(path), f"not a LLaMA model config ({kind})", "this converter reads nanotron LlamaConfig checkpoints only")
     cfg = {**NANOTRON_LLAMA_DEFAULTS, **cfg}
     if cfg["num_key_value_heads"] is None:
         cfg["num_key_value_heads"] = cfg["num_attention_heads"]
     if cfg["rope_interleaved"]:
-        raise ConversionError(path, "rope_interleaved is true: nanotron's interleaved RoPE differs from transformers' LLaMA",
-                              "train with rope_interleaved: false (our recipes do); interleaved checkpoints are not converted")
+        raise UserError(str(path), "rope_interleaved is true: nanotron's interleaved RoPE differs from transformers' LLaMA",
+                        "train with rope_interleaved: false (our recipes do); interleaved checkpoints are not converted")
     if cfg["hidden_size"] % cfg["num_attention_heads"] or cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
-        raise ConversionError(path, f"hidden_size {cfg['hidden_size']}, num_attention_heads {cfg['num_attention_heads']} and "
-                              f"num_key_value_heads {cfg['num_key_value_heads']} do not divide", "fix the model config the run used")
+        raise UserError(str(path), f"hidden_size {cfg['hidden_size']}, num_attention_heads {cfg['num_attention_heads']} and "
+                        f"num_key_value_heads {cfg['num_key_value_heads']} do not divide", "fix the model config the run used")
     return cfg
 
 
@@ -240,9 +233,9 @@ def _refuse_parallel_layout(checkpoint: Path) -> None:
             pp, tp, where = int(ranks.group(2)), int(ranks.group(4)), path
             break
     if tp > 1 or pp > 1:
-        raise ConversionError(where, f"checkpoint saved with tp={tp}, pp={pp}; only tp=1, pp=1 checkpoints are converted",
-                              "re-save it at tp=1, pp=1: nanotron's load_weights reshards on load, so resume the run with "
-                              "parallelism tp: 1, pp: 1 and let it save a checkpoint")
+        raise UserError(str(where), f"checkpoint saved with tp={tp}, pp={pp}; only tp=1, pp=1 checkpoints are converted",
+                        "re-save it at tp=1, pp=1: nanotron's load_weights reshards on load, so resume the run with "
+                        "parallelism tp: 1, pp: 1 and let it save a checkpoint")
 
 
 def _read_tensor(path: Path, param: Param, implied_by: str) -> torch.Tensor:
@@ -250,24 +243,24 @@ def _read_tensor(path: Path, param: Param, implied_by: str) -> torch.Tensor:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             keys = list(fh.keys())
             if keys != ["data"]:
-                raise ConversionError(path, f"holds tensors {keys}, nanotron writes exactly one named 'data'",
-                                      "copy the file again from the checkpoint that wrote it")
+                raise UserError(str(path), f"holds tensors {keys}, nanotron writes exactly one named 'data'",
+                                "copy the file again from the checkpoint that wrote it")
             tensor = fh.get_tensor("data")
-    except ConversionError:
+    except UserError:
         raise
     except Exception as err:  # safetensors raises its own error type for truncated or garbled files
-        raise ConversionError(path, f"not a readable safetensors file, truncated or corrupt ({err})",
-                              "copy the checkpoint again (an interrupted copy leaves short files) or convert an earlier step") from None
+        raise UserError(str(path), f"not a readable safetensors file, truncated or corrupt ({err})",
+                        "copy the checkpoint again (an interrupted copy leaves short files) or convert an earlier step") from None
     if tuple(tensor.shape) != param.shape:
-        raise ConversionError(path, f"{param.folder} has shape {tuple(tensor.shape)}, but {implied_by} implies {param.shape}",
-                              "use the model_config.json written with these weights; a checkpoint folder must not mix runs")
+        raise UserError(str(path), f"{param.folder} has shape {tuple(tensor.shape)}, but {implied_by} implies {param.shape}",
+                        "use the model_config.json written with these weights; a checkpoint folder must not mix runs")
     return tensor
 
 
 def _require_checkpoint(checkpoint: Path) -> None:
     if not is_nanotron_checkpoint(checkpoint):
-        raise ConversionError(checkpoint, "not a nanotron checkpoint (no model/ folder with model_config.json or checkpoint_metadata.json)",
-                              "pass a step folder, <checkpoints_path>/<step>/, not an HF folder")
+        raise UserError(str(checkpoint), "not a nanotron checkpoint (no model/ folder with model_config.json or checkpoint_metadata.json)",
+                        "pass a step folder, <checkpoints_path>/<step>/, not an HF folder")
 
 
 def read_nanotron(checkpoint: Path, progress: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -285,16 +278,16 @@ def read_nanotron(checkpoint: Path, progress: bool = False) -> tuple[dict[str, A
         rel = path.relative_to(model_dir).as_posix()
         if rel not in expected:
             hint = (" (an lm_head while tie_word_embeddings is true)" if rel.startswith("model/lm_head/") else "")
-            raise ConversionError(path, f"unknown parameter file {rel}{hint}: a nanotron LLaMA with this model_config has none",
-                                  "check model_config.json belongs to these weights (layers, tie_word_embeddings); "
-                                  "checkpoints of other architectures are not converted")
+            raise UserError(str(path), f"unknown parameter file {rel}{hint}: a nanotron LLaMA with this model_config has none",
+                            "check model_config.json belongs to these weights (layers, tie_word_embeddings); "
+                            "checkpoints of other architectures are not converted")
     tensors: dict[str, torch.Tensor] = {}
     with _progress(params, "reading nanotron checkpoint", progress) as bar:
         for param in bar:
             path = model_dir / param.folder / param.file
             if not path.is_file():
-                raise ConversionError(path, f"missing shard file for parameter {param.folder}",
-                                      "copy the whole checkpoint folder (every parameter is its own file under model/)")
+                raise UserError(str(path), f"missing shard file for parameter {param.folder}",
+                                "copy the whole checkpoint folder (every parameter is its own file under model/)")
             fused = _read_tensor(path, param, implied_by)
             pieces = param.pieces()
             for (name, _), piece in zip(pieces, torch.split(fused, [shape[0] for _, shape in pieces]), strict=True):
@@ -311,10 +304,10 @@ def _hf_config_dict(hf_dir: Path) -> dict[str, Any]:
     path = hf_dir / "config.json"
     raw = _read_json(path)
     if raw is None:
-        raise ConversionError(hf_dir, "no config.json", "pass a transformers model folder (config.json + *.safetensors)")
+        raise UserError(str(hf_dir), "no config.json", "pass a transformers model folder (config.json + *.safetensors)")
     if raw.get("model_type") != "llama":
-        raise ConversionError(path, f"model_type is {raw.get('model_type')!r}, not 'llama' ({raw.get('architectures')})",
-                              "only LlamaForCausalLM folders convert to nanotron's LLaMA")
+        raise UserError(str(path), f"model_type is {raw.get('model_type')!r}, not 'llama' ({raw.get('architectures')})",
+                        "only LlamaForCausalLM folders convert to nanotron's LLaMA")
     from transformers import AutoConfig
 
     hf = AutoConfig.from_pretrained(str(hf_dir))
@@ -329,8 +322,8 @@ def _hf_config_dict(hf_dir: Path) -> dict[str, Any]:
     }
     for field, (value, wanted) in unsupported.items():
         if value != wanted:
-            raise ConversionError(path, f"{field} is {value!r}; nanotron's LLaMA supports only {wanted!r}",
-                                  "convert a plain LLaMA (no RoPE scaling, no biases, head_dim = hidden_size / heads)")
+            raise UserError(str(path), f"{field} is {value!r}; nanotron's LLaMA supports only {wanted!r}",
+                            "convert a plain LLaMA (no RoPE scaling, no biases, head_dim = hidden_size / heads)")
 
     def first(token_id):  # nanotron holds one id; a list of eos ids keeps its first
         return token_id[0] if isinstance(token_id, list) else token_id
@@ -353,7 +346,7 @@ def _hf_weight_files(hf_dir: Path) -> list[Path]:
         return [hf_dir / name for name in sorted(set(index.get("weight_map", {}).values()))]
     files = sorted(hf_dir.glob("*.safetensors"))
     if not files:
-        raise ConversionError(hf_dir, "no *.safetensors weights", "save the model with save_pretrained (safetensors is its default)")
+        raise UserError(str(hf_dir), "no *.safetensors weights", "save the model with save_pretrained (safetensors is its default)")
     return files
 
 
@@ -373,19 +366,19 @@ def read_hf(hf_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
                     elif name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg["tie_word_embeddings"]):
                         continue  # recomputed buffer / the tied copy of the embedding
                     else:
-                        raise ConversionError(path, f"unknown parameter {name}; nanotron's LLaMA has no such tensor",
-                                              "convert a plain LlamaForCausalLM (no biases, no extra heads or adapters)")
-        except ConversionError:
+                        raise UserError(str(path), f"unknown parameter {name}; nanotron's LLaMA has no such tensor",
+                                        "convert a plain LlamaForCausalLM (no biases, no extra heads or adapters)")
+        except UserError:
             raise
         except Exception as err:
-            raise ConversionError(path, f"not a readable safetensors file, truncated or corrupt ({err})",
-                                  "save the model again with save_pretrained") from None
+            raise UserError(str(path), f"not a readable safetensors file, truncated or corrupt ({err})",
+                            "save the model again with save_pretrained") from None
     for name, shape in wanted.items():
         if name not in tensors:
-            raise ConversionError(hf_dir, f"weights have no {name}", "save the complete model with save_pretrained")
+            raise UserError(str(hf_dir), f"weights have no {name}", "save the complete model with save_pretrained")
         if tuple(tensors[name].shape) != shape:
-            raise ConversionError(hf_dir, f"{name} has shape {tuple(tensors[name].shape)}, config.json implies {shape}",
-                                  "use the config.json saved with these weights")
+            raise UserError(str(hf_dir), f"{name} has shape {tuple(tensors[name].shape)}, config.json implies {shape}",
+                            "use the config.json saved with these weights")
     return cfg, tensors
 
 
@@ -400,7 +393,7 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
 def _check_out(src: Path, out: Path) -> None:
     src, target = Path(src).resolve(), Path(out).resolve()
     if target == src or target in src.parents:
-        raise ConversionError(out, f"the output folder would replace the input {src}", "write to a new folder")
+        raise UserError(str(out), f"the output folder would replace the input {src}", "write to a new folder")
 
 
 def hf_to_nanotron(hf_dir: Path, out: Path, progress: bool = False) -> Path:
@@ -435,22 +428,21 @@ def _load_tokenizer(checkpoint: Path, tokenizer: str | Path | None):
         where = checkpoint / "config.yaml"
         tokenizer = ((_read_yaml(where) or {}).get("tokenizer") or {}).get("tokenizer_name_or_path")
         if not tokenizer:
-            raise ConversionError(checkpoint, "no tokenizer given and config.yaml names none (tokenizer.tokenizer_name_or_path)",
-                                  "pass --tokenizer DIR (the recipe's tokenizer folder, e.g. runs/data/tokenizers/<name>)")
+            raise UserError(str(checkpoint), "no tokenizer given and config.yaml names none (tokenizer.tokenizer_name_or_path)",
+                            "pass --tokenizer DIR (the recipe's tokenizer folder, e.g. runs/data/tokenizers/<name>)")
         if "$" in str(tokenizer):
-            from smolrecipe.errors import UserError
             from smolrecipe.recipe.envpaths import expand
 
             try:
                 tokenizer = expand(str(tokenizer), "tokenizer.tokenizer_name_or_path")
             except UserError as err:
-                raise ConversionError(where, err.problem, f"{err.fix}, or pass --tokenizer DIR") from None
+                raise UserError(str(where), err.problem, f"{err.fix}, or pass --tokenizer DIR") from None
     name, kwargs = from_pretrained_args(str(tokenizer))
     try:
         return AutoTokenizer.from_pretrained(name, **kwargs)
     except Exception as err:
-        raise ConversionError(where, f"cannot load tokenizer {tokenizer} ({type(err).__name__}: {str(err).splitlines()[0]})",
-                              "pass --tokenizer DIR with the tokenizer folder the run was trained with") from None
+        raise UserError(str(where), f"cannot load tokenizer {tokenizer} ({type(err).__name__}: {str(err).splitlines()[0]})",
+                        "pass --tokenizer DIR with the tokenizer folder the run was trained with") from None
 
 
 def _model_card(checkpoint: Path, cfg: dict[str, Any], n_params: int, dtype: torch.dtype) -> str:
@@ -486,16 +478,16 @@ def nanotron_to_hf(checkpoint: Path, out: Path, tokenizer: str | Path | None = N
     checkpoint, out = resolve_checkpoint(checkpoint), Path(out)
     _check_out(checkpoint, out)
     if dtype is not None and dtype not in DTYPES:
-        raise ConversionError("--dtype", f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+        raise UserError("--dtype", f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
     _require_checkpoint(checkpoint)
     tok = _load_tokenizer(checkpoint, tokenizer)  # before the weights: a missing tokenizer is the cheapest thing to find
     cfg, tensors = read_nanotron(checkpoint, progress=progress)
     if len(tok) > cfg["vocab_size"]:
-        raise ConversionError(checkpoint / "model_config.json", f"the tokenizer has {len(tok)} tokens, the model only {cfg['vocab_size']}",
-                              "pass --tokenizer with the tokenizer the run was trained with")
+        raise UserError(str(checkpoint / "model_config.json"), f"the tokenizer has {len(tok)} tokens, the model only {cfg['vocab_size']}",
+                        "pass --tokenizer with the tokenizer the run was trained with")
     if tok.eos_token_id is None:
-        raise ConversionError("--tokenizer", "the tokenizer has no eos token (the end-of-turn token generation stops at)",
-                              "use the recipe's tokenizer folder, which sets it")
+        raise UserError("--tokenizer", "the tokenizer has no eos token (the end-of-turn token generation stops at)",
+                        "use the recipe's tokenizer folder, which sets it")
     torch_dtype = DTYPES[dtype] if dtype else tensors["model.embed_tokens.weight"].dtype
     tensors = {name: t.to(torch_dtype) for name, t in tensors.items()}
     hf_config = LlamaConfig(

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from smolrecipe import PROJECT_ROOT
 from smolrecipe.backends.nanotron.config import render_files, render_stage
 from smolrecipe.backends.nanotron.schema import check_config
 from smolrecipe.recipe.envpaths import resolve_recipe
@@ -28,6 +29,13 @@ class Rendered:
     resumed: tuple[str, ...] = ()  # stages that continue their own interrupted run (resolve only)
 
 
+def shown_path(recipe_path: str | Path) -> str:
+    """The recipe as a config's header names it: relative to the checkout when it is in it, so the
+    committed configs read the same from whichever directory they were generated."""
+    path = Path(recipe_path).parent.resolve() / Path(recipe_path).name
+    return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(recipe_path)
+
+
 def render(recipe_path: str | Path, resolve: bool = False) -> Rendered:
     """Load, validate, plan and render; raises UserError before anything is written."""
     recipe = load_recipe(recipe_path)
@@ -40,7 +48,7 @@ def render(recipe_path: str | Path, resolve: bool = False) -> Rendered:
         problems = check_config(config)
         if problems:  # a renderer bug, not a user error: refuse to write a config nanotron rejects
             raise AssertionError(f"{name}: rendered config breaks nanotron's schema: {problems}")
-    files = render_files(plan, configs, str(recipe_path), recipe.hash())
+    files = render_files(plan, configs, shown_path(recipe_path), recipe.hash())
     return Rendered(recipe, plan, files, tuple(resumed))
 
 
