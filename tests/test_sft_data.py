@@ -2,8 +2,8 @@
 
 import pytest
 
+from smolrecipe import PROJECT_ROOT
 from smolrecipe.data.chats import SFTStats, completion_mask, conversation_records, convert, write_sft_dataset
-from smolrecipe.data.tokenizer import PROJECT_ROOT
 from smolrecipe.errors import UserError
 
 CHAT = [
