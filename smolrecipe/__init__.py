@@ -18,3 +18,11 @@ __version__ = "0.1.0"
 
 # The checkout: recipes/, eval/, tokenizer/ and relative paths in them are found from here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as people read it (config headers, reports): relative to the checkout when it is in
+    it, so the same run reads the same from wherever it was started."""
+    given = Path(path)
+    absolute = given.parent.resolve() / given.name
+    return absolute.relative_to(PROJECT_ROOT).as_posix() if absolute.is_relative_to(PROJECT_ROOT) else str(path)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
 
+from smolrecipe import shown_path
 from smolrecipe.atomic import write_file
 from smolrecipe.report.curves import Curve, loss_curves  # noqa: F401  (re-exported for tests)
 from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, rows
@@ -181,7 +182,7 @@ def stage_rows(stages: list[StageLog]) -> list[list[str]]:
     for s in stages:
         steps = f"{s.steps:,}" if s.finished or not s.train_steps else f"{s.steps:,} / {s.train_steps:,}"
         rows.append([s.label, s.kind, steps, f"{s.tokens:,}", fmt_loss(s.first_loss), fmt_loss(s.final_loss),
-                     fmt_number(s.tokens_per_s), fmt_number(s.seconds, 1), s.checkpoint or MISSING])
+                     fmt_number(s.tokens_per_s), fmt_number(s.seconds, 1), shown_path(s.checkpoint) if s.checkpoint else MISSING])
     tokens = sum(s.tokens for s in stages)
     times = [s.seconds for s in stages if s.seconds is not None]
     seconds = sum(times) if times else None
@@ -231,7 +232,7 @@ def samples_section(r: ReportInputs) -> str | None:
     rows = [[md_cell(p), md_cell(answer(base, i)), md_cell(answer(sft, i))] for i, p in enumerate(prompts)]
     parts = ["## Base vs SFT", "Answers of the base model (end of the last pretraining stage) and the SFT model to the "
              "same prompts."]
-    checkpoints = [f"{name}: `{m['checkpoint']}`" for name, m in (("base", base), ("SFT", sft)) if m and m.get("checkpoint")]
+    checkpoints = [f"{name}: `{shown_path(m['checkpoint'])}`" for name, m in (("base", base), ("SFT", sft)) if m and m.get("checkpoint")]
     if checkpoints:
         parts.append("Checkpoints: " + ", ".join(checkpoints) + ".")
     parts.append(md_table(["prompt", "base answer", "SFT answer"], rows))

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from smolrecipe import PROJECT_ROOT
+from smolrecipe import shown_path
 from smolrecipe.backends.nanotron.config import render_files, render_stage
 from smolrecipe.backends.nanotron.schema import check_config
 from smolrecipe.recipe.envpaths import resolve_recipe
@@ -27,13 +27,6 @@ class Rendered:
     plan: RunPlan  # of the recipe itself, or of its resolved copy when paths were resolved
     files: dict[str, str]
     resumed: tuple[str, ...] = ()  # stages that continue their own interrupted run (resolve only)
-
-
-def shown_path(recipe_path: str | Path) -> str:
-    """The recipe as a config's header names it: relative to the checkout when it is in it, so the
-    committed configs read the same from whichever directory they were generated."""
-    path = Path(recipe_path).parent.resolve() / Path(recipe_path).name
-    return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(recipe_path)
 
 
 def render(recipe_path: str | Path, resolve: bool = False) -> Rendered:
