@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from smolrecipe.atomic import staged_folder
 from smolrecipe.errors import UserError
+from smolrecipe.runs import latest_step
 
 CHECKPOINT_VERSION = "1.5"  # nanotron.constants.CHECKPOINT_VERSION at the pinned commit
 SHARDED_FILE = "model_weight_pp-rank-0-of-1_tp-rank-0-of-1.safetensors"
@@ -148,9 +149,9 @@ def is_nanotron_checkpoint(path: Path) -> bool:
 def resolve_checkpoint(path: Path) -> Path:
     """A step folder as given; a checkpoints folder means its newest step (its latest.txt, as nanotron reads it)."""
     path = Path(path)
-    latest = path / "latest.txt"
-    if not is_nanotron_checkpoint(path) and latest.is_file():
-        return path / latest.read_text().strip()
+    step = latest_step(path)
+    if not is_nanotron_checkpoint(path) and step is not None:
+        return path / str(step)
     return path
 
 
