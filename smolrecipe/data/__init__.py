@@ -1,0 +1,1 @@
+"""Data: sources -> datatrove pipelines -> nanoset folders, chat records, the tokenizer folder, and the batches both backends train on."""

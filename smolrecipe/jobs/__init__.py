@@ -1,0 +1,1 @@
+"""SLURM: the recipe's dependency chain of jobs, and what one stage's job runs."""
