@@ -20,6 +20,13 @@ __version__ = "0.1.0"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def without_checkout(text: str) -> str:
+    """`text` with the checkout's absolute path taken out of every path in it: fingerprints of
+    resolved settings stay the same wherever the checkout is (and equal those made before relative
+    recipe paths were resolved against it)."""
+    return text.replace(f"{PROJECT_ROOT}/", "")
+
+
 def shown_path(path: str | Path) -> str:
     """A path as people read it (config headers, reports): relative to the checkout when it is in
     it, so the same run reads the same from wherever it was started."""

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from smolrecipe import PROJECT_ROOT
@@ -41,3 +43,20 @@ def test_a_variable_with_a_default_is_not_reported_unset():
 
     assert unset_in("${HAS_DEFAULT:-x}/${NO_DEFAULT}/$BARE", {}) == ["NO_DEFAULT", "BARE"]
     assert unset_in("${SET}/y", {"SET": "/s"}) == []
+
+
+def test_fingerprints_do_not_depend_on_where_the_checkout_is(root):
+    """Resolved paths are absolute under the checkout; a stage's fingerprint (resume and reuse
+    checks) must not change with that prefix, so a moved checkout, or a run made when relative
+    paths were left relative, is still recognised."""
+    from smolrecipe.backends.nanotron.config import stage_fingerprint
+    from smolrecipe.recipe.loading import load_recipe
+    from smolrecipe.recipe.plan import build_plan
+
+    recipe = load_recipe(root / "recipes" / "tiny.yaml")
+    absolute = build_plan(resolve_recipe(recipe, env={}))
+    relative = build_plan(resolve_recipe(recipe, env={}, root=Path("")))
+    assert absolute.recipe.paths.data == f"{PROJECT_ROOT}/runs/data" and relative.recipe.paths.data == "runs/data"
+    assert [stage_fingerprint(absolute, s) for s in absolute.stages] == [stage_fingerprint(relative, s) for s in relative.stages]
+    elsewhere = build_plan(resolve_recipe(recipe, env={}, root=Path("/elsewhere")))
+    assert stage_fingerprint(elsewhere, elsewhere.stages[0]) != stage_fingerprint(absolute, absolute.stages[0])  # not a blind hash

@@ -34,6 +34,7 @@ from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.tokens import DocumentTokenizer
 
+from smolrecipe import without_checkout
 from smolrecipe.atomic import replace_folder, write_json
 from smolrecipe.data.sources import build_filters, build_reader
 from smolrecipe.data.tokenizer import PROVENANCE
@@ -122,7 +123,7 @@ def fingerprint(recipe: Recipe, **settings: Any) -> str:
     tok = Path(tokenizer_folder(recipe))
     provenance = (tok / PROVENANCE).read_text() if (tok / PROVENANCE).is_file() else ""
     key = {**settings, "tokenizer": [str(tok), provenance, recipe.tokenizer.document_end]}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha256(without_checkout(json.dumps(key, sort_keys=True, default=str)).encode()).hexdigest()[:12]
 
 
 def _fingerprint(recipe: Recipe, name: str, source: Source, tasks: int) -> str:

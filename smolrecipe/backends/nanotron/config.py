@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from smolrecipe import without_checkout
 from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.plan import RunPlan, StagePlan
 from smolrecipe.recipe.schema import Recipe
@@ -186,8 +187,8 @@ def render_files(plan: RunPlan, configs: dict[str, dict[str, Any]], recipe_path:
 
 def stage_fingerprint(plan: RunPlan, stage: StagePlan) -> str:
     """What a stage's result depends on: its rendered nanotron config (model, data, weights, batch,
-    optimizer, schedule) and, through the chain, its parent's. Editing the SFT section of a recipe
-    therefore leaves the finished pretraining stages valid."""
+    optimizer, schedule) and, through the chain, its parent's. Editing the SFT stage of a recipe
+    therefore leaves the finished pretraining stages valid; moving the checkout does not change it."""
     parent = stage_fingerprint(plan, plan.stage(stage.init_from)) if stage.init_from else ""
-    config = json.dumps(render_stage(plan, stage), sort_keys=True, default=str)
+    config = without_checkout(json.dumps(render_stage(plan, stage), sort_keys=True, default=str))
     return hashlib.sha256(f"{parent}|{config}".encode()).hexdigest()[:16]
