@@ -5,7 +5,7 @@
     python tools/train_local.py recipes/tiny.yaml --stage stage2 --resume   # continue from its newest checkpoint
 
 Same data folders, weights, batch, LR schedule and resume chain as the generated nanotron configs;
-transformers' Trainer for pretraining, TRL's SFTTrainer for SFT. Each stage writes
+transformers' Trainer for every kind of stage, on the rows its kind gives (smolrecipe.kinds). Each stage writes
 <paths.runs>/<recipe>/<stage>/local/{checkpoint-<step>/, log.jsonl, summary.json}. A finished
 stage is skipped; a stage with checkpoints continues only with --resume (or starts over with --restart).
 """

@@ -7,7 +7,7 @@ batches our nanotron entry point trains on, sample for sample (smolrecipe.data.b
 the resume chain: a stage starts from the final checkpoint of the stage it builds on, with or
 without that stage's optimizer state, and always with a fresh LR schedule.
 
-Layout, per stage: <paths.runs>/<recipe>/<stage>/local/
+Layout, per stage (smolrecipe.runs owns these names): <paths.runs>/<recipe>/<stage>/local/
     checkpoint-<step>/   model + tokenizer (chat template) + optimizer + scheduler + trainer state,
                          renamed into place only when complete
     log.jsonl            one line per logged step: loss, lr, grad norm, tokens, tokens/s
