@@ -116,6 +116,22 @@ def test_rerun_is_a_no_op(prepared, capsys):
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
 
 
+def test_a_recipe_without_an_sft_stage_prepares_with_all_and_refuses_sft(prepared, tmp_path, capsys):
+    """--all prepares the sources and then every stage's own data, of which there may be none;
+    --sft alone asks for stage data and says so when there is none."""
+    import yaml
+
+    recipe, _ = prepared
+    data = yaml.safe_load(recipe.read_text())
+    data["stages"] = [s for s in data["stages"] if s["kind"] == "pretrain"]
+    pretraining_only = tmp_path / "pretraining.yaml"
+    pretraining_only.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert prepare_data.main([str(pretraining_only), "--all"]) == 0
+    capsys.readouterr()
+    assert prepare_data.main([str(pretraining_only), "--sft"]) == 2
+    assert "has a dataset of its own" in capsys.readouterr().err
+
+
 def test_sft_dataset_loads_by_path(prepared):
     from datasets import load_dataset
 

@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.build_tokenizer:
             return 0
         if args.stage_data:
-            return prepare_stage_data(recipe, console)
+            return prepare_stage_data(recipe, console, required=True)
         status = prepare_sources(recipe, args, console)
         if args.all and status == 0:
-            status = prepare_stage_data(recipe, console)
+            status = prepare_stage_data(recipe, console, required=False)
         return status
 
 
@@ -132,10 +132,11 @@ def print_summary(recipe: Recipe, names: list[str], console: Console, seconds: f
                   f"({total_tokens:,}) ready under {Path(recipe.paths.data) / recipe.name} in {seconds:.1f}s")
 
 
-def prepare_stage_data(recipe: Recipe, console: Console) -> int:
-    """Each stage's own dataset, by its kind (SFT: chats -> prompt/completion records)."""
+def prepare_stage_data(recipe: Recipe, console: Console, required: bool) -> int:
+    """Each stage's own dataset, by its kind (SFT: chats -> prompt/completion records). `required`
+    (--sft) makes a recipe without any an error; --all just has nothing more to do."""
     prepared = [stage.name for stage in recipe.stages if kind_of(stage.kind).prepare_data(recipe, stage, console.print)]
-    if not prepared:
+    if required and not prepared:
         raise UserError("--sft", f"no stage of {recipe.name} has a dataset of its own (e.g. `kind: sft`)",
                         "drop --sft; the pretraining stages read the sources")
     return 0
