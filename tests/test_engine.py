@@ -29,8 +29,7 @@ from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
-from smolrecipe.report.run_report import find_stages, read_log
-from smolrecipe.runs import LOG, SUMMARY
+from smolrecipe.runs import LOG, SUMMARY, find_stages, read_log
 
 SHIMS = ENGINE_SHIMS
 BIN = Path(sys.executable).parent

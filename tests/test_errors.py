@@ -193,13 +193,13 @@ def _copy(folder: Path, to: Path) -> Path:
 
 
 def test_a_whole_checkpoint_passes_the_check(small_hf):
-    from smolrecipe.eval.checkpoint_check import check_hf_folder
+    from smolrecipe.backends.hf_folder import check_hf_folder
 
     assert check_hf_folder(small_hf) == small_hf
 
 
 def test_a_truncated_safetensors_file_is_one_line(small_hf, tmp_path):
-    from smolrecipe.eval.checkpoint_check import check_hf_folder
+    from smolrecipe.backends.hf_folder import check_hf_folder
 
     cut = _copy(small_hf, tmp_path / "cut")
     weights = cut / "model.safetensors"
@@ -215,7 +215,7 @@ def test_a_truncated_safetensors_file_is_one_line(small_hf, tmp_path):
 
 
 def test_a_garbled_config_is_one_line(small_hf, tmp_path):
-    from smolrecipe.eval.checkpoint_check import check_hf_folder
+    from smolrecipe.backends.hf_folder import check_hf_folder
 
     folder = _copy(small_hf, tmp_path / "garbled")
     config = folder / "config.json"
@@ -228,7 +228,7 @@ def test_a_garbled_config_is_one_line(small_hf, tmp_path):
 
 
 def test_a_missing_shard_of_a_sharded_checkpoint_is_named(small_hf, tmp_path):
-    from smolrecipe.eval.checkpoint_check import check_hf_folder
+    from smolrecipe.backends.hf_folder import check_hf_folder
 
     folder = _copy(small_hf, tmp_path / "sharded")
     (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")

@@ -16,8 +16,8 @@ from smolrecipe.backends.lr_schedule import stage_lrs
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
-from smolrecipe.report.run_report import read_log
 from smolrecipe.runs import local_dir as stage_dir
+from smolrecipe.runs import read_log
 
 pytestmark = pytest.mark.slow
 

@@ -11,17 +11,10 @@ from pathlib import Path
 import pytest
 
 from smolrecipe.errors import UserError
+from smolrecipe.report.curves import loss_curves
 from smolrecipe.report.evals import read_evals
-from smolrecipe.report.run_report import (
-    ReportInputs,
-    find_stages,
-    human_tokens,
-    learning_checks,
-    loss_curves,
-    md_cell,
-    read_log,
-    write_report,
-)
+from smolrecipe.report.run_report import ReportInputs, human_tokens, learning_checks, md_cell, write_report
+from smolrecipe.runs import find_stages, read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

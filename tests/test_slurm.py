@@ -30,8 +30,8 @@ from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
-from smolrecipe.report.run_report import read_log
 from smolrecipe.runs import local_dir as stage_dir
+from smolrecipe.runs import read_log
 
 SLURM = ROOT / "slurm"
 JOB_SCRIPTS = ["prepare_data", "stage1", "stage2", "stage3", "sft", "eval"]

@@ -90,7 +90,7 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
     from smolrecipe.recipe.envpaths import resolve_recipe
     from smolrecipe.recipe.loading import load_recipe
     from smolrecipe.recipe.plan import build_plan
-    from smolrecipe.runs import results_dir, stage_dir
+    from smolrecipe.runs import results_dir, run_dir
 
     trained_by = backend_named(backend)
     recipe = resolve_recipe(load_recipe(recipe_path))
@@ -101,7 +101,7 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
         if not names:
             continue
         checkpoint = trained_by.final_checkpoint(recipe, stage, recipe_path)
-        out = results_dir(Path(stage_dir(recipe, stage.name)).parent, stage.name, stage.train_steps)
+        out = results_dir(Path(run_dir(recipe)), stage.name, stage.train_steps)
         jobs += [(str(checkpoint), name, out) for name in names]
     return jobs
 

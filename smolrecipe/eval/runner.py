@@ -27,12 +27,13 @@ from typing import Any, Iterator
 
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import write_file, write_json
+from smolrecipe.backends.hf_folder import check_hf_folder
 from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
-from smolrecipe.eval.checkpoint_check import check_hf_folder
 from smolrecipe.eval.lighteval_session import lighteval_model_config, lighteval_session
 from smolrecipe.kinds import is_chat_model
-from smolrecipe.recipe.suites import Suite, project_file
+from smolrecipe.recipe.envpaths import project_path
+from smolrecipe.recipe.suites import Suite
 from smolrecipe.runs import read_json_if_any, results_dir, stage_of_backend_dir
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name; anything else is a path
@@ -45,7 +46,7 @@ def local_copies(dirs: list[str]) -> dict[str, Path]:
         expanded = os.path.expandvars(entry)
         if "$" in expanded or not expanded:  # an unset variable: skip the entry
             continue
-        folder = project_file(expanded)
+        folder = Path(project_path(expanded))
         if folder.is_dir():
             for sub in sorted(folder.iterdir()):
                 if sub.is_dir():
@@ -62,8 +63,8 @@ def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
     out = {}
     for name, spec in specs.items():
         source = spec["source"]
-        if not Path(source).is_absolute() and project_file(source).exists() and not Path(source).exists():
-            source = str(project_file(source))
+        if not Path(source).is_absolute() and Path(project_path(source)).exists() and not Path(source).exists():
+            source = project_path(source)
         out[name] = Slice(name=name, **{**spec, "source": source})
     return out
 

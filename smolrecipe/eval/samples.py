@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from smolrecipe.eval.checkpoint_check import check_hf_folder
+from smolrecipe.backends.hf_folder import check_hf_folder
 
 # Chat-style requests of the kinds the demo corpus's chats cover (facts about its invented towns,
 # lists, arithmetic, exact repetition, Python), plus two it never saw.

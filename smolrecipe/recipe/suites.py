@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.errors import UserError
-from smolrecipe.recipe.envpaths import project_path
 
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
 GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
@@ -45,10 +44,6 @@ class SuitesFile(BaseModel):
     local_copies: list[str] = []
     slices: dict[str, SliceSpec] = {}
     suites: dict[str, dict[str, Any]]
-
-
-def project_file(path: str) -> Path:
-    return Path(project_path(path))
 
 
 def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, Any]]:

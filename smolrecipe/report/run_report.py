@@ -29,9 +29,9 @@ from typing import Callable, Collection
 
 from smolrecipe import shown_path
 from smolrecipe.atomic import write_file
-from smolrecipe.report.curves import Curve, loss_curves  # noqa: F401  (re-exported for tests)
+from smolrecipe.report.curves import Curve, loss_curves
 from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, rows
-from smolrecipe.runs import EVAL_DIR, LOG, LOSS_PLOT, REPORT, SAMPLES, SUMMARY, StageLog, find_stages, read_json, read_log  # noqa: F401
+from smolrecipe.runs import EVAL_DIR, LOG, LOSS_PLOT, REPORT, SAMPLES, SUMMARY, StageLog, find_stages, read_json
 
 CELL_CHARS = 200  # longer answers are shortened in the Markdown table
 MISSING = "—"

@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from smolrecipe.atomic import staged_folder
+from smolrecipe.backends.hf_folder import read_json, weight_files
 from smolrecipe.errors import UserError
 from smolrecipe.runs import latest_step
 
@@ -156,12 +157,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(str(path), f"not valid JSON ({err})", "copy the file again from where the checkpoint was written") from None
+    return read_json(path, fix="copy the file again from where the checkpoint was written")
 
 
 def _read_yaml(path: Path) -> dict | None:
@@ -342,10 +338,7 @@ def _hf_config_dict(hf_dir: Path) -> dict[str, Any]:
 
 
 def _hf_weight_files(hf_dir: Path) -> list[Path]:
-    index = _read_json(hf_dir / "model.safetensors.index.json")
-    if index is not None:
-        return [hf_dir / name for name in sorted(set(index.get("weight_map", {}).values()))]
-    files = sorted(hf_dir.glob("*.safetensors"))
+    files = weight_files(hf_dir)
     if not files:
         raise UserError(str(hf_dir), "no *.safetensors weights", "save the model with save_pretrained (safetensors is its default)")
     return files

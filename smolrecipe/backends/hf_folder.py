@@ -1,4 +1,4 @@
-"""A transformers checkpoint folder, checked before anything loads it.
+"""A transformers model folder, checked before anything loads it (evaluation, samples, conversion).
 
 transformers reports a truncated `model.safetensors` as a SafetensorError from deep inside
 from_pretrained, and a garbled `config.json` as a page-long OSError or ValueError; both come after
@@ -26,11 +26,14 @@ def _first_line(err: BaseException) -> str:
     return (text.splitlines() or [type(err).__name__])[0][:200]
 
 
-def _read_json(path: Path) -> object:
+def read_json(path: Path, fix: str = RECOPY) -> object:
+    """A checkpoint's JSON file (None when it is not there), or one UserError line naming it."""
+    if not path.is_file():
+        return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(str(path), f"not valid JSON ({_first_line(err)})", RECOPY) from None
+        raise UserError(str(path), f"not valid JSON ({_first_line(err)})", fix) from None
     except OSError as err:
         raise UserError(str(path), f"cannot be read ({err.strerror or _first_line(err)})", "check the file's permissions") from None
 
@@ -39,7 +42,7 @@ def weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a transformers folder: the index's shards, else every *.safetensors."""
     index = folder / INDEX
     if index.is_file():
-        data = _read_json(index)
+        data = read_json(index)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(str(index), "has no weight_map naming the shard files", RECOPY)
@@ -70,7 +73,7 @@ def check_hf_folder(folder: str | Path) -> Path:
     if not config.is_file():
         raise UserError(str(folder), "has no config.json, so it is not a transformers model folder",
                         "give a checkpoint-<N> folder of a local run, a nanotron <checkpoints>/<step> folder, or a model id")
-    data = _read_json(config)
+    data = read_json(config)
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
         raise UserError(str(config), "names no model_type (transformers needs it to build the model)", RECOPY)
     files = weight_files(folder)
