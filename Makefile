@@ -75,6 +75,7 @@ lint: $(STAMP)
 # Throughput benchmarks: each prints a table and writes runs/bench/<name>.json.
 bench: $(STAMP)
 	$(PY) bench/tokenize.py
+	$(PY) bench/prepare_data.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/eval_throughput.py
 

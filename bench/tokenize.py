@@ -46,7 +46,9 @@ def bench_recipe(work: Path) -> Path:
         source["path"] = str(work / "corpus" / name)
         source["dedup"] = False  # time the tokenization path only
         source["filters"] = []
-    recipe["sft"]["data"]["path"] = str(work / "corpus" / "chats")
+    for stage in recipe["stages"]:
+        if "data" in stage:  # a stage with its own dataset (SFT chats)
+            stage["data"]["path"] = str(work / "corpus" / "chats")
     path = work / "bench.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -58,7 +60,7 @@ def run_pipeline(recipe: Path, workers: int) -> tuple[float, int]:
     from smolrecipe.data.pipeline import read_manifest
 
     start = time.perf_counter()
-    assert prepare_data.main([str(recipe), "--workers", str(workers)]) == 0
+    assert prepare_data.main([str(recipe), "--workers", str(workers), "--no-budget"]) == 0
     seconds = time.perf_counter() - start
     data = yaml.safe_load(recipe.read_text())["paths"]["data"]
     return seconds, sum(read_manifest(Path(data) / "tiny" / s)["tokens"] for s in SOURCES)

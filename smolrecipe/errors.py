@@ -18,6 +18,9 @@ class UserError(Exception):
         self.source = source
         super().__init__(self.line())
 
+    def __reduce__(self):  # survives a process pool (the default pickling would call UserError(line))
+        return UserError, (self.field, self.problem, self.fix, self.source)
+
     def line(self) -> str:
         where = f"{self.source}: " if self.source else ""
         return f"{where}{self.field}: {self.problem}; fix: {self.fix}"

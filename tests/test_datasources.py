@@ -166,7 +166,7 @@ def test_max_documents_caps_what_is_read(tmp_path, tiny_tokenizer):
     data = yaml.safe_load(recipe.read_text())
     data["sources"]["forum"]["max_documents"] = 25
     recipe.write_text(yaml.safe_dump(data))
-    assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1"]) == 0
+    assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1", "--tasks", "2"]) == 0
     assert read_manifest(tmp_path / "tiny" / "forum")["documents_read"] == 24  # 12 from each of the 2 tasks
     # other settings (one task) -> another fingerprint: the folder is rebuilt, the old work is cleared away
     assert prepare_data.main([str(recipe), "--source", "forum", "--workers", "1", "--tasks", "1"]) == 0
@@ -193,12 +193,15 @@ def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(
 
     assert [type(s).__name__ for s in dill.loads(dill.dumps(chain[3])).pipeline][-1] == "NanosetTokenizer"
 
-    tiny_dict["cluster"].update(partition="cpu", account="proj42", qos="high")
+    # the CPU data job's partition and limit, not the GPU training's; account and qos fall back to the cluster's
+    tiny_dict["cluster"].update(partition="gpu", account="proj42", qos="high", time="48:00:00")
+    tiny_dict["cluster"]["data_job"].update(partition="cpu", time="12:00:00")
     recipe = resolve_recipe(load_recipe(write_recipe(tiny_dict)))
     chain = executors(recipe, plan_jobs(recipe, ["forum"], 4)[0], "<|endoftext|>", "slurm", workers=2)
     script = chain[0].get_launch_file_contents(chain[0].get_sbatch_args(4), "run")
-    for line in ("--partition=cpu", "--account=proj42", "--qos=high"):
+    for line in ("--partition=cpu", "--account=proj42", "--qos=high", "--time=12:00:00"):
         assert f"#SBATCH {line}" in script
+    assert "--partition=gpu" not in script and "gres" not in script
 
 
 @pytest.mark.slow

@@ -10,10 +10,11 @@ then published: the tokenized files move from the source's work folder to
 `<paths.data>/<recipe>/<source>/` together with a `manifest.json` (documents read, kept, removed
 per filter, duplicates removed, tokens, files, tokenizer, recipe hash). A nanoset folder
 therefore exists only when it is complete; until then everything lives under
-`<paths.data>/<recipe>/.work/<source>-<fingerprint>/`, where datatrove's completion markers let a
-killed run resume without redoing finished tasks. The fingerprint covers everything that changes
-the output (source settings, tokenizer, seed, task count), so a changed source starts afresh and
-an unchanged one is not rebuilt.
+`<paths.data>/<recipe>/.work/<source>-<fingerprint>b<budget>/`, where datatrove's completion
+markers let a killed run resume without redoing finished tasks. The fingerprint covers everything
+that changes the output (source settings, tokenizer, seed, task count), so a changed source starts
+afresh and an unchanged one is not rebuilt; a folder that holds at least the token budget (or the
+whole source) serves it, so a smaller budget reuses it and only a larger one prepares it again.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from datatrove.pipeline.tokens import DocumentTokenizer
 
 from smolrecipe import without_checkout
 from smolrecipe.atomic import replace_folder, write_json
-from smolrecipe.data.sources import build_filters, build_reader
-from smolrecipe.data.tokenizer import PROVENANCE
+from smolrecipe.data.sources import EXCUSED_LOSSES, LOST_PREFIX, build_filters, build_reader
+from smolrecipe.data.tokenizer import PROVENANCE, tokenizer_entries
+from smolrecipe.data.verify import MANIFEST, read_manifest, verify_source_folder
 from smolrecipe.errors import UserError
+from smolrecipe.recipe.budgets import CAP_TOLERANCE
 from smolrecipe.recipe.plan import source_folder
 from smolrecipe.recipe.schema import Recipe, Source
 
-MANIFEST = "manifest.json"
 WORK = ".work"
 Executor = Literal["local", "slurm"]
 
@@ -50,6 +52,17 @@ Executor = Literal["local", "slurm"]
 # above ~0.75 Jaccard similarity, the setting FineWeb used.
 MINHASH_BUCKETS = 14
 MINHASH_HASHES_PER_BUCKET = 8
+
+
+def document_tokenizer(folder: str, document_end: str):
+    """The folder's fast tokenizer, encoding a document as its text then the document-end token (no BOS)."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    tokenizer.post_processor = TemplateProcessing(
+        single="$A <EOS>", special_tokens=[("<EOS>", tokenizer.token_to_id(document_end))], pair=None)
+    return tokenizer
 
 
 class NanosetTokenizer(DocumentTokenizer):
@@ -62,25 +75,106 @@ class NanosetTokenizer(DocumentTokenizer):
     so a task's output does not depend on which tasks ran before it in the same process.
     """
 
-    def __init__(self, output_folder: str, tokenizer_folder: str, document_end: str, seed: int, **kwargs):
+    def __init__(self, output_folder: str, tokenizer_folder: str, document_end: str, seed: int,
+                 budget: int | None = None, **kwargs):
         super().__init__(output_folder, tokenizer_name_or_path=tokenizer_folder, eos_token=document_end, seed=seed, **kwargs)
         self.base_seed = seed
+        self.budget = budget  # tokens for all tasks together; None reads the source to its end
 
     @cached_property
     def tokenizer(self):
-        from tokenizers import Tokenizer
-        from tokenizers.processors import TemplateProcessing
-
-        tokenizer = Tokenizer.from_file(os.path.join(self.tokenizer_name_or_path, "tokenizer.json"))
-        tokenizer.post_processor = TemplateProcessing(  # text, then the document-end token; no BOS
-            single="$A <EOS>", special_tokens=[("<EOS>", tokenizer.token_to_id(self.eos_token))], pair=None)
-        return tokenizer
+        return document_tokenizer(self.tokenizer_name_or_path, self.eos_token)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         import numpy as np
 
         self.rand = np.random.default_rng([self.base_seed, rank])
+        if self.budget is not None:
+            data = self.within_budget(data, task_budget(self.budget, rank, world_size))
         return super().run(data, rank, world_size)
+
+    def within_budget(self, data, budget: int):
+        """Pass documents on until their tokens reach `budget`, then stop reading.
+
+        The tokenizer counts a batch's tokens only after encoding the whole batch, so the documents
+        of the batch being filled are estimated from their characters, at a tokens-per-character
+        rate: that of the batches finished so far, or, before the first one is, that of a sample
+        counted here exactly (encoded once more: the first SAMPLE_DOCUMENTS documents, and more
+        until they hold SAMPLE_SHARE of the budget). A budget the first batch is likely to reach
+        (a small task) is counted exactly to its end instead, since a rate from a few dozen
+        documents can miss it by a few percent. bench/prepare_data.py measures what this costs.
+        """
+        counted = counted_chars = pending_chars = sample_tokens = sample_chars = sampled = 0
+        for document in data:
+            total = int(self.stats["tokens"].total)
+            if total > counted:  # a batch has been encoded: every document passed so far is counted
+                counted, counted_chars, pending_chars = total, counted_chars + pending_chars, 0
+            small = sampled and self.batch_size * sample_tokens / sampled >= budget / 2
+            if not counted_chars and (sampled < SAMPLE_DOCUMENTS or sample_tokens < SAMPLE_SHARE * budget or small):
+                tokens = len(self.tokenizer.encode(document.text).ids)
+                if sampled and closer_without(sample_tokens, tokens, budget):
+                    break
+                sample_tokens, sample_chars, sampled = sample_tokens + tokens, sample_chars + len(document.text), sampled + 1
+                pending_chars += len(document.text)
+                yield document
+                continue
+            rate = counted / counted_chars if counted_chars else sample_tokens / sample_chars
+            if closer_without(counted + pending_chars * rate, len(document.text) * rate, budget):
+                break
+            pending_chars += len(document.text)
+            yield document
+        else:
+            return  # the input ran out first
+        self.stat_update("budget_reached")
+
+
+def closer_without(tokens: float, more: float, budget: int) -> bool:
+    """Whether stopping at `tokens` lands nearer the budget than adding a document of `more` would
+    (so that many small tasks do not all fall short, or all overshoot, by part of a document)."""
+    return tokens + more - budget > budget - tokens
+
+
+SAMPLE_DOCUMENTS = 64
+SAMPLE_SHARE = 0.02
+
+
+# A deduplicated source computes MinHash signatures in a pipeline of its own before tokenizing; that
+# pass reads this much more than the budget, so that the duplicates it finds and the tokenizing pass
+# removes still leave a full budget. A source with more duplicates than this tokenizes a tail that
+# the signatures never saw (kept without dedup).
+DEDUP_HEADROOM = 1.25
+
+
+class TokenBudget(PipelineStep):
+    """Pass documents on until `budget` tokens (this task's share) have gone by, counting each
+    document exactly with the recipe's tokenizer: the cap of the MinHash signature pass, which has
+    no tokenizer of its own to count with."""
+
+    name = "🪙 token budget"
+    type = "smolrecipe"
+
+    def __init__(self, tokenizer_folder: str, document_end: str, budget: int):
+        super().__init__()
+        self.tokenizer_folder, self.document_end, self.budget = tokenizer_folder, document_end, budget
+
+    @cached_property
+    def tokenizer(self):
+        return document_tokenizer(self.tokenizer_folder, self.document_end)
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        budget, seen = task_budget(self.budget, rank, world_size), 0
+        for document in data:
+            if seen >= budget:
+                self.stat_update("budget_reached")
+                return
+            seen += len(self.tokenizer.encode(document.text).ids)
+            yield document
+
+
+def task_budget(budget: int, rank: int, world_size: int) -> int:
+    """A task's share of a source's budget (the remainder goes to the first tasks)."""
+    share, extra = divmod(budget, world_size)
+    return share + (rank < extra)
 
 
 @dataclass(frozen=True)
@@ -93,6 +187,11 @@ class SourceJob:
     work: Path
     fingerprint: str
     tasks: int
+    budget: int | None = None  # tokens to keep; None: the whole source
+
+    @property
+    def lost_notes(self) -> Path:  # the readers' first bad file and line per reason and task
+        return self.work / "lost"
 
     @property
     def staged(self) -> Path:  # datatrove's tokenizer output, moved to `final` when complete
@@ -126,25 +225,47 @@ def fingerprint(recipe: Recipe, **settings: Any) -> str:
     return hashlib.sha256(without_checkout(json.dumps(key, sort_keys=True, default=str)).encode()).hexdigest()[:12]
 
 
+# Source fields that do not change what is tokenized (the budget they set is in the work folder's name).
+NOT_IN_FINGERPRINT = {"card", "gated", "license", "max_lost_fraction", "max_tokens", "budget_fraction", "tasks"}
+
+
 def _fingerprint(recipe: Recipe, name: str, source: Source, tasks: int) -> str:
-    return fingerprint(recipe, source=source.model_dump(mode="json"), name=name, seed=recipe.training.seed, tasks=tasks,
-                       minhash=[MINHASH_BUCKETS, MINHASH_HASHES_PER_BUCKET])
+    return fingerprint(recipe, source=source.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT), name=name,
+                       seed=recipe.training.seed, tasks=tasks, minhash=[MINHASH_BUCKETS, MINHASH_HASHES_PER_BUCKET])
 
 
-def plan_jobs(recipe: Recipe, names: list[str], tasks: int) -> list[SourceJob]:
-    """One job per source of a resolved recipe."""
+def plan_jobs(recipe: Recipe, names: list[str], tasks: int | dict[str, int],
+              budgets: dict[str, int | None] | None = None) -> list[SourceJob]:
+    """One job per source of a resolved recipe: `tasks` per source (or one number for all), and
+    the token budget of each (recipe.budgets; None or absent reads the source whole)."""
     jobs = []
     for name in names:
         source = recipe.sources[name]
-        fp = _fingerprint(recipe, name, source, tasks)
+        n = tasks[name] if isinstance(tasks, dict) else tasks
+        budget = (budgets or {}).get(name)
+        fp = _fingerprint(recipe, name, source, n)
         final = Path(source_folder(recipe, name))
-        jobs.append(SourceJob(name, source, final, final.parent / WORK / f"{name}-{fp}", fp, tasks))
+        work = final.parent / WORK / f"{name}-{fp}{'' if budget is None else f'b{budget}'}"  # datatrove's resume state
+        jobs.append(SourceJob(name, source, final, work, fp, n, budget))
     return jobs
 
 
 def is_published(job: SourceJob) -> bool:
-    manifest = job.final / MANIFEST
-    return manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == job.fingerprint
+    """Whether the source's folder is there, made with these settings and enough tokens for the
+    budget, and still agrees with its manifest (one cut short or changed since is prepared again).
+    A folder with more than the budget serves a smaller one: lowering a stage's tokens does not
+    tokenize the source again; raising them past what the folder holds does."""
+    manifest = read_manifest(job.final)
+    if not manifest or manifest.get("fingerprint") != job.fingerprint:
+        return False
+    whole = manifest.get("budget") is None or manifest.get("exhausted")  # read to the source's end
+    if not whole and (job.budget is None or manifest["tokens"] < job.budget * (1 - CAP_TOLERANCE)):
+        return False
+    try:
+        verify_source_folder(job.final, job.name)
+    except UserError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,10 +286,10 @@ def pipelines(recipe: Recipe, job: SourceJob, document_end: str) -> list[tuple[s
     limit = max(1, job.source.max_documents // job.tasks) if job.source.max_documents else -1
 
     def read_and_filter():  # fresh step objects for each pipeline: datatrove keeps stats on them
-        return [build_reader(job.source, limit), *build_filters(job.source)]
+        return [build_reader(job.source, limit, str(job.lost_notes)), *build_filters(job.source)]
 
     tokenize = NanosetTokenizer(
-        str(job.staged), tokenizer_folder(recipe), document_end, seed=recipe.training.seed,
+        str(job.staged), tokenizer_folder(recipe), document_end, seed=recipe.training.seed, budget=job.budget,
         local_working_dir=str(job.work / "tokenize_tmp"), batch_size=1000,
     )
     if not job.source.dedup:
@@ -176,8 +297,9 @@ def pipelines(recipe: Recipe, job: SourceJob, document_end: str) -> list[tuple[s
     mh = job.work / "minhash"
     config = MinhashConfig(hash_config=HashConfig(precision=64), num_buckets=MINHASH_BUCKETS,
                            hashes_per_bucket=MINHASH_HASHES_PER_BUCKET)
+    gate = [TokenBudget(tokenizer_folder(recipe), document_end, int(job.budget * DEDUP_HEADROOM))] if job.budget else []
     return [
-        ("signatures", [*read_and_filter(), MinhashDedupSignature(output_folder=str(mh / "signatures"), config=config)], job.tasks),
+        ("signatures", [*read_and_filter(), *gate, MinhashDedupSignature(output_folder=str(mh / "signatures"), config=config)], job.tasks),
         ("buckets", [MinhashDedupBuckets(input_folder=str(mh / "signatures"), output_folder=str(mh / "buckets"), config=config)],
          MINHASH_BUCKETS),
         ("clusters", [MinhashDedupCluster(input_folder=str(mh / "buckets"), output_folder=str(mh / "remove_ids"), config=config)], 1),
@@ -210,10 +332,12 @@ class SlurmExecutor(SlurmPipelineExecutor):
 
 
 def _slurm_executor(recipe: Recipe, job: SourceJob, step: str, pipeline: list, tasks: int, depends):
-    cluster = recipe.cluster
-    sbatch_args = {"account": cluster.account} if cluster.account else {}
+    # CPU jobs: the data job's partition and time limit (cluster.data_job), not the GPU training's
+    cluster, data_job = recipe.cluster, recipe.cluster.data_job
+    account = data_job.account or cluster.account
+    sbatch_args = {"account": account} if account else {}
     return SlurmExecutor(
-        pipeline, tasks=tasks, time=cluster.time, partition=cluster.partition or "", qos=cluster.qos or "",
+        pipeline, tasks=tasks, time=data_job.time, partition=data_job.partition or "", qos=data_job.qos or cluster.qos or "",
         cpus_per_task=1, mem_per_cpu_gb=4 if step == "clusters" else 2,
         job_name=f"{recipe.name}-{job.name}-{step}", logging_dir=str(job.logs(step)),
         slurm_logs_folder=str(job.work / "slurm_logs" / step), venv_path=os.path.join(sys.prefix, "bin", "activate"),
@@ -256,22 +380,57 @@ def _count(stats: dict, key: str) -> int:
     return int(value["total"] if isinstance(value, dict) else value)
 
 
+def _n(stats: dict, key: str) -> int:
+    """How many values a datatrove metric summed (documents, for a per-document metric)."""
+    value = stats.get(key, 0)
+    return int(value["n"] if isinstance(value, dict) else 0)
+
+
 def manifest_counts(job: SourceJob) -> dict[str, Any]:
     """Documents read, removed per filter (with datatrove's reasons), removed as duplicates, kept,
     and tokens, from the tokenize pipeline's stats: [reader, *filters, (minhash filter), tokenizer]."""
     steps = _summed_stats(job.logs("tokenize"))
     reader, filters = steps[0]["stats"], [s["stats"] for s in steps[1:1 + len(job.source.filters)]]
+    tokenizer = steps[-1]["stats"]
     counts: dict[str, Any] = {
-        "documents_read": _count(reader, "documents"),
+        # datatrove adds a file's documents to "documents" when the file is done, which a reader
+        # stopped at the budget never is; every document read passes through doc_len.
+        "documents_read": max(_count(reader, "documents"), _n(reader, "doc_len")),
         "filters": [{"name": spec.name, "in": _count(s, "total"), "removed": _count(s, "dropped"),
                      "reasons": {k.removeprefix("dropped_"): _count(s, k) for k in s if k.startswith("dropped_")}}
                     for spec, s in zip(job.source.filters, filters, strict=True)],
         "duplicates_removed": _count(steps[-2]["stats"], "dropped") if job.source.dedup else 0,
-        "tokens": _count(steps[-1]["stats"], "tokens"),
+        "tokens": _count(tokenizer, "tokens"),
+        "documents_kept": _n(tokenizer, "tokens"),  # documents tokenized
+        "lost": {k.removeprefix(LOST_PREFIX): _count(reader, k) for k in sorted(reader) if k.startswith(LOST_PREFIX)},
     }
-    removed = sum(f["removed"] for f in counts["filters"]) + counts["duplicates_removed"]
-    counts["documents_kept"] = counts["documents_read"] - removed
+    if job.budget is not None:
+        # A task that stops on its budget counts it once; one that ran out of input first does not.
+        reached = _count(tokenizer, "budget_reached")
+        counts.update(budget=job.budget, tasks_at_budget=reached, exhausted=reached < job.tasks)
     return counts
+
+
+def lost_records(job: SourceJob, counts: dict[str, Any]) -> tuple[int, dict | None]:
+    """(records lost for a reason that counts against max_lost_fraction, the first place one was
+    lost: {"reason", "file", "line"}), from the readers' counts and notes."""
+    lost = sum(n for reason, n in counts["lost"].items() if reason not in EXCUSED_LOSSES)
+    notes = [json.loads(p.read_text()) for p in sorted(job.lost_notes.glob("*.json"))]
+    notes = [n for n in notes if n["reason"] not in EXCUSED_LOSSES]
+    first = min(notes, key=lambda n: (n["file"], str(n["line"]).zfill(12))) if notes else None
+    return lost, first
+
+
+def check_losses(job: SourceJob, counts: dict[str, Any]) -> None:
+    """UserError naming the first bad file and line when the source lost more than its threshold."""
+    lost, first = lost_records(job, counts)
+    records = counts["documents_read"] + sum(counts["lost"].values())
+    if lost and lost > job.source.max_lost_fraction * records:
+        reasons = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in counts["lost"].items() if n)
+        where = f"; first at {first['file']} line {first['line']} ({first['reason'].replace('_', ' ')})" if first else ""
+        raise UserError(f"sources.{job.name}", f"{lost:,} of {records:,} records could not be read ({reasons}){where}",
+                        f"repair or drop the bad records, or raise sources.{job.name}.max_lost_fraction "
+                        f"(now {job.source.max_lost_fraction:g}) to accept the loss")
 
 
 def nanoset_files(folder: Path) -> list[dict[str, Any]]:
@@ -281,8 +440,9 @@ def nanoset_files(folder: Path) -> list[dict[str, Any]]:
 def publish(job: SourceJob, recipe_name: str, recipe_hash: str) -> dict[str, Any]:
     """Write the manifest into the staged folder and move it into place. Refuses an empty result."""
     if is_published(job):
-        return json.loads((job.final / MANIFEST).read_text())
+        return read_manifest(job.final)
     counts = manifest_counts(job)
+    check_losses(job, counts)
     if counts["tokens"] == 0 or not list(job.staged.glob("*.ds")):
         raise UserError(f"sources.{job.name}", f"nothing left to tokenize: {counts['documents_read']:,} documents read, "
                           f"{counts['documents_kept']:,} kept after filters and dedup",
@@ -298,6 +458,7 @@ def publish(job: SourceJob, recipe_name: str, recipe_hash: str) -> dict[str, Any
         "settings": job.source.model_dump(mode="json"),
         "tokenizer": tokenizer_name,
         "token_size": int(token_size),
+        "vocab_size": tokenizer_entries(tokenizer_name),
         **counts,
         "files": nanoset_files(job.staged),
         "tasks": job.tasks,
@@ -308,7 +469,7 @@ def publish(job: SourceJob, recipe_name: str, recipe_hash: str) -> dict[str, Any
     replace_folder(job.staged, job.final)  # a folder of another fingerprint is replaced whole
     for scratch in ("minhash", "tokenize_tmp"):  # intermediate files; the logs stay for inspection
         shutil.rmtree(job.work / scratch, ignore_errors=True)
-    for stale in job.work.parent.glob(f"{job.name}-*"):  # work of this source's earlier settings
+    for stale in job.work.parent.glob(f"{job.name}-*"):  # work of this source's earlier settings or budgets
         if stale != job.work and stale.name.removeprefix(f"{job.name}-").isalnum():
             shutil.rmtree(stale, ignore_errors=True)
     return manifest
@@ -318,8 +479,3 @@ def _version(package: str) -> str:
     from importlib.metadata import version
 
     return version(package)
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any] | None:
-    path = Path(folder) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -21,7 +21,9 @@ from typing import Any, Iterator
 
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 
+from smolrecipe.atomic import write_json
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.filters import bad_filter_args, build_filter
 from smolrecipe.recipe.schema import Source
@@ -97,18 +99,109 @@ def hub_options(source) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def build_reader(source: Source, limit: int = -1):
-    """The datatrove reader for a (resolved) source."""
-    from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
+# ---------------------------------------------------------------------------------------------
+# Readers that count what they cannot use
+#
+# datatrove's JsonlReader logs a warning and moves on when a line is not JSON, and stops reading
+# a file at its first byte that is not UTF-8 (the rest of the file is silently gone); every reader
+# drops a record without text. Ours count each such record as a `lost_<reason>` stat (summed over
+# the tasks into the manifest) and note the first file and line of each reason per task, so
+# publishing can fail with "file X line N" when a source loses more than its max_lost_fraction.
 
+LOST_PREFIX = "lost_"
+LOST_REASONS = ("not_utf8", "bad_json", "not_a_record", "empty_text")
+EXCUSED_LOSSES = ("empty_text",)  # counted, but an empty record is not data lost: no threshold
+
+
+class _CountsLosses:
+    """Mixin for datatrove readers: `lost(reason, file, line)` counts and locates a record."""
+
+    lost_folder: str | None = None
+
+    def lost(self, reason: str, filepath: str, line: int | str) -> None:
+        self.stat_update(LOST_PREFIX + reason)
+        seen = self.__dict__.setdefault("_lost_seen", set())
+        if self.lost_folder and reason not in seen:
+            seen.add(reason)
+            rank = self.__dict__.get("_rank", 0)
+            write_json(Path(self.lost_folder) / f"{rank:05d}-{reason}.json",
+                       {"reason": reason, "file": str(filepath), "line": line})
+
+    def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
+        document = super().get_document_from_dict(data, source_file, id_in_file)
+        if document is None:
+            self.lost("empty_text", source_file, id_in_file)
+        return document
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self._rank = rank
+        yield from super().run(data, rank, world_size)
+
+
+class CountingJsonlReader(_CountsLosses, JsonlReader):
+    """JsonlReader that decodes line by line: a bad line is counted and skipped, and the rest of
+    the file is still read."""
+
+    def read_file(self, filepath: str):
+        import orjson
+
+        where = self.data_folder.resolve_paths(filepath)
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+            for li, raw in enumerate(f):
+                with self.track_time():
+                    if not raw.strip():
+                        continue
+                    try:
+                        record = orjson.loads(raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        self.lost("not_utf8", where, li + 1)
+                        continue
+                    except orjson.JSONDecodeError:
+                        self.lost("bad_json", where, li + 1)
+                        continue
+                    if not isinstance(record, dict):
+                        self.lost("not_a_record", where, li + 1)
+                        continue
+                    document = JsonlReader.get_document_from_dict(self, record, filepath, li)
+                    if document is None:
+                        self.lost("empty_text", where, li + 1)
+                        continue
+                yield document
+
+
+class CountingParquetReader(_CountsLosses, ParquetReader):
+    pass
+
+
+class CountingHubReader(_CountsLosses, HuggingFaceDatasetReader):
+    pass
+
+
+def build_reader(source: Source, limit: int = -1, lost_folder: str | None = None):
+    """The datatrove reader for a (resolved) source; records it cannot use are counted (see above)
+    and the first of each reason per task is noted under `lost_folder`."""
     common: dict[str, Any] = {"text_key": source.text_field, "limit": limit}
     if source.text_template:
         common["adapter"] = partial(_template_adapter, source.text_template, "id")
     if source.hf is not None:
-        return HuggingFaceDatasetReader(source.hf, dataset_options=hub_options(source), streaming=True, **common)
-    folder, pattern, kind = local_files(source.path)
-    reader = ParquetReader if kind == "parquet" else JsonlReader
-    return reader(folder, glob_pattern=pattern, **common)
+        reader = CountingHubReader(source.hf, dataset_options=hub_options(source), streaming=True, **common)
+    else:
+        folder, pattern, kind = local_files(source.path)
+        reader_class = CountingParquetReader if kind == "parquet" else CountingJsonlReader
+        reader = reader_class(folder, glob_pattern=pattern, **common)
+    reader.lost_folder = lost_folder
+    return reader
+
+
+def hub_shards(source: Source) -> int | None:
+    """How many files a streamed hub source is split into (datatrove gives each task whole files,
+    so more tasks than files would idle); None when it cannot be opened here."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(source.hf, streaming=True, **hub_options(source)).n_shards
+    except Exception:  # offline, gated: check_source reports the cause
+        return None
 
 
 def iter_records(origin) -> Iterator[dict]:

@@ -1,0 +1,113 @@
+"""The token budget's cost: the same corpus prepared capped and uncapped, side by side.
+
+    python bench/prepare_data.py                 # ~25 MB of demo corpus, 2 workers
+    python bench/prepare_data.py --scale 20 --workers 1 --out runs/bench/prepare_data.json
+
+(a) uncapped: tools/prepare_data.py --no-budget reads the tiny recipe's four pretraining sources to
+    their ends (filters and dedup off, so only the read -> tokenize -> write path is timed);
+(b) capped: the same sources with `max_tokens` at CAPPED_SHARE of what (a) kept, so the cap is
+    active (its exact count of each task's first batch, its estimate after) and the work is nearly
+    the same.
+
+The cap must cost under 5%: ratio = tokens/s capped / tokens/s uncapped >= 0.95. (a)'s tokens/s per
+worker, with as many workers as cores, is the per-core rate the data plan uses
+(smolrecipe.data.data_plan.TOKENS_PER_CORE_SECOND).
+"""
+
+from __future__ import annotations
+
+import sys  # noqa: I001 (must run first)
+
+# bench/ holds tokenize.py, named like the standard-library module transformers imports: take the
+# script's folder off the import path before anything imports `tokenize`.
+if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+SOURCES = ("prose", "forum", "arithmetic", "python_functions")
+CAPPED_SHARE = 0.9
+
+
+def recipe_at(work: Path, budgets: dict[str, int] | None, name: str) -> Path:
+    recipe = yaml.safe_load((ROOT / "recipes" / "tiny.yaml").read_text())
+    recipe["paths"] = {"data": str(work / name), "runs": str(work / "runs")}
+    recipe["tokenizer"]["path"] = str(work / "tokenizer")
+    recipe["max_epochs"] = 1000  # the budgets here are set by hand, far above what the stages draw
+    for source_name, source in recipe["sources"].items():
+        source.update(path=str(work / "corpus" / source_name), dedup=False, filters=[])
+        if budgets:
+            source["max_tokens"] = budgets[source_name]
+    for stage in recipe["stages"]:
+        if "data" in stage:
+            stage["data"]["path"] = str(work / "corpus" / "chats")
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def prepare(recipe: Path, workers: int, *extra: str) -> tuple[float, dict[str, int]]:
+    import prepare_data
+
+    from smolrecipe.data.pipeline import read_manifest
+
+    start = time.perf_counter()
+    assert prepare_data.main([str(recipe), "--workers", str(workers), *extra]) == 0
+    seconds = time.perf_counter() - start
+    data = Path(yaml.safe_load(recipe.read_text())["paths"]["data"]) / "tiny"
+    return seconds, {s: read_manifest(data / s)["tokens"] for s in SOURCES}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=10.0, help="demo corpus scale (10 = ~25 MB of pretraining text)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "prepare_data.json")
+    args = parser.parse_args(argv)
+
+    from demo.corpus import write_demo_corpus
+    from smolrecipe.atomic import write_json
+    from smolrecipe.data.tokenizer import build_tokenizer
+    from smolrecipe.recipe.loading import load_recipe
+
+    with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
+        work = Path(tmp)
+        counts = write_demo_corpus(work / "corpus", seed=0, scale=args.scale, shards=max(2, args.workers))
+        megabytes = sum(counts[s]["characters"] for s in SOURCES) / 1e6
+        build_tokenizer(load_recipe(recipe_at(work, None, "uncapped")))  # outside both timings
+        whole_s, whole = prepare(recipe_at(work, None, "uncapped"), args.workers, "--no-budget")
+        budgets = {s: int(whole[s] * CAPPED_SHARE) for s in SOURCES}
+        capped_s, capped = prepare(recipe_at(work, budgets, "capped"), args.workers)
+
+    whole_rate, capped_rate = sum(whole.values()) / whole_s, sum(capped.values()) / capped_s
+    ratio = capped_rate / whole_rate
+    worst = max(abs(capped[s] - budgets[s]) / budgets[s] for s in SOURCES)
+    print(f"{'':<28}{'seconds':>10}{'tokens':>14}{'tokens/s':>12}{'per worker':>12}")
+    for name, s, t in (("uncapped (--no-budget)", whole_s, whole), (f"capped at {CAPPED_SHARE:.0%}", capped_s, capped)):
+        total = sum(t.values())
+        print(f"{name:<28}{s:>10.2f}{total:>14,}{total / s:>12,.0f}{total / s / args.workers:>12,.0f}")
+    print(f"ratio capped / uncapped tokens/s: {ratio:.3f} (goal >= 0.95); kept tokens within {worst:.2%} of each budget; "
+          f"{megabytes:.1f} MB of text, {args.workers} worker(s), {os.cpu_count()} cores")
+    write_json(args.out, {
+        "text_megabytes": round(megabytes, 2), "workers": args.workers, "cores": os.cpu_count(),
+        "uncapped_seconds": round(whole_s, 3), "uncapped_tokens": sum(whole.values()),
+        "capped_seconds": round(capped_s, 3), "capped_tokens": sum(capped.values()), "budgets": budgets,
+        "uncapped_tokens_per_s_per_worker": round(whole_rate / args.workers), "ratio": round(ratio, 4),
+        "worst_budget_error": round(worst, 5), "machine": platform.platform(), "python": platform.python_version(),
+    })
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
