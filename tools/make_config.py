@@ -19,22 +19,28 @@ from rich.console import Console
 from smolrecipe import PROJECT_ROOT, cli
 from smolrecipe.backends.nanotron.config import NANOTRON_COMMIT
 from smolrecipe.backends.nanotron.generate import check_lr_with_nanotron, check_with_nanotron, nanotron_available, render, write_atomically
+from smolrecipe.data.verify import verify_prepared
 from smolrecipe.errors import UserError
+from smolrecipe.recipe.budgets import source_budgets
 from smolrecipe.recipe.envpaths import resolve_recipe, unset_variables
 from smolrecipe.recipe.estimates import count_params
 from smolrecipe.recipe.plan import build_plan
 from smolrecipe.report.preflight import SourceUse, data_table, data_usage, data_warnings, human, memory_verdict, print_preflight
 
 
-def data_uses(rendered, resolved: bool) -> list[SourceUse] | None:
+def data_uses(rendered, resolved: bool, recipe_path: str = "RECIPE") -> list[SourceUse] | None:
     """Tokens needed vs prepared per stage and source, read from the data manifests; None when the
-    data paths use a variable unset here (the data lives on the cluster)."""
-    if resolved:
-        return data_usage(rendered.plan)
-    try:
-        return data_usage(build_plan(resolve_recipe(rendered.recipe)))
-    except UserError:
-        return None
+    data paths use a variable unset here (the data lives on the cluster). Every prepared folder is
+    checked against its manifest first, and the model's vocabulary against the tokenizer folder
+    (smolrecipe.data.verify): a UserError when one disagrees; a folder not prepared yet is a warning."""
+    plan = rendered.plan
+    if not resolved:
+        try:
+            plan = build_plan(resolve_recipe(rendered.recipe))
+        except UserError:
+            return None
+    verify_prepared(plan, recipe_path)
+    return data_usage(plan)
 
 
 @cli.command(cli.interrupted("run the same command again"))
@@ -50,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True)
 
+    resolved = args.resolve or (args.check and nanotron_available())
     with cli.blame(args.recipe):
-        rendered = render(args.recipe, resolve=args.resolve or (args.check and nanotron_available()))
+        rendered = render(args.recipe, resolve=resolved)
+        source_budgets(rendered.plan)  # a budget override below what max_epochs allows: one line, nothing written
+        uses = data_uses(rendered, resolved=resolved, recipe_path=args.recipe)  # before writing: a mismatch writes nothing
 
     plan, recipe = rendered.plan, rendered.recipe
     out = args.out or PROJECT_ROOT / "configs" / recipe.name
@@ -59,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.quiet:
         print_preflight(plan, console)
-    uses = data_uses(rendered, resolved=args.resolve or (args.check and nanotron_available()))
     if uses is not None:
         if not args.quiet:
             console.print(data_table(uses, recipe.max_epochs))

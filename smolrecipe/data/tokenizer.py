@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from smolrecipe.atomic import staged_folder
@@ -63,6 +64,7 @@ def template_path(recipe: Recipe) -> Path:
 def _fingerprint(recipe: Recipe, template: str) -> dict:
     return {
         "base": recipe.tokenizer.base,
+        **({"revision": recipe.tokenizer.revision} if recipe.tokenizer.revision else {}),  # older folders stay valid
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(),
         "bos_token_id": recipe.tokenizer.bos_token_id,
         "eos_token_id": recipe.tokenizer.eos_token_id,
@@ -86,17 +88,28 @@ def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
     template = tpath.read_text()
     fingerprint = _fingerprint(recipe, template)
     if not force and (out / PROVENANCE).is_file() and json.loads((out / PROVENANCE).read_text()) == fingerprint:
+        check_vocabulary(recipe)  # model.vocab_size is not part of the folder's fingerprint: it may have changed since
         return out, False
 
     from transformers import AutoTokenizer
 
-    name, kwargs = from_pretrained_args(recipe.tokenizer.base)
+    spec = recipe.tokenizer
+    name, kwargs = from_pretrained_args(spec.base)
+    if spec.revision and name == spec.base:
+        kwargs["revision"] = spec.revision
+    login = (f"on the login node run `hf auth login` (accept the license at https://huggingface.co/{spec.base} first), "
+             "then python tools/prepare_data.py RECIPE --build-tokenizer")
+    if spec.gated and name == spec.base and not os.path.isdir(name):
+        from huggingface_hub import get_token
+
+        if get_token() is None:
+            raise UserError("tokenizer.base", f"{spec.base} is gated and this machine has no Hugging Face token", login)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     except Exception as exc:  # hub down, no such repo, gated model, corrupt file: all one message
         raise UserError(
-            "tokenizer.base", f"cannot load '{recipe.tokenizer.base}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-            "use a local tokenizer folder, or log in / go online once so the hub id is cached",
+            "tokenizer.base", f"cannot load '{spec.base}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+            f"use a local tokenizer folder, or {login}" if name == spec.base else "use a readable local tokenizer folder",
         ) from None
     _check_matches_recipe(tokenizer, recipe)
     tokenizer.chat_template = template
@@ -118,3 +131,55 @@ def _check_matches_recipe(tokenizer, recipe: Recipe) -> None:
                                     ("eos_token_id", spec.eos_token_id, tokenizer.eos_token_id, tokenizer.eos_token)):
         if want != got:
             raise UserError(f"tokenizer.{field}", f"{want} but the tokenizer's is {got} ({token!r})", f"set tokenizer.{field}: {got}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's vocabulary against the tokenizer folder, on every run (smolrecipe.data.verify)
+
+def prepare_command(recipe_path: str, what: str) -> str:
+    return f"python tools/prepare_data.py {recipe_path} {what}"
+
+
+def tokenizer_entries(folder: str | Path) -> int:
+    """len(tokenizer) of a tokenizer folder, added tokens included (what transformers' fast
+    tokenizer counts, and nanotron's len(get_vocab())), read from its tokenizer.json when it has one
+    (a tenth of a second, without importing transformers)."""
+    folder = Path(folder)
+    file = folder / "tokenizer.json"
+    return _entries(str(folder), file.stat().st_mtime_ns if file.is_file() else None)
+
+
+@lru_cache(maxsize=8)
+def _entries(folder: str, stamp: int | None) -> int:
+    if stamp is not None:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(Path(folder) / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    return len(load_tokenizer(folder))
+
+
+def check_vocabulary(recipe: Recipe, required: bool = True, recipe_path: str = "RECIPE", entries: int | None = None) -> int | None:
+    """UserError unless model.vocab_size is the number of entries of the recipe's (resolved) tokenizer
+    folder: a smaller model indexes past its embedding table, and nanotron asserts the two are equal.
+    Returns that number; None when the folder is not built yet and not `required`. `entries`: the
+    caller's count, when it has the tokenizer loaded already."""
+    folder = Path(recipe.tokenizer.path)
+    if entries is None:
+        if not folder.is_dir():
+            if not required:
+                return None
+            raise UserError("tokenizer.path", f"{folder} does not exist",
+                            f"build it: {prepare_command(recipe_path, '--build-tokenizer')}")
+        try:
+            entries = tokenizer_entries(folder)
+        except Exception as exc:  # a folder cut short, a file that is not JSON: one line, not a traceback
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise UserError("tokenizer.path", f"cannot load the tokenizer folder {folder} ({type(exc).__name__}: {first})",
+                            f"delete it and build it again: {prepare_command(recipe_path, '--build-tokenizer')}") from None
+    model = recipe.model.vocab_size
+    if model != entries:
+        why = (f"token ids up to {entries - 1:,} would index past the model's embedding table" if model < entries
+               else "nanotron asserts they are equal")
+        raise UserError("model.vocab_size", f"{model:,} but the tokenizer folder {folder} has {entries:,} entries ({why})",
+                        f"set model.vocab_size: {entries}")
+    return entries

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from smolrecipe import runs
 from smolrecipe.backends.base import Backend, PreparedStage
+from smolrecipe.data.verify import verify_stage_data
 from smolrecipe.errors import UserError
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe.envpaths import resolve_recipe
@@ -54,11 +55,13 @@ class LocalBackend(Backend):
     name = "local"
 
     def prepare(self, recipe_path: str, name: str, gpus: int, dry_run: bool = False) -> PreparedStage | None:
-        """Checks the stage name; whether it finished, resumes or starts is the trainer's to say
-        (it also refuses checkpoints made under other settings), when it runs."""
+        """Checks the stage name, the folders it reads (against their manifests) and the model's
+        vocabulary (against the tokenizer folder); whether it finished, resumes or starts is the
+        trainer's to say (it also refuses checkpoints made under other settings), when it runs."""
         recipe = resolve_recipe(load_recipe(recipe_path))
         plan = build_plan(recipe)
         stage = plan.checked_stage(name)
+        verify_stage_data(recipe, stage, recipe_path)
         parent = str(runs.local_final_checkpoint(recipe, plan.stage(stage.init_from))) if stage.init_from else None
         return PreparedStage(recipe, stage, resumes_from=parent)
 

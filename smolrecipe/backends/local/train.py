@@ -40,6 +40,7 @@ from smolrecipe.backends.local.model import build_model, llama_config
 from smolrecipe.backends.lr_schedule import build_scheduler
 from smolrecipe.backends.nanotron.config import stage_fingerprint
 from smolrecipe.data.tokenizer import load_tokenizer
+from smolrecipe.data.verify import verify_stage_data
 from smolrecipe.errors import UserError
 from smolrecipe.kinds import kind_of
 from smolrecipe.preemption import StopRequest
@@ -310,6 +311,9 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     if last and not resume:
         raise UserError("--resume", f"{out} already has {Path(last).name} from an earlier run",
                           "pass --resume to continue it, or --restart to start the stage over")
+    # Before anything is written: the model's vocabulary against the tokenizer folder, the folders
+    # the stage reads against their manifests (tools/train_local.py comes here without the backend's prepare).
+    verify_stage_data(recipe, stage)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})
 

@@ -22,6 +22,7 @@ from smolrecipe import PROJECT_ROOT
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.backends.base import Backend, PreparedStage
 from smolrecipe.backends.nanotron.config import stage_fingerprint
+from smolrecipe.data.verify import verify_stage_data
 from smolrecipe.errors import UserError
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe.envpaths import resolve_recipe
@@ -113,6 +114,9 @@ class NanotronBackend(Backend):
             if latest_step(parent.checkpoints_path) != parent.train_steps and not dry_run:
                 raise UserError(f"{name}.init_from", f"{stage.init_from} has not finished: {parent.final_checkpoint()} "
                                 "does not exist", f"train {stage.init_from} first (slurm/{stage.init_from}.sh)")
+        # The folders the stage reads against their manifests, the model's vocabulary against the
+        # tokenizer folder; the metadata's tokenizer name exactly as the config writes it (nanotron compares strings).
+        verify_stage_data(recipe, stage, recipe_path, exact_tokenizer=True)
         config = run_dir / CONFIG
         write_file(config, rendered.files[f"{name}.yaml"])
         write_json(run_dir / SETTINGS, {"stage": name, "index": as_planned.index(name),
