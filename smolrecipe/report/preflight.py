@@ -8,7 +8,19 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from smolrecipe.recipe.estimates import GB, count_params, estimate_memory, fits
+from smolrecipe.recipe.budgets import SourceBudget, source_budgets
+from smolrecipe.recipe.estimates import (
+    GB,
+    GPU_PEAK_BF16_TFLOPS,
+    INDEX_BYTES_PER_DOCUMENT,
+    RunCost,
+    count_params,
+    estimate_memory,
+    fits,
+    gpu_key,
+    run_cost,
+    token_bytes,
+)
 from smolrecipe.recipe.plan import RunPlan
 from smolrecipe.recipe.schema import DOMAINS
 
@@ -109,10 +121,93 @@ def memory_verdict(plan: RunPlan) -> str:
             f"{e.total / GB:.1f} of {r.cluster.gpu_memory_gb:g} GB, {verdict}")
 
 
+def size(n: float) -> str:
+    """Bytes to three significant figures: 6.89 GB, 675 GB, 984 MB."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}" if n < 100 * scale else f"{n / scale:,.0f} {unit}"
+    return f"{n:g} B"
+
+
+def hours(h: float) -> str:
+    return f"{h:,.1f} h" + (f" ({h / 24:.1f} d)" if h >= 48 else "")
+
+
+def cost_table(plan: RunPlan, cost: RunCost) -> Table:
+    r = plan.recipe
+    per_token = cost.per_token
+    basis = (f"{r.cluster.gpu_name} at {cost.peak_tflops:g} TFLOP/s dense bf16 x assumed MFU {cost.mfu:.0%}"
+             if cost.peak_tflops else "no GPU peak known: FLOPs only")
+    t = Table(title=f"cost: {per_token.total / 1e9:.3f} GFLOPs per token (6N {per_token.dense / 1e9:.3f} + attention "
+                    f"{per_token.attention / 1e9:.3f}); {basis}", title_justify="left")
+    wall_column = f"wall-clock on {cost.gpus} GPUs" if cost.gpus else "wall-clock"
+    for col in ("stage", "steps", "tokens", "FLOPs", "GPU-hours", wall_column, "checkpoints"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+
+    def row(name, steps, tokens, flops, gpu_hours, wall, checkpoints):
+        t.add_row(name, steps, human(tokens), f"{flops:.2e}", "-" if gpu_hours is None else f"{gpu_hours:,.1f}",
+                  "-" if wall is None else hours(wall), f"{checkpoints:,}")
+
+    for stage, c in zip(plan.stages, cost.stages, strict=True):
+        row(c.name, f"{stage.train_steps:,}", c.tokens, c.flops, c.gpu_hours, c.wall_hours, c.checkpoints)
+    row("total", f"{sum(s.train_steps for s in plan.stages):,}", sum(c.tokens for c in cost.stages), cost.flops,
+        cost.gpu_hours, cost.wall_hours, cost.checkpoints)
+    t.caption = ("N: the weights multiplied per token (projections + lm_head; not the embedding lookup); attention "
+                 "12 x layers x seq x hidden (QK^T and AV, forward + backward, no causal halving); layer recompute not "
+                 "counted. Wall-clock: GPU-hours / GPUs, no evaluation, checkpoint writes or queueing.")
+    return t
+
+
+def budgets_table(plan: RunPlan, budgets: dict[str, SourceBudget]) -> Table:
+    stages = [s.name for s in plan.stages if s.reads_sources]
+    per_token = token_bytes(plan.recipe)
+    t = Table(title=f"data budgets: tokens to prepare per source (the stages' draw + margin; {per_token} B per token "
+                    "in the .ds files)", title_justify="left")
+    for col in ("source", *(f"{name} draws" for name in stages), "drawn", "budget", "basis", "epochs", "disk"):
+        t.add_column(col, justify="left" if col in ("source", "basis") else "right")
+    for b in budgets.values():
+        drawn = [human(b.drawn_by_stage[name]) if name in b.drawn_by_stage else "-" for name in stages]
+        t.add_row(b.source, *drawn, human(b.drawn), human(b.budget), b.basis, f"{b.epochs:.2f}",
+                  size(b.budget * per_token))
+    total = sum(b.budget for b in budgets.values())
+    t.add_row("total", *[human(sum(b.drawn_by_stage.get(name, 0) for b in budgets.values())) for name in stages],
+              human(sum(b.drawn for b in budgets.values())), human(total), "", "", size(total * per_token))
+    return t
+
+
+def cost_lines(plan: RunPlan, cost: RunCost, budgets: dict[str, SourceBudget]) -> list[str]:
+    """The disk lines (prepared data, checkpoints) and, when GPU-hours cannot be given, why."""
+    r = plan.recipe
+    tokens = sum(b.budget for b in budgets.values())
+    own = [s.name for s in plan.stages if s.dataset]
+    lines = [f"disk, prepared data: {human(tokens)} tokens x {token_bytes(r)} B = {size(tokens * token_bytes(r))}, plus "
+             f"{INDEX_BYTES_PER_DOCUMENT} B per document in the .index files"
+             + (f"; not counted: the own dataset of {', '.join(own)} (its size is the dataset's, not the plan's)" if own else "")]
+    per_stage = ", ".join(f"{c.name} {c.checkpoints}" for c in cost.stages)
+    optimizer = ("AdamW exp_avg + exp_avg_sq + fp32 master weights" if r.training.optimizer.accumulate_grad_in_fp32
+                 else "AdamW exp_avg + exp_avg_sq")
+    lines.append(f"disk, checkpoints: {cost.checkpoints} nanotron step folders ({per_stage}: every "
+                 f"{r.training.checkpoint_interval:,} steps and the last; none deleted) x {size(cost.checkpoint_size)} "
+                 f"(weights {r.model.dtype} {size(cost.checkpoint_weights)} + optimizer {size(cost.checkpoint_optimizer)}: "
+                 f"{optimizer}) = {size(cost.checkpoints * cost.checkpoint_size)}; keep only the final one of each "
+                 f"stage: {size(len(cost.stages) * cost.checkpoint_size)}")
+    if cost.peak_tflops is None and r.cluster.gpus_per_node:
+        lines.append(f"note: no GPU-hours: cluster.gpu_name {r.cluster.gpu_name!r} ({gpu_key(r.cluster.gpu_name)!r}) is "
+                     f"not in the table of dense bf16 peaks: name one of {sorted(set(GPU_PEAK_BF16_TFLOPS))}")
+    elif cost.peak_tflops is None:
+        lines.append("note: no GPU-hours: the recipe runs on CPU (cluster.gpus_per_node: 0)")
+    return lines
+
+
 def print_preflight(plan: RunPlan, console: Console | None = None) -> None:
     console = console or Console(width=160)
     for table in (model_table(plan), stages_table(plan), sources_table(plan), memory_table(plan)):
         console.print(table)
+    budgets, cost = source_budgets(plan), run_cost(plan)
+    console.print(budgets_table(plan, budgets))
+    console.print(cost_table(plan, cost))
+    for line in cost_lines(plan, cost, budgets):
+        console.print(line, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------
