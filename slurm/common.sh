@@ -8,7 +8,10 @@
 #   SMOLRECIPE_BACKEND   nanotron (default) | local: the CPU rehearsal, the local backend in the same scripts
 #   SMOLRECIPE_ROOT      the checkout (default: the directory sbatch was run from)
 #   SMOLRECIPE_VENV      its virtualenv (default <checkout>/.venv: slurm/setup_env.sh, or make install)
-#   SMOLRECIPE_ONLINE=1  let jobs reach the hub and wandb (default: offline, as compute nodes usually are)
+#   SMOLRECIPE_ONLINE=1  let every job reach the hub and wandb (default: offline, as compute nodes usually are,
+#                        except the data job of a recipe whose cluster.data_job.hub is online)
+#   HF_HOME              the Hugging Face cache and login token (default ~/.cache/huggingface): set it the same
+#                        on the login node and for the jobs (sbatch passes it on), so that they share one cache
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   # The calling script's header: its comment lines after the #SBATCH block.
@@ -32,7 +35,17 @@ source "$VENV/bin/activate"
 
 # nanotron's tensor-parallel overlap relies on kernels being queued in issue order.
 export CUDA_DEVICE_MAX_CONNECTIONS=1
-if [[ ${SMOLRECIPE_ONLINE:-0} != 1 ]]; then
+# Training and eval jobs run offline. The data job (prepare_data.sh sets job_step) asks the recipe:
+# with cluster.data_job.hub: online it streams from the hub (after checking, in a job, that the node
+# reaches it); with hub: login the data was prepared on the login node and the job stays offline.
+# HF_HOME is left as sbatch passed it on, so jobs and the login node share one cache and token.
+hub=offline
+if [[ ${SMOLRECIPE_ONLINE:-0} == 1 ]]; then
+  hub=online
+elif [[ ${job_step:-} == prepare_data ]]; then
+  hub=$(python tools/submit.py "$RECIPE" --hub-access prepare_data) || exit 1  # its error line is on stderr
+fi
+if [[ $hub != online ]]; then
   # Compute nodes without internet: tokenizers, models and datasets from local folders or the HF
   # cache only (a hub lookup would hang until it times out), wandb logs kept for `wandb sync`.
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
@@ -42,7 +55,7 @@ if [[ $BACKEND == local ]]; then
 fi
 GPUS=${SLURM_GPUS_ON_NODE:-$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)}
 
-echo "smolrecipe $(basename "${SLURM_JOB_NAME:-$0}" .sh): recipe $RECIPE, backend $BACKEND, ${GPUS} GPU(s)," \
+echo "smolrecipe $(basename "${SLURM_JOB_NAME:-$0}" .sh): recipe $RECIPE, backend $BACKEND, ${GPUS} GPU(s), hub $hub," \
   "job ${SLURM_JOB_ID:-none} (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname) at $(date -Is)"
 
 # Run a command, passing SLURM's warning signal (sbatch --signal=B:USR1@...) on to it; when it

@@ -25,7 +25,8 @@ import yaml
 from conftest import ROOT, pretrain_stages, recipe_variant, sft_stage
 
 from smolrecipe.backends.nanotron.backend import ENTRY_POINT, run_until_stopped
-from smolrecipe.jobs.slurm import EVAL_CPUS
+from smolrecipe.errors import UserError
+from smolrecipe.jobs.slurm import EVAL_CPUS, data_folders, hub_access
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
@@ -56,7 +57,8 @@ def test_job_scripts_share_one_set_of_defaults():
     assert defaults["stage1"]["nodes"] == "1" and defaults["stage1"]["gpus-per-node"] == "4"
     assert defaults["stage1"]["cpus-per-task"] == "32"
     assert defaults["stage1"]["signal"].startswith("B:USR1@") and "requeue" in defaults["stage1"]
-    assert defaults["prepare_data"]["gpus-per-node"] == "0" and defaults["eval"]["gpus-per-node"] == "1"
+    assert "gpus-per-node" not in defaults["prepare_data"] and defaults["eval"]["gpus-per-node"] == "1"
+    assert defaults["prepare_data"]["signal"] == defaults["stage1"]["signal"] and "requeue" in defaults["prepare_data"]
     for name in JOB_SCRIPTS:
         text = (SLURM / f"{name}.sh").read_text()
         assert "set -euo pipefail" in text and 'source "$root/slurm/common.sh"' in text
@@ -91,9 +93,11 @@ def test_readme_hpc_section_matches_the_scripts():
     training, prepare, evaluate = (sbatch_defaults(SLURM / f"{n}.sh") for n in ("stage1", "prepare_data", "eval"))
     assert f"--signal={training['signal']} --requeue" in hpc
     assert (f"one node, {training['gpus-per-node']} GPUs, {training['cpus-per-task']} CPUs, "
-            f"{int(training['time'].split(':')[0])} h; data prep no GPU, eval {evaluate['gpus-per-node']} GPU and "
+            f"{int(training['time'].split(':')[0])} h; data prep no GPU, {prepare['cpus-per-task']} CPUs, "
+            f"{int(prepare['time'].split(':')[0])} h; eval {evaluate['gpus-per-node']} GPU and "
             f"{evaluate['cpus-per-task']} CPUs") in hpc
-    assert prepare["gpus-per-node"] == "0" and f"at most {EVAL_CPUS} CPUs" in hpc
+    assert "gpus-per-node" not in prepare and f"at most {EVAL_CPUS} CPUs" in hpc
+    assert "`cluster.data_job`" in hpc and "`hub: login`" in hpc and "tmux" in hpc
     for name in JOB_SCRIPTS:
         assert f"{name}.sh" in hpc
     for variable in re.findall(r"^#   ([A-Z_]+)", (SLURM / "common.sh").read_text(), flags=re.M):
@@ -121,12 +125,19 @@ def test_submit_dry_run_is_the_chain_with_the_recipe_flags(capsys, monkeypatch):
     jobs = [re.search(r"slurm/(\w+)\.sh", line).group(1) for line in lines[:-1]]
     assert jobs == JOB_SCRIPTS
     recipe = yaml.safe_load((ROOT / "recipes" / "llama500m.yaml").read_text())["cluster"]
+    data = recipe["data_job"]
+    assert data["partition"] != recipe["partition"] and data["time"] != recipe["time"]  # the test means something
     for i, line in enumerate(lines[:-1]):
-        assert f"--time={recipe['time']}" in line and f"--partition={recipe['partition']}" in line
         assert "--output=/cluster/scratch/smolrecipe/runs/llama500m/slurm/%x-%j.out" in line
         assert line.endswith(str(ROOT / "recipes" / "llama500m.yaml"))
         assert ("--dependency=afterok:<" + jobs[i - 1] + ">" in line) == (i > 0)
-    assert "--gpus-per-node=4 --cpus-per-task=32" in lines[1] and "--gpus-per-node=0" in lines[0]
+        if jobs[i] != "prepare_data":  # the GPU jobs: the cluster's partition and time
+            assert f"--time={recipe['time']}" in line and f"--partition={recipe['partition']}" in line
+    # The data job: its own CPU partition, time, CPUs and memory, and no GPU request at all.
+    assert f"--time={data['time']}" in lines[0] and f"--partition={data['partition']}" in lines[0]
+    assert f"--cpus-per-task={data['cpus']} --mem={data['mem_gb']}G" in lines[0]
+    assert "--gpus" not in lines[0] and "--gres" not in lines[0] and f"--partition={recipe['partition']} " not in lines[0]
+    assert "--gpus-per-node=4 --cpus-per-task=32" in lines[1]
     assert "--gpus-per-node=1 --cpus-per-task=8" in lines[5]
 
     later = dry_run(capsys, str(ROOT / "recipes" / "llama500m.yaml"), "--from", "stage3")
@@ -148,6 +159,144 @@ def test_submit_refuses_what_the_jobs_could_not_run(capsys, monkeypatch, tiny_di
     monkeypatch.delenv("SCRATCH")
     assert submit.main([str(ROOT / "recipes" / "llama500m.yaml"), "--dry-run"]) == 2
     assert "$SCRATCH is not set" in capsys.readouterr().err
+
+
+def llama_variant(tmp_path, monkeypatch, **data_job) -> Path:
+    """The reference recipe with `cluster.data_job` changed, its data and runs under tmp_path ($SCRATCH)."""
+    monkeypatch.setenv("SCRATCH", str(tmp_path))
+    data = yaml.safe_load((ROOT / "recipes" / "llama500m.yaml").read_text())
+    data["cluster"]["data_job"].update(data_job)
+    path = tmp_path / "llama500m.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_manifests(recipe_path: Path, which=None) -> dict[str, str]:
+    """A manifest.json in every folder the recipe's stages read (or those `which` names): prepared, as far
+    as submit.py can tell."""
+    folders = data_folders(resolve_recipe(load_recipe(recipe_path)))
+    for what, folder in folders.items():
+        if which is None or what in which:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "manifest.json").write_text("{}")
+    return folders
+
+
+def test_hub_login_starts_the_chain_at_the_first_stage_once_the_data_is_prepared(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("SMOLRECIPE_BACKEND", raising=False)
+    recipe_path = llama_variant(tmp_path, monkeypatch, hub="login")
+    assert submit.main([str(recipe_path), "--dry-run"]) == 2  # nothing prepared yet
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cluster.data_job.hub: login" in err
+    assert f"no manifest.json yet: cosmopedia ({tmp_path}/smolrecipe/data/llama500m/cosmopedia)" in err
+    assert f"fix: on the login node, inside tmux (it runs for hours): python tools/prepare_data.py {recipe_path} --all" in err
+    assert submit.main([str(recipe_path), "--from", "prepare_data", "--dry-run"]) == 2
+    assert "--from: prepare_data is not a job of llama500m: cluster.data_job.hub is login" in capsys.readouterr().err
+
+    folders = write_manifests(recipe_path)
+    assert "sft" in folders and "slimpajama" in folders  # the SFT chats count too
+    lines = dry_run(capsys, str(recipe_path))
+    stages = [s.name for s in build_plan(resolve_recipe(load_recipe(recipe_path))).stages]
+    assert [re.search(r"slurm/(\w+)\.sh", line).group(1) for line in lines[:-1]] == [*stages, "eval"]
+    assert "--dependency" not in lines[0] and "--gpus-per-node=4" in lines[0]
+    assert lines[-1].startswith(f"dry run: {len(stages) + 1} job(s) for llama500m")
+
+    (Path(folders["sft"]) / "manifest.json").unlink()  # a folder still being prepared
+    assert submit.main([str(recipe_path), "--dry-run"]) == 2
+    assert f"1 folder(s) have no manifest.json yet: sft ({folders['sft']})" in capsys.readouterr().err
+    assert len(dry_run(capsys, str(recipe_path), "--from", "eval")) == 2  # eval reads no prepared data
+
+
+@pytest.fixture
+def hub_server():
+    """A local stand-in for the hub's endpoint: it answers every request (404), as a reachable hub does."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it is closed
+
+
+def test_only_the_data_job_reaches_the_hub(monkeypatch, tmp_path, hub_server):
+    tiny = resolve_recipe(load_recipe(ROOT / "recipes" / "tiny.yaml"))  # local sources only
+    for in_job in (False, True):
+        assert [hub_access(tiny, step, in_job) for step in JOB_SCRIPTS] == ["online", *["offline"] * 5]
+
+    online = resolve_recipe(load_recipe(llama_variant(tmp_path, monkeypatch, hub="online")))
+    monkeypatch.setenv("HF_ENDPOINT", hub_server)
+    assert hub_access(online, "prepare_data", in_job=True) == "online"
+    assert hub_access(online, "stage1", in_job=True) == "offline"
+    monkeypatch.setenv("HF_ENDPOINT", closed_port())  # a compute node that cannot reach the hub
+    with pytest.raises(UserError, match="online, but this compute node does not reach http://127.0.0.1") as err:
+        hub_access(online, "prepare_data", in_job=True, recipe_arg="recipes/llama500m.yaml")
+    assert "set cluster.data_job.hub: login and run `python tools/prepare_data.py recipes/llama500m.yaml --all` " \
+           "on the login node (inside tmux)" in err.value.fix
+    assert hub_access(online, "prepare_data", in_job=False) == "online"  # not a job: no probe
+
+    login_path = llama_variant(tmp_path, monkeypatch, hub="login")
+    login = resolve_recipe(load_recipe(login_path))
+    assert hub_access(login, "prepare_data", in_job=False) == "online"  # run by hand: the login node
+    with pytest.raises(UserError, match="cluster.data_job.hub"):  # a data job sbatch'ed by hand: its hub data is missing
+        hub_access(login, "prepare_data", in_job=True)
+    write_manifests(login_path, which={name for name, s in login.sources.items() if s.hf} | {"sft"})
+    assert hub_access(login, "prepare_data", in_job=True) == "offline"  # the rest is local: it may prepare it offline
+
+
+def source_common(tmp_path, recipe: Path, step: str, **env) -> subprocess.CompletedProcess:
+    """slurm/common.sh sourced as job `step`'s script does, printing what it exported."""
+    script = tmp_path / "job.sh"
+    script.write_text(f'set -euo pipefail\njob_step={step}\nsource "{SLURM}/common.sh"\n'
+                      'echo "HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-unset} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-unset}"\n')
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("HF_", "SLURM_", "SMOLRECIPE_")) and k not in ("TRANSFORMERS_OFFLINE", "WANDB_MODE")}
+    full = {**base, "SMOLRECIPE_ROOT": str(ROOT), "SMOLRECIPE_VENV": sys.prefix, "SMOLRECIPE_BACKEND": "local", **env}
+    return subprocess.run(["bash", str(script), str(recipe)], capture_output=True, text=True, env=full, cwd=tmp_path)
+
+
+def test_common_sh_sets_the_offline_variables_for_every_job_but_an_online_data_job(tmp_path, monkeypatch, hub_server):
+    tiny = ROOT / "recipes" / "tiny.yaml"
+    data = source_common(tmp_path, tiny, "prepare_data", SLURM_JOB_ID="7")
+    assert data.returncode == 0, data.stderr
+    assert "hub online" in data.stdout and "HF_HUB_OFFLINE=unset HF_DATASETS_OFFLINE=unset" in data.stdout
+    for step in ("", "stage1"):  # the training and eval scripts set no job_step
+        training = source_common(tmp_path, tiny, step, SLURM_JOB_ID="7")
+        assert training.returncode == 0 and "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in training.stdout, training.stderr
+    assert "HF_HUB_OFFLINE=unset" in source_common(tmp_path, tiny, "", SMOLRECIPE_ONLINE="1").stdout
+
+    scratch = {"SCRATCH": str(tmp_path)}
+    online = llama_variant(tmp_path, monkeypatch, hub="online")
+    reached = source_common(tmp_path, online, "prepare_data", SLURM_JOB_ID="7", HF_ENDPOINT=hub_server, **scratch)
+    assert reached.returncode == 0 and "HF_HUB_OFFLINE=unset" in reached.stdout, reached.stderr
+    cut_off = source_common(tmp_path, online, "prepare_data", SLURM_JOB_ID="7", HF_ENDPOINT=closed_port(), **scratch)
+    assert cut_off.returncode == 1 and "HF_HUB_OFFLINE" not in cut_off.stdout
+    assert "error:" in cut_off.stderr and "does not reach" in cut_off.stderr
+    login = llama_variant(tmp_path, monkeypatch, hub="login")
+    refused = source_common(tmp_path, login, "prepare_data", SLURM_JOB_ID="7", **scratch)
+    assert refused.returncode == 1 and "cluster.data_job.hub: login" in refused.stderr
+
+
+def test_the_data_job_uses_its_cpus_and_keeps_the_finished_tasks():
+    text = (SLURM / "prepare_data.sh").read_text()
+    command = text.splitlines()[-1]
+    assert command.startswith("smolrecipe_preemptible python tools/prepare_data.py \"$RECIPE\" --all")  # requeues on SIGUSR1
+    assert '--workers "${SLURM_CPUS_PER_TASK:-$(nproc)}"' in command and "--tasks" not in command  # tasks: the plan's
+    for script in ("prepare_data.sh", "common.sh"):
+        assert re.search(r"\brm\b|\.work", (SLURM / script).read_text().replace("<data>/<recipe>/.work/", "")) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,6 +534,51 @@ def test_submit_runs_the_whole_chain_in_order(slurm, prepared, tmp_path, capsys,
     tier4 = json.loads((Path(recipe.paths.runs) / "tiny" / "eval" / "sft" / "step-8" / "tier4.json").read_text())
     assert tier4["tasks"]["sft_suite"]["n"] == 50 and tier4["model"]["stage"] == "sft"
     assert "up to date" in (logs / f"tiny-prepare_data-{ids[0][0]}.out").read_text()  # the data was prepared
+
+
+@pytest.mark.slow
+def test_a_requeued_data_job_continues_from_its_finished_tasks(slurm, prepared, tmp_path):
+    """`sbatch slurm/prepare_data.sh` on one CPU, sent SIGUSR1 (as SLURM does before the time limit) once
+    some datatrove tasks have finished: the job requeues itself, the rerun skips the finished tasks, and
+    every folder ends byte-identical to an uninterrupted preparation."""
+    import prepare_data
+
+    from demo.corpus import write_demo_corpus
+
+    write_demo_corpus(tmp_path / "corpus", seed=0, scale=4.0, shards=8)  # 8 tasks per source: time to signal
+
+    def edit(data_root):
+        def change(data):
+            data["paths"]["data"] = str(data_root)
+            for name, source in data["sources"].items():
+                source.update(path=str(tmp_path / "corpus" / name), tasks=8)  # one per file
+            sft_stage(data)["data"]["path"] = str(tmp_path / "corpus" / "chats")
+        return change
+
+    for run in ("job", "plain"):
+        (tmp_path / run).mkdir()
+    job_recipe = recipe_variant(prepared[0], tmp_path / "job" / "tiny.yaml", edit(tmp_path / "job" / "data"))
+    job_id = sbatch(slurm, "--cpus-per-task=1", f"--output={tmp_path}/%x-%j.out", str(SLURM / "prepare_data.sh"), str(job_recipe))
+    work = tmp_path / "job" / "data" / "tiny" / ".work"
+    deadline = time.monotonic() + 300
+    while not list(work.glob("*/logs/tokenize/completions/*")):
+        assert job_info(slurm, job_id).get("JobState") in ("PENDING", "RUNNING"), job_info(slurm, job_id)
+        assert time.monotonic() < deadline, "no datatrove task of the data job finished"
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm, check=True)
+    info = wait_for(slurm, [job_id])[job_id]
+    output = (tmp_path / f"smolrecipe-prepare_data-{job_id}.out").read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output[-3000:]
+    assert "requeueing job" in output and "(restart 1)" in output and "hub online" in output
+    assert re.search(r"Skipping \d+ already completed tasks", output), output[-3000:]
+
+    plain = recipe_variant(prepared[0], tmp_path / "plain" / "tiny.yaml", edit(tmp_path / "plain" / "data"))
+    assert prepare_data.main([str(plain), "--all", "--workers", "2"]) == 0
+    for source in yaml.safe_load(plain.read_text())["sources"]:
+        ours, theirs = (tmp_path / run / "data" / "tiny" / source for run in ("job", "plain"))
+        assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
+        for path in ours.glob("*.ds"):
+            assert path.read_bytes() == (theirs / path.name).read_bytes(), path
 
 
 @pytest.mark.slow

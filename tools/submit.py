@@ -9,7 +9,11 @@
 
 Each job runs slurm/<step>.sh with the recipe's cluster settings as sbatch flags (time, partition,
 account, qos, GPUs and CPUs per node) and starts only after the one before it succeeded
-(--dependency=afterok). Job logs go to <runs>/<recipe>/slurm/<recipe>-<step>-<jobid>.out.
+(--dependency=afterok). The data job is CPU-only, with `cluster.data_job`'s partition, time, CPUs
+and memory. With `cluster.data_job.hub: login` (compute nodes that cannot reach the hub) there is
+no data job: prepare the data on the login node first (python tools/prepare_data.py RECIPE --all,
+inside tmux); the chain then starts at the first training stage, and only once every folder it
+reads is prepared. Job logs go to <runs>/<recipe>/slurm/<recipe>-<step>-<jobid>.out.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a c
 from smolrecipe import cli  # noqa: E402
 from smolrecipe.backends import backend as backend_named  # noqa: E402
 from smolrecipe.errors import UserError  # noqa: E402
-from smolrecipe.jobs.slurm import chain, log_dir, submit  # noqa: E402
+from smolrecipe.jobs.slurm import chain, hub_access, log_dir, submit  # noqa: E402
 from smolrecipe.recipe.envpaths import resolve_recipe  # noqa: E402
 from smolrecipe.recipe.loading import load_recipe  # noqa: E402
 from smolrecipe.recipe.plan import build_plan  # noqa: E402
@@ -39,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/llama500m.yaml")
     parser.add_argument("--from", dest="start", metavar="STEP", help="start the chain here (prepare_data, a stage name, or eval)")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch lines, submit nothing")
+    parser.add_argument("--hub-access", metavar="STEP", help="print whether job STEP may reach the hub (online or "
+                        "offline) and submit nothing: slurm/common.sh asks this (in a data job with hub: online it "
+                        "also checks that the node reaches the hub)")
     args = parser.parse_args(argv)
     backend = os.environ.get("SMOLRECIPE_BACKEND", "nanotron")
     with cli.blame(args.recipe):
@@ -46,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         recipe_path = Path(args.recipe).resolve()
         # Resolving the paths here checks that the environment the jobs inherit defines them.
         recipe = resolve_recipe(load_recipe(args.recipe))
+        if args.hub_access:
+            print(hub_access(recipe, args.hub_access, in_job=bool(os.environ.get("SLURM_JOB_ID")), recipe_arg=args.recipe))
+            return 0
         stages = [s.name for s in build_plan(recipe).stages]
-        jobs = chain(recipe, stages, backend, args.start)
+        jobs = chain(recipe, stages, backend, args.start, recipe_arg=args.recipe)
         if args.dry_run:
             after = None
             for job in jobs:
