@@ -81,6 +81,8 @@ class TokenizerSpec(_Strict):
     built from it (base + chat template) that datatrove records and nanotron loads offline."""
 
     base: str
+    revision: Optional[str] = None  # the hub commit of `base` to pin
+    gated: bool = False  # `base` needs a hub login (LLaMA-3's license): checked before it is fetched
     path: str
     chat_template: str
     bos_token_id: int = Field(ge=0)
@@ -143,6 +145,17 @@ class Filter(_Strict):
     args: dict[str, typing.Any] = {}
 
 
+class DatasetCard(_Strict):
+    """What a hub dataset's card says about the part the recipe reads: the data plan's estimate of
+    download size and document count when no sample can be read (offline, before logging in)."""
+
+    documents: Optional[Count] = Field(default=None, gt=0)
+    tokens: Optional[Count] = Field(default=None, gt=0)
+    bytes: Optional[Count] = Field(default=None, gt=0)  # the files as stored, or the text, as the card gives it
+    tokenizer: str = "unstated"  # whose tokens the card counts; ours differ by some percent
+    where: str = ""  # the card or page the numbers come from
+
+
 class Source(_Strict):
     """A corpus: a hub dataset id (with subset/split) or a local JSONL/Parquet path."""
 
@@ -158,6 +171,20 @@ class Source(_Strict):
     text_template: Optional[str] = None
     # Read at most this many documents (split evenly over the datatrove tasks): a sample of a big hub set.
     max_documents: Optional[int] = Field(default=None, gt=0)
+    # How many tokens to prepare. By default the plan decides (recipe.budgets: what the stages draw
+    # from the source, plus a small margin); these override it: a token count, or a fraction of
+    # what the stages draw (0.5 = every prepared token is read twice).
+    max_tokens: Optional[Count] = Field(default=None, gt=0)
+    budget_fraction: Optional[float] = Field(default=None, gt=0)
+    # datatrove tasks, the unit a killed or requeued run resumes from (default: one per 50M tokens
+    # of the budget, at most one per file; see smolrecipe.data.data_plan).
+    tasks: Optional[int] = Field(default=None, gt=0)
+    # Records that cannot be decoded or parsed are counted in the manifest; above this share of
+    # the records read, preparing the source fails and names the first bad file and line.
+    max_lost_fraction: float = Field(default=0.001, ge=0, le=1)
+    card: Optional[DatasetCard] = None
+    # A hub set that needs `huggingface-cli login` (and accepted terms): checked before any work.
+    gated: bool = False
     filters: list[Filter] = []
     dedup: bool = False
     license: Optional[str] = None
@@ -168,6 +195,8 @@ class Source(_Strict):
             raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local JSONL/Parquet)")
         if self.path is not None and (self.subset or self.data_dir or self.revision):
             raise ValueError("`subset`, `data_dir` and `revision` select part of a hub dataset; a local `path` has none")
+        if self.max_tokens is not None and self.budget_fraction is not None:
+            raise ValueError("give at most one of `max_tokens` (a token count) or `budget_fraction` (of what the stages draw)")
         return self
 
 
@@ -306,6 +335,26 @@ class Batch:
     tokens_per_step: int
 
 
+class DataJob(_Strict):
+    """The data-preparation job (slurm/prepare_data.sh): CPUs only, on a partition of its own.
+
+    `hub` says where the hub is reachable at this site:
+    - `online`: the job's compute node reaches huggingface.co; it streams the hub sources itself
+      (it is the chain's first job, and it does not set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE);
+    - `login`: compute nodes are offline; run `python tools/prepare_data.py RECIPE --all` on the
+      login node (inside tmux), and tools/submit.py starts the chain at the first training stage once
+      every folder has its manifest.
+    """
+
+    partition: Optional[str] = None  # None: the site's default partition (no --partition)
+    account: Optional[str] = None  # None: cluster.account
+    qos: Optional[str] = None  # None: cluster.qos
+    time: str = Field(default="24:00:00", pattern=r"^(\d+-)?\d+(:\d\d){0,2}$")  # a limit that is hit requeues the job
+    cpus: Optional[int] = Field(default=None, gt=0)  # None: cluster.cpus_per_task; datatrove runs this many tasks at once
+    mem_gb: Optional[int] = Field(default=None, gt=0)  # None: the partition's default (no --mem)
+    hub: Literal["online", "login"] = "online"
+
+
 class Cluster(_Strict):
     partition: Optional[str] = None
     account: Optional[str] = None
@@ -316,6 +365,7 @@ class Cluster(_Strict):
     cpus_per_task: int = Field(gt=0)
     gpu_memory_gb: float = Field(gt=0)
     gpu_name: str = "GPU"
+    data_job: DataJob = DataJob()
 
 
 class Tracking(_Strict):
