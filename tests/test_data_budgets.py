@@ -202,8 +202,14 @@ def test_losing_more_than_the_threshold_fails_naming_the_file_and_line(tmp_path,
     assert prepare_data.main([recipe, "--workers", "1"]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert f"sources.big: 2 of 401 records could not be read (1 bad json, 1 not utf8); first at {bad} line 181 (not utf8)" in line
-    assert "fix: repair or drop the bad records, or raise sources.big.max_lost_fraction" in line
+    assert "fix: repair or drop the bad records and delete" in line and "or raise sources.big.max_lost_fraction" in line
     assert read_manifest(tmp_path / "tiny" / "big") is None
+    # accepting the loss: the same run publishes what it read, without reading again
+    data = yaml.safe_load(open(recipe))
+    data["sources"]["big"]["max_lost_fraction"] = 0.01
+    open(recipe, "w").write(yaml.safe_dump(data, sort_keys=False))
+    assert prepare_data.main([recipe, "--workers", "1"]) == 0
+    assert read_manifest(tmp_path / "tiny" / "big")["lost"] == {"bad_json": 1, "not_utf8": 1}
 
 
 def test_a_gated_source_without_a_login_fails_before_any_work(tmp_path, tiny_tokenizer, monkeypatch, capsys):

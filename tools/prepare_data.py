@@ -221,9 +221,11 @@ def print_summary(recipe: Recipe, names: list[str], console: Console, seconds: f
         m = read_manifest(folder)
         filtered = sum(f["removed"] for f in m["filters"])
         lost = sum(m.get("lost", {}).values())
+        reasons = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in m.get("lost", {}).items() if n)
         budget = "-" if m.get("budget") is None else (
             f"{m['tokens'] / m['budget']:.1%} of {human(m['budget'])}" + (" (ran out)" if m["exhausted"] else ""))
-        table.add_row(name, f"{m['documents_read']:,}", f"{lost:,}", f"{filtered:,}", f"{m['duplicates_removed']:,}",
+        lost_cell = f"{lost:,}" + (f" ({reasons})" if reasons else "")
+        table.add_row(name, f"{m['documents_read']:,}", lost_cell, f"{filtered:,}", f"{m['duplicates_removed']:,}",
                       f"{m['documents_kept']:,}", f"{m['tokens']:,}", budget, str(len(m["files"])), folder)
         total_tokens += m["tokens"]
         total_docs += m["documents_kept"]

@@ -429,8 +429,9 @@ def check_losses(job: SourceJob, counts: dict[str, Any]) -> None:
         reasons = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in counts["lost"].items() if n)
         where = f"; first at {first['file']} line {first['line']} ({first['reason'].replace('_', ' ')})" if first else ""
         raise UserError(f"sources.{job.name}", f"{lost:,} of {records:,} records could not be read ({reasons}){where}",
-                        f"repair or drop the bad records, or raise sources.{job.name}.max_lost_fraction "
-                        f"(now {job.source.max_lost_fraction:g}) to accept the loss")
+                        f"repair or drop the bad records and delete {job.work} (its finished tasks read the old files), "
+                        f"or raise sources.{job.name}.max_lost_fraction (now {job.source.max_lost_fraction:g}) to accept "
+                        "the loss; then run the same command again")
 
 
 def nanoset_files(folder: Path) -> list[dict[str, Any]]:

@@ -108,8 +108,7 @@ def hub_options(source) -> dict[str, Any]:
 # the tasks into the manifest) and note the first file and line of each reason per task, so
 # publishing can fail with "file X line N" when a source loses more than its max_lost_fraction.
 
-LOST_PREFIX = "lost_"
-LOST_REASONS = ("not_utf8", "bad_json", "not_a_record", "empty_text")
+LOST_PREFIX = "lost_"  # reasons: not_utf8, bad_json, not_a_record, empty_text
 EXCUSED_LOSSES = ("empty_text",)  # counted, but an empty record is not data lost: no threshold
 
 
@@ -117,15 +116,13 @@ class _CountsLosses:
     """Mixin for datatrove readers: `lost(reason, file, line)` counts and locates a record."""
 
     lost_folder: str | None = None
+    _rank = 0
 
     def lost(self, reason: str, filepath: str, line: int | str) -> None:
         self.stat_update(LOST_PREFIX + reason)
-        seen = self.__dict__.setdefault("_lost_seen", set())
-        if self.lost_folder and reason not in seen:
-            seen.add(reason)
-            rank = self.__dict__.get("_rank", 0)
-            write_json(Path(self.lost_folder) / f"{rank:05d}-{reason}.json",
-                       {"reason": reason, "file": str(filepath), "line": line})
+        note = Path(self.lost_folder) / f"{self._rank:05d}-{reason}.json" if self.lost_folder else None
+        if note is not None and not note.exists():  # the first of its reason in this task
+            write_json(note, {"reason": reason, "file": str(filepath), "line": line})
 
     def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
         document = super().get_document_from_dict(data, source_file, id_in_file)
