@@ -237,6 +237,7 @@ def test_the_reference_plan_prints_offline_with_a_budget_for_every_source(monkey
     assert not (tmp_path / "smolrecipe").exists()  # a plan writes nothing
     by_name = {p["source"]: p for p in plans}
     assert by_name["starcoder_python"]["documents"] > 0 and by_name["openmathreasoning"]["gigabytes"] is None
+    assert by_name["cosmopedia"]["tasks"] == 104  # one per 50M tokens would be 218; the card says 104 files
 
 
 def test_a_gated_tokenizer_without_a_login_fails_before_it_is_fetched(tmp_path, monkeypatch, tiny_dict, write_recipe):

@@ -117,7 +117,7 @@ def prepare_sources(recipe: Recipe, args, console: Console) -> int:
     jobs = []
     for name in names:
         source, budget = recipe.sources[name], budgets[name].budget
-        shards = hub_shards(source) if source.hf is not None else None
+        shards = (hub_shards(source) or (source.card.files if source.card else None)) if source.hf is not None else None
         tasks = args.tasks or source.tasks or default_tasks(source, None if args.no_budget else budget, shards)
         (job,) = plan_jobs(recipe, [name], tasks, {} if args.no_budget else {name: budget})
         if is_published(job):

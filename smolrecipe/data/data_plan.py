@@ -163,6 +163,7 @@ def data_plan(plan: RunPlan, names: list[str] | None = None, sample: bool = True
         readable = source.path is None or Path(local_files(source.path)[0]).exists()
         stats = sample_stats(recipe, source, tokenizer if readable else None) if sample else _from_card(source, "not sampled")
         shards = hub_shards(source) if sample and source.hf is not None and stats.basis == "sample" else None
+        shards = shards or (source.card.files if source.card else None)
         out.append(source_plan(recipe, name, budgets[name], stats, shards))
         progress(f"{name}: {stats.basis} ({time.time() - start:.1f}s)")
     return out

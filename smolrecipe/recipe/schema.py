@@ -152,6 +152,7 @@ class DatasetCard(_Strict):
     documents: Optional[Count] = Field(default=None, gt=0)
     tokens: Optional[Count] = Field(default=None, gt=0)
     bytes: Optional[Count] = Field(default=None, gt=0)  # the files as stored, or the text, as the card gives it
+    files: Optional[int] = Field(default=None, gt=0)  # data files of the part read: at most one datatrove task each
     tokenizer: str = "unstated"  # whose tokens the card counts; ours differ by some percent
     where: str = ""  # the card or page the numbers come from
 
