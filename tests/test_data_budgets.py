@@ -266,3 +266,14 @@ def test_a_smaller_budget_reuses_the_folder_and_a_larger_one_prepares_it_again(t
     again = read_manifest(tmp_path / "tiny" / "big")
     assert again["budget"] == 45_000 and abs(again["tokens"] - 45_000) <= CAP_TOLERANCE * 45_000
     assert [p.name for p in (tmp_path / "tiny" / ".work").iterdir()] == [f"big-{again['fingerprint']}b45000"]
+
+
+def test_a_folder_cut_short_after_preparation_is_prepared_again_to_the_same_bytes(tmp_path, tiny_tokenizer):
+    recipe = _recipe(tmp_path, tiny_tokenizer, budget=30_000)
+    assert prepare_data.main([recipe, "--workers", "1"]) == 0
+    folder = tmp_path / "tiny" / "big"
+    expected = _ds_bytes(folder)
+    (ds,) = folder.glob("*.ds")
+    ds.write_bytes(ds.read_bytes()[:-1000])  # the work folder says every step is done; the folder is not
+    assert prepare_data.main([recipe, "--workers", "1"]) == 0
+    assert _ds_bytes(folder) == expected

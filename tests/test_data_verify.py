@@ -129,8 +129,8 @@ def test_a_truncated_ds_stops_the_preflight_with_one_line_naming_the_folder(nano
     truncate(folder / FILES[1], 5000)
     line = make_config_error(recipe_path, tmp_path / "configs", capsys)
     assert line == (f"error: {recipe_path}: sources.prose: {folder / FILES[1]} has 5,000 bytes, its manifest says 8,000 "
-                    f"(cut short or changed after preparation); fix: delete {folder} and run "
-                    f"python tools/prepare_data.py {recipe_path} --source prose again")
+                    f"(cut short or changed after preparation); fix: run python tools/prepare_data.py {recipe_path} "
+                    "--source prose again")
 
 
 def test_a_truncated_ds_stops_both_backends_before_they_start(nanosets, tmp_path, capsys):
@@ -141,7 +141,7 @@ def test_a_truncated_ds_stops_both_backends_before_they_start(nanosets, tmp_path
     assert run_stage.main([str(recipe_path), "stage2", "--backend", "nanotron", "--gpus", "1", "--dry-run"]) == 2
     line = error_line(capsys)
     assert f"sources.arithmetic: {folder / FILES[0]} has 7,998 bytes, its manifest says 8,000" in line
-    assert f"fix: delete {folder} and run python tools/prepare_data.py {recipe_path} --source arithmetic again" in line
+    assert f"fix: run python tools/prepare_data.py {recipe_path} --source arithmetic again" in line
     recipe, plan = resolved(recipe_path)
     assert not (Path(plan.stage("stage2").checkpoints_path).parent / "config.yaml").exists()  # no config written
 
@@ -208,7 +208,7 @@ def test_a_folder_of_another_tokenizer_or_vocabulary_is_refused(nanosets, tmp_pa
     folder = data / "tiny" / "prose"
     _edit_manifest(folder, tokenizer="/elsewhere/llama3")
     with pytest.raises(UserError, match=r"prose was tokenized with /elsewhere/llama3, the recipe's tokenizer is .*smollm2; "
-                                        r"fix: set tokenizer.path back to /elsewhere/llama3, or delete"):
+                                        r"fix: set tokenizer.path back to /elsewhere/llama3, or run python tools/prepare_data.py"):
         verify_source_folder(folder, "prose", str(tiny_tokenizer))
 
     spelled = f"{tiny_tokenizer.parent}/./{tiny_tokenizer.name}"  # the same folder, written differently
@@ -223,7 +223,7 @@ def test_a_folder_of_another_tokenizer_or_vocabulary_is_refused(nanosets, tmp_pa
     for name in FILES:
         (folder / f"{name}.metadata").write_text(f"{tiny_tokenizer}|2\n{TOKENS_PER_FILE}\n")
     with pytest.raises(UserError, match=r"tokenized with a vocabulary of 50,000 entries, model.vocab_size is 49,152; "
-                                        r"fix: set model.vocab_size: 50000, or delete"):
+                                        r"fix: set model.vocab_size: 50000, or run python tools/prepare_data.py"):
         verify_source_folder(folder, "prose", str(tiny_tokenizer), 49152)
     _edit_manifest(folder, vocab_size=None)  # a manifest from before vocab_size was recorded
     with pytest.raises(UserError, match=r"stores 2-byte tokens, a vocabulary of 128,256 \(model.vocab_size\) is stored in 4-byte"):

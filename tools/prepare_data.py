@@ -35,6 +35,7 @@ from rich.table import Table
 from smolrecipe import cli
 from smolrecipe.data.data_plan import TOKENS_PER_CORE_SECOND, TOKENS_PER_TASK, data_plan, default_tasks
 from smolrecipe.data.pipeline import (
+    clear_stale_work,
     document_end_token,
     executors,
     is_published,
@@ -123,6 +124,8 @@ def prepare_sources(recipe: Recipe, args, console: Console) -> int:
         if is_published(job):
             console.print(f"{name}: up to date ({job.final})")
             continue
+        if clear_stale_work(job):
+            console.print(f"{name}: {job.final} no longer matches its manifest; preparing it again")
         jobs.append(job)
     workers = share_workers(jobs, args.workers)
     for job in jobs:

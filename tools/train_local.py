@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         from smolrecipe.backends.local.train import run_stage  # torch/transformers load only once the input is valid
 
         for name in [s.name for s in plan.stages] if chosen is None else [chosen.name]:
-            result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps)
+            result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps,
+                               recipe_path=args.recipe)
             print(result.line())
     return 0
 

@@ -268,6 +268,16 @@ def is_published(job: SourceJob) -> bool:
     return True
 
 
+def clear_stale_work(job: SourceJob) -> bool:
+    """A work folder that already published (datatrove marked its last step complete) but whose
+    folder is no longer good (cut short, removed, another budget) would make a rerun skip every
+    step and publish nothing: it is removed, so the source is prepared from the start. True if so."""
+    if is_published(job) or not (job.logs("publish") / "completions").is_dir():
+        return False
+    shutil.rmtree(job.work)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # The pipelines
 

@@ -63,7 +63,7 @@ def verify_source_folder(folder: str | Path, source: str, tokenizer: str | None 
     manifest = read_manifest(folder)
     if manifest is None:
         raise UserError(field, f"{folder} is not prepared (no {MANIFEST})", f"run {prepare_command(recipe_path, f'--source {source}')}")
-    redo = f"delete {folder} and run {prepare_command(recipe_path, f'--source {source}')} again"
+    redo = f"run {prepare_command(recipe_path, f'--source {source}')} again"  # it prepares such a folder anew
 
     def fail(problem: str, fix: str = redo) -> None:
         raise UserError(field, problem, fix)

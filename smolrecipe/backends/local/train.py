@@ -290,7 +290,7 @@ def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, collate, tok
 
 
 def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = False, restart: bool = False,
-              max_steps: int | None = None, stop: StopRequest | None = None) -> StageResult:
+              max_steps: int | None = None, stop: StopRequest | None = None, recipe_path: str = "RECIPE") -> StageResult:
     """Train one stage; returns its summary. A finished stage is not run again. When `stop` is
     requested (a signal), the stage ends at the current step with a checkpoint."""
     stage = plan.stage(stage_name)
@@ -313,7 +313,7 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
                           "pass --resume to continue it, or --restart to start the stage over")
     # Before anything is written: the model's vocabulary against the tokenizer folder, the folders
     # the stage reads against their manifests (tools/train_local.py comes here without the backend's prepare).
-    verify_stage_data(recipe, stage)
+    verify_stage_data(recipe, stage, recipe_path)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})
 
