@@ -97,6 +97,7 @@ def test_overrides_and_their_limits(tiny_dict, write_recipe):
 # ---------------------------------------------------------------------------------------------
 # The cap, on data many times its budget
 
+@pytest.mark.slow
 def test_kept_tokens_land_within_tolerance_of_the_budget_and_the_plan_says_the_same(tmp_path, tiny_tokenizer, capsys):
     recipe = _recipe(tmp_path, tiny_tokenizer, budget=30_000)
     assert prepare_data.main([recipe, "--plan", "--json"]) == 0
@@ -109,6 +110,7 @@ def test_kept_tokens_land_within_tolerance_of_the_budget_and_the_plan_says_the_s
     assert planned["estimate_basis"] == "sample" and planned["documents"] == pytest.approx(m["documents_kept"], rel=0.15)
 
 
+@pytest.mark.slow
 def test_n_tasks_give_the_budget_as_one_task_does(tmp_path, tiny_tokenizer):
     tokens = {}
     for tasks in (1, 4):
@@ -122,6 +124,7 @@ def test_n_tasks_give_the_budget_as_one_task_does(tmp_path, tiny_tokenizer):
     assert all(abs(t - 40_000) <= CAP_TOLERANCE * 40_000 for t in tokens.values())
 
 
+@pytest.mark.slow
 def test_a_source_smaller_than_its_budget_is_read_whole_and_says_so(tmp_path, tiny_tokenizer):
     recipe = _recipe(tmp_path, tiny_tokenizer, budget=5_000_000)
     assert prepare_data.main([recipe, "--workers", "2"]) == 0
@@ -129,6 +132,7 @@ def test_a_source_smaller_than_its_budget_is_read_whole_and_says_so(tmp_path, ti
     assert m["exhausted"] and m["documents_read"] == 4 * 800 and m["tokens"] < 5_000_000
 
 
+@pytest.mark.slow
 def test_a_streamed_dataset_splits_its_files_between_tasks(tmp_path, tiny_tokenizer):
     # budget above the data: every task reads its own files to the end; together they read each
     # document once (a task reading everything would count 2 x 3,200)
@@ -183,6 +187,7 @@ def _broken_file(folder, bad_line: int = 181, n: int = 401):
     return folder / "00000.jsonl"
 
 
+@pytest.mark.slow
 def test_undecodable_and_malformed_lines_are_counted_and_the_rest_is_read(tmp_path, tiny_tokenizer):
     recipe = _recipe(tmp_path, tiny_tokenizer, budget=None, max_lost_fraction=0.01)
     for old in (tmp_path / "big").glob("*"):
@@ -193,6 +198,7 @@ def test_undecodable_and_malformed_lines_are_counted_and_the_rest_is_read(tmp_pa
     assert m["documents_read"] == 399 and m["lost"] == {"bad_json": 1, "not_utf8": 1}
 
 
+@pytest.mark.slow
 def test_losing_more_than_the_threshold_fails_naming_the_file_and_line(tmp_path, tiny_tokenizer, capsys):
     recipe = _recipe(tmp_path, tiny_tokenizer, budget=None)  # default max_lost_fraction 0.001: 2 of 401 is too many
     for old in (tmp_path / "big").glob("*"):
@@ -253,6 +259,7 @@ def test_a_gated_tokenizer_without_a_login_fails_before_it_is_fetched(tmp_path, 
     assert "on the login node run `hf auth login`" in exc.value.fix and not (tmp_path / "tok").exists()
 
 
+@pytest.mark.slow
 def test_a_smaller_budget_reuses_the_folder_and_a_larger_one_prepares_it_again(tmp_path, tiny_tokenizer):
     recipe = _recipe(tmp_path, tiny_tokenizer, budget=30_000)
     assert prepare_data.main([recipe, "--workers", "1"]) == 0
@@ -268,6 +275,7 @@ def test_a_smaller_budget_reuses_the_folder_and_a_larger_one_prepares_it_again(t
     assert [p.name for p in (tmp_path / "tiny" / ".work").iterdir()] == [f"big-{again['fingerprint']}b45000"]
 
 
+@pytest.mark.slow
 def test_a_folder_cut_short_after_preparation_is_prepared_again_to_the_same_bytes(tmp_path, tiny_tokenizer):
     recipe = _recipe(tmp_path, tiny_tokenizer, budget=30_000)
     assert prepare_data.main([recipe, "--workers", "1"]) == 0
