@@ -32,9 +32,9 @@ from smolrecipe.recipe.plan import RunPlan
 from smolrecipe.recipe.schema import Recipe, Source
 
 SAMPLE_DOCUMENTS = 200
-# Measured by bench/prepare_data.py (24 MB of the demo corpus, SmolLM2's tokenizer, local JSONL):
-# 1.26-1.28M tokens/s with 2 workers on this project's 2-core CI machine, capped or not, i.e. ~630k
-# per core; rounded down. Streaming from the hub adds network and decompression time and LLaMA-3's
+# Measured by bench/prepare_data.py (24-49 MB of the demo corpus, SmolLM2's tokenizer, local JSONL):
+# 1.23-1.52M tokens/s with 2 workers on this project's 2-core CI machine, capped or not, i.e.
+# 615-760k per core; rounded down. Streaming from the hub adds network and decompression time and LLaMA-3's
 # 128k vocabulary tokenizes somewhat slower, so treat the CPU-hours as a lower bound.
 TOKENS_PER_CORE_SECOND = 600_000
 # A datatrove task is the unit a requeued job resumes from: about this many tokens keeps a task to
