@@ -99,8 +99,8 @@ class NanosetTokenizer(DocumentTokenizer):
         The tokenizer counts a batch's tokens only after encoding the whole batch, so the documents
         of the batch being filled are estimated from their characters, at a tokens-per-character
         rate: that of the batches finished so far, or, before the first one is, that of a sample
-        counted here exactly (encoded once more: the first SAMPLE_DOCUMENTS documents, and more
-        until they hold SAMPLE_SHARE of the budget). A budget the first batch is likely to reach
+        counted here exactly (encoded once more: the first CAP_SAMPLE_DOCUMENTS documents, and more
+        until they hold CAP_SAMPLE_SHARE of the budget). A budget the first batch is likely to reach
         (a small task) is counted exactly to its end instead, since a rate from a few dozen
         documents can miss it by a few percent. bench/prepare_data.py measures what this costs.
         """
@@ -110,7 +110,7 @@ class NanosetTokenizer(DocumentTokenizer):
             if total > counted:  # a batch has been encoded: every document passed so far is counted
                 counted, counted_chars, pending_chars = total, counted_chars + pending_chars, 0
             small = sampled and self.batch_size * sample_tokens / sampled >= budget / 2
-            if not counted_chars and (sampled < SAMPLE_DOCUMENTS or sample_tokens < SAMPLE_SHARE * budget or small):
+            if not counted_chars and (sampled < CAP_SAMPLE_DOCUMENTS or sample_tokens < CAP_SAMPLE_SHARE * budget or small):
                 tokens = len(self.tokenizer.encode(document.text).ids)
                 if sampled and closer_without(sample_tokens, tokens, budget):
                     break
@@ -134,8 +134,8 @@ def closer_without(tokens: float, more: float, budget: int) -> bool:
     return tokens + more - budget > budget - tokens
 
 
-SAMPLE_DOCUMENTS = 64
-SAMPLE_SHARE = 0.02
+CAP_SAMPLE_DOCUMENTS = 64
+CAP_SAMPLE_SHARE = 0.02
 
 
 # A deduplicated source computes MinHash signatures in a pipeline of its own before tokenizing; that
