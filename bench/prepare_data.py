@@ -27,45 +27,15 @@ import argparse
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.append(str(ROOT / "bench"))  # last: its tokenize.py must not hide the standard library's
 
-SOURCES = ("prose", "forum", "arithmetic", "python_functions")
+from demo_pipeline import SOURCES, bench_recipe, prepare, write_corpus  # noqa: E402
+
 CAPPED_SHARE = 0.9
-
-
-def recipe_at(work: Path, budgets: dict[str, int] | None, name: str) -> Path:
-    recipe = yaml.safe_load((ROOT / "recipes" / "tiny.yaml").read_text())
-    recipe["paths"] = {"data": str(work / name), "runs": str(work / "runs")}
-    recipe["tokenizer"]["path"] = str(work / "tokenizer")
-    recipe["max_epochs"] = 1000  # the budgets here are set by hand, far above what the stages draw
-    for source_name, source in recipe["sources"].items():
-        source.update(path=str(work / "corpus" / source_name), dedup=False, filters=[])
-        if budgets:
-            source["max_tokens"] = budgets[source_name]
-    for stage in recipe["stages"]:
-        if "data" in stage:
-            stage["data"]["path"] = str(work / "corpus" / "chats")
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
-
-
-def prepare(recipe: Path, workers: int, *extra: str) -> tuple[float, dict[str, int]]:
-    import prepare_data
-
-    from smolrecipe.data.pipeline import read_manifest
-
-    start = time.perf_counter()
-    assert prepare_data.main([str(recipe), "--workers", str(workers), *extra]) == 0
-    seconds = time.perf_counter() - start
-    data = Path(yaml.safe_load(recipe.read_text())["paths"]["data"]) / "tiny"
-    return seconds, {s: read_manifest(data / s)["tokens"] for s in SOURCES}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,24 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "prepare_data.json")
     args = parser.parse_args(argv)
 
-    from demo.corpus import write_demo_corpus
     from smolrecipe.atomic import write_json
     from smolrecipe.data.tokenizer import build_tokenizer
     from smolrecipe.recipe.loading import load_recipe
 
     with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
         work = Path(tmp)
-        counts = write_demo_corpus(work / "corpus", seed=0, scale=args.scale, shards=max(2, args.workers))
-        megabytes = sum(counts[s]["characters"] for s in SOURCES) / 1e6
-        build_tokenizer(load_recipe(recipe_at(work, None, "uncapped")))  # outside both timings
+        megabytes = write_corpus(work, args.scale, args.workers)
+        build_tokenizer(load_recipe(bench_recipe(work, "uncapped")))  # outside both timings
         # Interleaved repeats, the fastest of each arm: a run takes seconds, and whatever else the
         # machine does moves single timings by more than the effect measured.
         whole_times, capped_times = [], []
         for i in range(args.repeats):
-            seconds, whole = prepare(recipe_at(work, None, f"uncapped{i}"), args.workers, "--no-budget")
+            seconds, whole = prepare(bench_recipe(work, f"uncapped{i}"), args.workers, "--no-budget")
             whole_times.append(seconds)
             budgets = {s: int(whole[s] * CAPPED_SHARE) for s in SOURCES}
-            seconds, capped = prepare(recipe_at(work, budgets, f"capped{i}"), args.workers)
+            seconds, capped = prepare(bench_recipe(work, f"capped{i}", budgets), args.workers)
             capped_times.append(seconds)
         whole_s, capped_s = min(whole_times), min(capped_times)
 

@@ -30,40 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.append(str(ROOT / "bench"))  # last: this file's name must not hide the standard library's tokenize
 
-SOURCES = ("prose", "forum", "arithmetic", "python_functions")
-
-
-def bench_recipe(work: Path) -> Path:
-    recipe = yaml.safe_load((ROOT / "recipes" / "tiny.yaml").read_text())
-    recipe["paths"] = {"data": str(work), "runs": str(work / "runs")}
-    recipe["tokenizer"]["path"] = str(work / "tokenizer")
-    for name, source in recipe["sources"].items():
-        source["path"] = str(work / "corpus" / name)
-        source["dedup"] = False  # time the tokenization path only
-        source["filters"] = []
-    for stage in recipe["stages"]:
-        if "data" in stage:  # a stage with its own dataset (SFT chats)
-            stage["data"]["path"] = str(work / "corpus" / "chats")
-    path = work / "bench.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
-
-
-def run_pipeline(recipe: Path, workers: int) -> tuple[float, int]:
-    import prepare_data
-
-    from smolrecipe.data.pipeline import read_manifest
-
-    start = time.perf_counter()
-    assert prepare_data.main([str(recipe), "--workers", str(workers), "--no-budget"]) == 0
-    seconds = time.perf_counter() - start
-    data = yaml.safe_load(recipe.read_text())["paths"]["data"]
-    return seconds, sum(read_manifest(Path(data) / "tiny" / s)["tokens"] for s in SOURCES)
+from demo_pipeline import SOURCES, bench_recipe, prepare, write_corpus  # noqa: E402
 
 
 def run_bare(work: Path) -> tuple[float, int]:
@@ -89,19 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "tokenize.json")
     args = parser.parse_args(argv)
 
-    from demo.corpus import write_demo_corpus
     from smolrecipe.atomic import write_json
     from smolrecipe.data.tokenizer import build_tokenizer
     from smolrecipe.recipe.loading import load_recipe
 
     with tempfile.TemporaryDirectory(prefix="bench-tokenize-") as tmp:
         work = Path(tmp)
-        counts = write_demo_corpus(work / "corpus", seed=0, scale=args.scale, shards=max(2, args.workers))
-        megabytes = sum(counts[s]["characters"] for s in SOURCES) / 1e6
-        recipe = bench_recipe(work)
+        megabytes = write_corpus(work, args.scale, args.workers)
+        recipe = bench_recipe(work, "data")
         build_tokenizer(load_recipe(recipe))  # outside both timings
         bare_s, bare_tokens = run_bare(work)
-        ours_s, ours_tokens = run_pipeline(recipe, args.workers)
+        ours_s, per_source = prepare(recipe, args.workers, "--no-budget")
+        ours_tokens = sum(per_source.values())
 
     if ours_tokens != bare_tokens:
         print(f"error: the pipeline wrote {ours_tokens:,} tokens but the bare encoder made {bare_tokens:,}", file=sys.stderr)

@@ -93,12 +93,17 @@ def with_vocab(recipe: Path, vocab_size: int) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Good folders pass
 
-def test_prepared_folders_pass_every_consumer_check(nanosets, tmp_path, capsys):
-    recipe_path, _ = nanosets
+def assert_every_stage_passes(recipe_path):
+    """The preflight's check and each stage's (nanotron's, the strictest) pass."""
     recipe, plan = resolved(recipe_path)
     assert verify_prepared(plan) == []
     for stage in plan.stages:
         verify_stage_data(recipe, stage, exact_tokenizer=True)
+
+
+def test_prepared_folders_pass_every_consumer_check(nanosets, tmp_path, capsys):
+    recipe_path, _ = nanosets
+    assert_every_stage_passes(recipe_path)
     assert make_config.main([str(recipe_path), "--out", str(tmp_path / "configs"), "--resolve", "--quiet"]) == 0
     assert "error" not in capsys.readouterr().err
 
@@ -285,10 +290,7 @@ def test_a_tokenizer_folder_not_built_yet_is_left_to_the_preflight_and_required_
 @pytest.mark.slow
 def test_the_pipelines_folders_pass_and_a_truncated_copy_does_not(prepared, tmp_path, capsys):
     recipe_path, data = prepared
-    recipe, plan = resolved(recipe_path)
-    assert verify_prepared(plan) == []
-    for stage in plan.stages:
-        verify_stage_data(recipe, stage, exact_tokenizer=True)
+    assert_every_stage_passes(recipe_path)
 
     copy = tmp_path / "data"
     shutil.copytree(data / "tiny", copy / "tiny", ignore=shutil.ignore_patterns(".work"))

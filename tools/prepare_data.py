@@ -111,7 +111,6 @@ def prepare_sources(recipe: Recipe, args, console: Console) -> int:
     tokenizer = load_tokenizer(tokenizer_folder(recipe)).backend_tokenizer
     document_end = document_end_token(recipe, tokenizer)
     for name in names:  # every check first: a bad source stops the run before any output exists
-        check_login(name, recipe.sources[name])
         check_source(name, recipe.sources[name])
 
     start = time.time()
@@ -147,17 +146,6 @@ def checked_names(recipe: Recipe, wanted: list[str] | None) -> list[str]:
     return names
 
 
-def check_login(name: str, source) -> None:
-    """A gated hub set fails here, before any work, when this machine holds no hub token."""
-    if source.hf is None or not source.gated:
-        return
-    from huggingface_hub import get_token
-
-    if get_token() is None:
-        raise UserError(f"sources.{name}.hf", f"{source.hf} is gated and this machine has no Hugging Face token",
-                        f"on the login node run `hf auth login` and accept the terms at https://huggingface.co/datasets/{source.hf}")
-
-
 def share_workers(jobs: list, workers: int) -> dict[str, int]:
     """Split the worker processes between the sources in proportion to their tasks (at least one each,
     never more than a source has tasks)."""
@@ -188,12 +176,12 @@ def run_all(recipe: Recipe, jobs: list, document_end: str, executor: str, worker
 
 
 def print_plan(recipe: Recipe, args, console: Console) -> int:
-    names = checked_names(recipe, args.source)
-    plans = data_plan(build_plan(recipe), names, progress=lambda line: None if args.json else console.print(f"  sampled {line}"))
+    names, run_plan = checked_names(recipe, args.source), build_plan(recipe)
+    plans = data_plan(run_plan, names, progress=lambda line: None if args.json else console.print(f"  sampled {line}"))
     if args.json:
         print(json.dumps([p.as_json() for p in plans], indent=1))
         return 0
-    stages = [s.name for s in build_plan(recipe).stages if s.reads_sources]
+    stages = [s.name for s in run_plan.stages if s.reads_sources]
     table = Table(title=f"{recipe.name}: data plan (budget = drawn x {BUDGET_MARGIN} unless the source overrides it)",
                   title_justify="left")
     for col in ("source", *stages, "drawn", "budget", "epochs", "tasks", "documents", "GB", "CPU-h", "estimate from"):

@@ -38,7 +38,7 @@ from datatrove.utils.dataset import DatatroveFolderDataset
 from torch.utils.data import Dataset
 
 from smolrecipe.data.chats import completion_mask
-from smolrecipe.data.pipeline import read_manifest
+from smolrecipe.data.verify import read_manifest
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.plan import StagePlan
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from smolrecipe.data.sources import build_filters, hub_shards, iter_records, local_files, matching_files, template_fields
+from smolrecipe.data.pipeline import document_end_token, document_tokenizer
+from smolrecipe.data.sources import build_filters, build_reader, hub_shards, local_files, matching_files
 from smolrecipe.recipe.budgets import source_budgets
 from smolrecipe.recipe.plan import RunPlan
 from smolrecipe.recipe.schema import Recipe, Source
@@ -104,32 +105,19 @@ def _from_card(source: Source, note: str) -> SampleStats:
 
 
 def _measure(source: Source, tokenizer) -> SampleStats:
-    from datatrove.data import Document
-
-    fields = template_fields(source.text_template) if source.text_template else None
-    filters = build_filters(source)
-    texts, read = [], 0
-    for record in iter_records(source):
-        read += 1
-        text = source.text_template.format(**{f: record.get(f, "") for f in fields}) if fields else record.get(source.text_field)
-        if not text:
-            continue
-        doc = Document(text=text, id=str(read), metadata={k: v for k, v in record.items() if k != source.text_field})
-        if all(_keeps(f, doc) for f in filters):
-            texts.append(text)
-        if read >= SAMPLE_DOCUMENTS:
-            break
+    """The first records through the pipeline's own reader and filters, counted by the tokenizer the
+    pipeline uses (document-end token included)."""
+    documents = list(build_reader(source, limit=SAMPLE_DOCUMENTS).run(None, rank=0, world_size=1))
+    kept = iter(documents)
+    for step in build_filters(source):
+        kept = step.run(kept, rank=0, world_size=1)
+    texts = [doc.text for doc in kept]
     if not texts:
-        return SampleStats("sample", note=f"none of the first {read} records is kept by the filters")
-    tokens = sum(len(e.ids) + 1 for e in tokenizer.encode_batch(texts))  # + the document-end token
+        return SampleStats("sample", note=f"none of the first {len(documents)} records is kept by the filters")
+    tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts))
     size = sum(len(t.encode("utf-8")) for t in texts)
     return SampleStats("sample", bytes_per_token=size / tokens, tokens_per_document=tokens / len(texts),
-                       kept_fraction=len(texts) / read, note=f"first {read} records")
-
-
-def _keeps(step, doc) -> bool:
-    result = step.filter(doc)
-    return result[0] if isinstance(result, tuple) else bool(result)
+                       kept_fraction=len(texts) / len(documents), note=f"first {len(documents)} records")
 
 
 def source_plan(recipe: Recipe, name: str, budget, stats: SampleStats, shards: int | None) -> SourcePlan:
@@ -170,9 +158,11 @@ def data_plan(plan: RunPlan, names: list[str] | None = None, sample: bool = True
 
 
 def _tokenizer(recipe: Recipe):
-    path = Path(recipe.tokenizer.path) / "tokenizer.json"
-    if not path.is_file():
+    """The pipeline's document tokenizer, when the recipe's tokenizer folder is built."""
+    folder = recipe.tokenizer.path
+    if not (Path(folder) / "tokenizer.json").is_file():
         return None
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(path))
+    document_end = document_end_token(recipe, Tokenizer.from_file(str(Path(folder) / "tokenizer.json")))
+    return document_tokenizer(folder, document_end)

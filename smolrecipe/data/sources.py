@@ -24,6 +24,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 
 from smolrecipe.atomic import write_json
+from smolrecipe.data.hub import require_login
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.filters import bad_filter_args, build_filter
 from smolrecipe.recipe.schema import Source
@@ -246,6 +247,8 @@ def check_source(name: str, source: Source) -> None:
     """Raise UserError when a (resolved) source cannot be read as the recipe says.
     Cheap: it opens one record, so it runs for every source before any output is written."""
     field = f"sources.{name}"
+    if source.hf is not None and source.gated:
+        require_login(f"{field}.hf", source.hf, f"https://huggingface.co/datasets/{source.hf}")
     for i, spec in enumerate(source.filters):
         problem = bad_filter_args(spec.name, spec.args)
         if problem:

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from smolrecipe.atomic import staged_folder
+from smolrecipe.data.hub import require_login
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import project_path
 from smolrecipe.recipe.schema import Recipe
@@ -97,19 +98,15 @@ def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
     name, kwargs = from_pretrained_args(spec.base)
     if spec.revision and name == spec.base:
         kwargs["revision"] = spec.revision
-    login = (f"on the login node run `hf auth login` (accept the license at https://huggingface.co/{spec.base} first), "
-             "then python tools/prepare_data.py RECIPE --build-tokenizer")
     if spec.gated and name == spec.base and not os.path.isdir(name):
-        from huggingface_hub import get_token
-
-        if get_token() is None:
-            raise UserError("tokenizer.base", f"{spec.base} is gated and this machine has no Hugging Face token", login)
+        require_login("tokenizer.base", spec.base, f"https://huggingface.co/{spec.base}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     except Exception as exc:  # hub down, no such repo, gated model, corrupt file: all one message
         raise UserError(
             "tokenizer.base", f"cannot load '{spec.base}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-            f"use a local tokenizer folder, or {login}" if name == spec.base else "use a readable local tokenizer folder",
+            "use a local tokenizer folder, or on the login node run `hf auth login` (accept the license at "
+            f"https://huggingface.co/{spec.base} first)" if name == spec.base else "use a readable local tokenizer folder",
         ) from None
     _check_matches_recipe(tokenizer, recipe)
     tokenizer.chat_template = template
@@ -122,11 +119,7 @@ def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
 
 def _check_matches_recipe(tokenizer, recipe: Recipe) -> None:
     spec = recipe.tokenizer
-    if len(tokenizer) != recipe.model.vocab_size:
-        raise UserError(
-            "model.vocab_size", f"{recipe.model.vocab_size} but tokenizer '{spec.base}' has {len(tokenizer)} entries",
-            f"set model.vocab_size: {len(tokenizer)} (nanotron asserts they are equal)",
-        )
+    check_vocabulary(recipe, entries=len(tokenizer))
     for field, want, got, token in (("bos_token_id", spec.bos_token_id, tokenizer.bos_token_id, tokenizer.bos_token),
                                     ("eos_token_id", spec.eos_token_id, tokenizer.eos_token_id, tokenizer.eos_token)):
         if want != got:

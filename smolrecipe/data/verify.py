@@ -23,7 +23,6 @@ Each finding is one UserError naming the folder and what to do.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from smolrecipe.data.tokenizer import check_vocabulary, prepare_command
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.estimates import token_size_for
+from smolrecipe.runs import read_json_if_any
 
 if TYPE_CHECKING:
     from smolrecipe.recipe.plan import RunPlan, StagePlan
@@ -39,14 +39,9 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"  # every prepared folder's, written last by smolrecipe.data.pipeline
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """A folder's manifest; None when it has none, {} when it cannot be read (verify_* say so)."""
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        return {}  # present but unreadable: verify_* say so
-    return manifest if isinstance(manifest, dict) else {}
+    return read_json_if_any(path) if path.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from smolrecipe import PROJECT_ROOT
-from smolrecipe.data.pipeline import MANIFEST, read_manifest
+from smolrecipe.data.verify import MANIFEST, read_manifest
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.plan import build_plan
 from smolrecipe.recipe.schema import Recipe

@@ -232,7 +232,7 @@ class SourceUse:
 
 def data_usage(plan: RunPlan) -> list[SourceUse]:
     """Per pretraining stage and source, tokens needed vs available (plan with resolved paths)."""
-    from smolrecipe.data.pipeline import read_manifest
+    from smolrecipe.data.verify import read_manifest
 
     uses, drawn = [], {}
     for stage in (s for s in plan.stages if s.reads_sources):
