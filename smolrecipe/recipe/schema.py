@@ -76,11 +76,27 @@ class ModelSpec(_Strict):
         return self.head_dim * self.num_key_value_heads
 
 
-class TokenizerSpec(_Strict):
-    """`base` is where the tokenizer comes from (hub id or local folder); `path` is the folder
-    built from it (base + chat template) that datatrove records and nanotron loads offline."""
+BYTE_ALPHABET = 256  # a byte-level BPE vocabulary starts with one entry per byte value
 
-    base: str
+
+class TokenizerTraining(_Strict):
+    """A byte-level BPE tokenizer trained on the recipe's own sources (smolrecipe.data.tokenizer_training)
+    instead of taking a `base`: digits one per token, as LLaMA-3 and SmolLM split them."""
+
+    vocab_size: int = Field(gt=0)  # entries, the byte alphabet and the special tokens included
+    sources: Optional[list[str]] = Field(default=None, min_length=1)  # recipe source names; default: every source
+    max_characters: Count = Field(default=20_000_000, gt=0)  # per source: read at most this much text
+    min_frequency: int = Field(default=2, gt=0)  # a pair seen fewer times is never merged
+    special_tokens: list[str] = Field(default=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], min_length=1)  # ids 0, 1, ...
+
+
+class TokenizerSpec(_Strict):
+    """Where the tokenizer comes from: `base` (a hub id, local folder or .gguf) or `train` (a BPE
+    trained on the recipe's sources), exactly one; `path` is the folder built from it (+ the chat
+    template) that datatrove records and nanotron loads offline."""
+
+    base: Optional[str] = None
+    train: Optional[TokenizerTraining] = None
     revision: Optional[str] = None  # the hub commit of `base` to pin
     gated: bool = False  # `base` needs a hub login (LLaMA-3's license): checked before it is fetched
     path: str
@@ -91,6 +107,42 @@ class TokenizerSpec(_Strict):
     # Chat tokenizers whose eos is an end-of-turn token (SmolLM2-Instruct's <|im_end|>) should
     # separate documents with their end-of-text token instead.
     document_end: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "TokenizerSpec":
+        if (self.base is None) == (self.train is None):
+            raise UserError("tokenizer.train" if self.base else "tokenizer.base",
+                            "give exactly one of `base` (a tokenizer to reuse) or `train` (one trained on the sources)",
+                            "keep one of the two" if self.base else "add `base: HuggingFaceTB/SmolLM2-135M-Instruct` or a `train:` block")
+        if self.train is not None:
+            _check_training(self, self.train)
+        return self
+
+
+def _check_training(spec: TokenizerSpec, train: TokenizerTraining) -> None:
+    """What a trained tokenizer's settings must agree on, before any text is read."""
+    for field in ("revision", "gated"):
+        if getattr(spec, field):
+            raise UserError(f"tokenizer.{field}", "applies to a `base` tokenizer from the hub; a trained one has none", "remove it")
+    special = train.special_tokens
+    repeated = sorted({t for t in special if special.count(t) > 1})
+    if repeated or "" in special:
+        raise UserError("tokenizer.train.special_tokens", f"{repeated[0]!r} is listed twice" if repeated else "has an empty token",
+                        "list each special token once, e.g. [\"<|endoftext|>\", \"<|im_start|>\", \"<|im_end|>\"]")
+    floor = BYTE_ALPHABET + len(special)
+    if train.vocab_size <= floor:
+        raise UserError("tokenizer.train.vocab_size", f"{train.vocab_size:,} leaves no room for merges: "
+                        f"the byte alphabet and {len(special)} special token(s) take {floor}",
+                        f"use more than {floor} (e.g. 4096), and the same model.vocab_size")
+    ids = ", ".join(f"{i} = {t}" for i, t in enumerate(special))
+    for field in ("bos_token_id", "eos_token_id"):
+        value = getattr(spec, field)
+        if value >= len(special):
+            raise UserError(f"tokenizer.{field}", f"{value} is not the id of a special token (a trained tokenizer has {ids})",
+                            "use one of those ids, or add the token to tokenizer.train.special_tokens")
+    if spec.document_end is not None and spec.document_end not in special:
+        raise UserError("tokenizer.document_end", f"{spec.document_end!r} is not one of tokenizer.train.special_tokens {special}",
+                        "use one of them, or add it to the list")
 
 
 class Paths(_Strict):
@@ -394,6 +446,7 @@ class Recipe(_Strict):
         _check_precision(self)
         _check_parallelism(self)
         _check_sources(self)
+        _check_trained_tokenizer(self)
         _check_stages(self)
         return self
 
@@ -412,7 +465,10 @@ class Recipe(_Strict):
 
     def hash(self) -> str:
         """Content hash of the validated recipe (comments and key order do not change it)."""
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        data = self.model_dump(mode="json", by_alias=True)
+        if data["tokenizer"]["train"] is None:  # a recipe with a `base` keeps the hash it had before `train` existed
+            del data["tokenizer"]["train"]
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -535,6 +591,21 @@ def _check_sources(recipe: Recipe) -> None:
                                   "write it like \"{problem}\\n\\n{solution}\"") from None
             if not fields:
                 raise UserError(f"sources.{name}.text_template", "names no field", "put the record's fields in braces: {field}")
+
+
+def _check_trained_tokenizer(recipe: Recipe) -> None:
+    train = recipe.tokenizer.train
+    if train is None:
+        return
+    for name in train.sources or []:
+        if name not in recipe.sources:
+            raise UserError("tokenizer.train.sources", f"unknown source '{name}'",
+                            f"use some of {sorted(recipe.sources)} (or leave it out: every source)")
+    if train.sources and len(set(train.sources)) < len(train.sources):
+        raise UserError("tokenizer.train.sources", "a source is listed twice", "list each source once")
+    if recipe.model.vocab_size != train.vocab_size:
+        raise UserError("model.vocab_size", f"{recipe.model.vocab_size:,} but tokenizer.train.vocab_size is {train.vocab_size:,} "
+                        "(the model's embedding table has one row per token)", f"set model.vocab_size: {train.vocab_size}")
 
 
 def _check_mixture(recipe: Recipe, stage: PretrainStage, where: str) -> None:
