@@ -159,7 +159,7 @@ def test_suites_name_only_known_tasks():
     suites, raw = suites_registry.load_suites()
     assert {"tier2", "tier3", "tier4", "gsm8k", "quick"} <= set(suites)
     for suite in suites.values():
-        known = eval_tasks.known_tasks(evaluate.slice_specs(raw, suite, {}))
+        known = eval_tasks.known_tasks(evaluate.slice_specs(raw, suite, {}), evaluate.qa_specs(raw, suite))
         assert set(suite.tasks) <= set(known), suite.name
     assert {t.removeprefix("mc:") for t in suites["tier3"].tasks} == set(CHOICE_TASKS)
     assert [s.name for s in suites_registry.expand_suite("all", suites)] == ["tier2", "tier3", "tier4", "gsm8k"]
@@ -414,12 +414,13 @@ def test_hub_slices_are_streamed_and_read_only_up_to_the_budget(monkeypatch, hf_
 
 @pytest.mark.slow
 def test_a_benchmark_neither_local_nor_reachable_is_a_one_line_error(random_hf):
-    """Offline, with no local copy: the hub dataset cannot load, and the error says where to put one."""
+    """Offline, with no local copy, in a suite that may download (not quick: it skips such tasks):
+    the hub dataset cannot load, and the error says where to put one."""
     script = ("import sys; from pathlib import Path; from smolrecipe.eval import runner as evaluate\n"
               "from smolrecipe.recipe import suites as suites_registry\n"
               "suites, raw = suites_registry.load_suites(); raw = {**raw, 'local_copies': []}\n"
               "try:\n"
-              f"    evaluate.run_suite(Path({str(random_hf)!r}), {{}}, suites['quick'], raw, Path('unused'), tasks=['mc:piqa'], limit=1)\n"
+              f"    evaluate.run_suite(Path({str(random_hf)!r}), {{}}, suites['tier3'], raw, Path('unused'), tasks=['mc:piqa'], limit=1)\n"
               "except evaluate.UserError as err:\n"
               "    print(err.line()); sys.exit(3)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -1,5 +1,6 @@
 """Score a checkpoint with lighteval: tier 2 (perplexity), tier 3 (multiple choice), tier 4 (SFT
-prompt suite), GSM8K, or the CPU-sized `quick` subset. Suites are defined in eval/suites.yaml.
+prompt suite), GSM8K, closed-book QA about the demo world (`world`), or the CPU-sized `quick`
+subset. Suites are defined in eval/suites.yaml.
 
     python tools/run_eval.py runs/tiny/sft/local/checkpoint-256 --suite quick
     python tools/run_eval.py $SCRATCH/ckpt/llama500m/stage3/12000 --suite tier3   # nanotron, converted on the fly
@@ -14,7 +15,8 @@ With --recipe, each stage's final checkpoint (local backend, or nanotron's with 
 is scored with the suites the recipe lists for that stage (`eval_suites`), results beside the run;
 results already there for the same checkpoint are kept.
 Local copies of benchmarks are used where eval/suites.yaml's local_copies folders have them
-(or --local NAME=PATH); everything else is read from the hub.
+(or --local NAME=PATH); everything else is read from the hub, except in a suite with `hub: skip`
+(quick), which skips such a task with a one-line note, also recorded in the results.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="smolrecipe-ckpt-") as tmp, as_hf_folder(checkpoint, Path(tmp)) as (hf, prov):
                 out_dir = args.output_dir or run_out or default_output_dir(prov, hf)
                 for suite in chosen:
-                    if args.recipe and up_to_date(out_dir / f"{suite.name}.json", prov, suite, args.limit):
+                    if args.recipe and up_to_date(out_dir / f"{suite.name}.json", prov, suite, args.limit, raw, slices, local):
                         print(f"{suite.name} on {checkpoint}: up to date ({out_dir / f'{suite.name}.json'})")
                         continue
                     tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None

@@ -237,7 +237,8 @@ def _validate_messages(messages: Any, category: str, where: str) -> None:
         _fail(where, "an instruction_priority prompt has no system message", "start with the system instruction that must win")
 
 
-def _validate_check(check: Any, where: str) -> str:
+def validate_check(check: Any, where: str) -> str:
+    """The check's type, once its type and parameters are known to be valid (a UserError at `where` if not)."""
     if not isinstance(check, dict) or "type" not in check:
         _fail(where, f"check {check!r} has no type", 'write {"type": "<check>", ...params}')
     kind = check["type"]
@@ -280,7 +281,7 @@ def _parse_line(line: str, where: str, seen: dict[str, str]) -> SuitePrompt:
     _validate_messages(raw["messages"], category, where)
     if not isinstance(raw["checks"], list) or not raw["checks"]:
         _fail(where, "checks is not a non-empty list", 'list at least the primary check: [{"type": ...}]')
-    kinds = [_validate_check(check, where) for check in raw["checks"]]
+    kinds = [validate_check(check, where) for check in raw["checks"]]
     if raw["primary"] not in kinds:
         _fail(where, f"primary {raw['primary']!r} is not one of its checks {kinds}", "name the type of one of the prompt's checks")
     if raw["primary"] in PASSES_EMPTY:

@@ -16,10 +16,10 @@ import importlib.metadata
 import json
 import math
 import os
-import re
 import tempfile
 import time
 import types
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +31,11 @@ from smolrecipe.backends.hf_folder import check_hf_folder
 from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
 from smolrecipe.eval.lighteval_session import lighteval_model_config, lighteval_session
+from smolrecipe.eval.qa import load_items
 from smolrecipe.kinds import is_chat_model
 from smolrecipe.recipe.envpaths import project_path
-from smolrecipe.recipe.suites import Suite
+from smolrecipe.recipe.suites import HUB_ID, Suite
 from smolrecipe.runs import read_json_if_any, results_dir, stage_of_backend_dir
-
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name; anything else is a path
 
 
 def local_copies(dirs: list[str]) -> dict[str, Path]:
@@ -67,6 +66,36 @@ def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
             source = project_path(source)
         out[name] = Slice(name=name, **{**spec, "source": source})
     return out
+
+
+def qa_specs(raw: dict[str, Any], suite: Suite) -> dict[str, Path]:
+    """qa:<name> -> its item file, from the file's top-level `qa:` and the suite's own (which win);
+    a relative path is relative to the checkout, as every path of a recipe."""
+    specs = {**raw.get("qa", {}), **{name: spec.model_dump() for name, spec in suite.qa.items()}}
+    return {name: Path(project_path(os.path.expandvars(spec["source"]))) for name, spec in specs.items()}
+
+
+def hub_skips(names: list[str], suite: Suite, raw: dict[str, Any], specs: dict, copies: dict[str, Path]) -> dict[str, str]:
+    """{task: why it is skipped} for a suite with `hub: skip`: the tasks that would download a hub
+    dataset for want of a local copy. Other suites skip nothing (they download)."""
+    from smolrecipe.eval.tasks import TASK_PREFIX, hub_dataset
+
+    if suite.hub != "skip":
+        return {}
+    folders = " or ".join(raw.get("local_copies", [])) or "a local_copies folder of eval/suites.yaml"
+    skipped = {}
+    for name in names:
+        hub = hub_dataset(name, specs, copies)
+        if hub is None:
+            continue
+        key = name.split(":")[-1]
+        if name.startswith(TASK_PREFIX["slice"]):
+            skipped[name] = (f"slice '{key}' reads the hub dataset {hub} and suite {suite.name} has hub: skip; "
+                             f"give it a local file or folder (--slice {key}=PATH) to run it")
+        else:
+            skipped[name] = (f"no local copy of {key} in {folders}; put one there (or pass --local {key}=PATH) to run it "
+                             f"instead of downloading {hub}")
+    return skipped
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -115,8 +144,9 @@ class SuiteResult:
 
     def line(self) -> str:
         d = self.data
-        return (f"{d['suite']}: {len(d['tasks'])} task(s), {d['items']:,} items in {d['seconds']:.1f}s "
-                f"({d['items_per_s']:.2f} items/s) -> {self.path}")
+        rate = f"{d['items_per_s']:.2f} items/s" if d["items_per_s"] is not None else "nothing run"
+        skipped = f", {len(d['skipped'])} skipped" if d.get("skipped") else ""
+        return f"{d['suite']}: {len(d['tasks'])} task(s){skipped}, {d['items']:,} items in {d['seconds']:.1f}s ({rate}) -> {self.path}"
 
 
 def default_output_dir(provenance: dict[str, Any], hf_dir: Path) -> Path:
@@ -150,7 +180,7 @@ def score_slices(hf_dir: Path, tokenizer, specs: list, token_budget: int) -> dic
 def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | None,
                   batch_size: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """(per-task metrics and item counts, generated answers) of the lighteval tasks `names`."""
-    from smolrecipe.eval.tasks import build_tasks
+    from smolrecipe.eval.tasks import build_tasks, merge_parts, task_of
 
     with tempfile.TemporaryDirectory(prefix="smolrecipe-eval-") as tmp, lighteval_session():
         from lighteval.logging.evaluation_tracker import EvaluationTracker
@@ -175,9 +205,13 @@ def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | N
         # lighteval keys documents by "<task>|<fewshots>" and results by "<task>:<fewshots>"
         results = {name.rsplit(":", 1)[0]: metrics for name, metrics in pipeline.get_results()["results"].items()}
         counts = {name.rsplit("|", 1)[0]: len(docs) for name, docs in pipeline.documents_dict.items()}
+        categories = {name.rsplit("|", 1)[0]: Counter((doc.specific or {}).get("category") for doc in docs)
+                      for name, docs in pipeline.documents_dict.items()}
         answers = generated_answers(pipeline.evaluation_tracker.details_logger.details)
     metrics = {c.name: {k: _plain(v) for k, v in results[c.name].items()} | {"n": counts[c.name]} for c in module.TASKS_TABLE}
-    return metrics, answers
+    for answer in answers:
+        answer["task"] = task_of(answer["task"])
+    return merge_parts(metrics, categories), answers
 
 
 def suite_categories(answers: list[dict[str, Any]], suite_file: Path | None) -> dict[str, float]:
@@ -198,30 +232,43 @@ def generated_answers(details: dict) -> list[dict[str, Any]]:
         for detail in items:
             if not detail.model_response.text:  # log-likelihood tasks generate nothing
                 continue
-            doc = detail.doc
-            records.append({"task": task.rsplit("|", 1)[0], "id": (doc.specific or {}).get("prompt_id"),
+            doc, specific = detail.doc, detail.doc.specific or {}
+            records.append({"task": task.rsplit("|", 1)[0], "id": specific.get("prompt_id"),
                             "prompt": doc.query, "answer": detail.model_response.text[0],
-                            "scores": {k: _plain(v) for k, v in detail.metric.items()}})
+                            "scores": {k: _plain(v) for k, v in detail.metric.items()}}
+                           | {key: specific[key] for key in ("category", "expected") if key in specific})  # qa items'
     return records
 
 
-def _source(task: str, specs: dict, copies: dict[str, Path]) -> str:
+def _source(task: str, specs: dict, copies: dict[str, Path], qa_files: dict[str, Path]) -> str:
     key = task.split(":")[-1]
     if task.startswith("ppl:"):
         return specs[key].source
+    if task.startswith("qa:"):
+        return str(qa_files[key])
     if task == "sft_suite":
         return str(copies.get(task, sft_checks.SUITE_PATH))
     return str(copies[key].resolve()) if key in copies else "hub"
 
 
-def up_to_date(path: Path, provenance: dict[str, Any], suite: Suite, limit: int | None) -> bool:
+def up_to_date(path: Path, provenance: dict[str, Any], suite: Suite, limit: int | None, raw: dict[str, Any] | None = None,
+               slices: dict[str, str] | None = None, local: dict[str, str] | None = None) -> bool:
     """Whether `path` already holds this suite's results for this very checkpoint (a local run's
-    stage fingerprint and step): then a rerun of the recipe's evaluations skips it."""
+    stage fingerprint and step): then a rerun of the recipe's evaluations skips it. Tasks a `hub:
+    skip` suite skipped count as done while they would still be skipped (`raw`, `slices`, `local`
+    as for run_suite); once a local copy is there, the suite runs again."""
     old = read_json_if_any(path)
     model = old.get("model") or {}
-    return (provenance.get("fingerprint") is not None and model.get("fingerprint") == provenance["fingerprint"]
-            and model.get("step") == provenance.get("step") and list(old.get("tasks", {})) == suite.tasks
+    skipped = old.get("skipped") or {}
+    same = (provenance.get("fingerprint") is not None and model.get("fingerprint") == provenance["fingerprint"]
+            and model.get("step") == provenance.get("step") and set(skipped) <= set(suite.tasks)
+            and list(old.get("tasks", {})) == [t for t in suite.tasks if t not in skipped]
             and old.get("limit") == (limit if limit is not None else suite.limit))
+    if same and skipped:
+        raw = raw or {}
+        copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
+        same = set(hub_skips(list(skipped), suite, raw, slice_specs(raw, suite, slices or {}), copies)) == set(skipped)
+    return same
 
 
 def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[str, Any], out_dir: Path, *,
@@ -233,12 +280,19 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
 
     from smolrecipe.eval.tasks import TaskContext, known_tasks
 
-    specs = slice_specs(raw, suite, slices or {})
+    specs, qa_files = slice_specs(raw, suite, slices or {}), qa_specs(raw, suite)
     names = tasks or suite.tasks
-    unknown = [n for n in names if n not in known_tasks(specs)]
+    unknown = [n for n in names if n not in known_tasks(specs, qa_files)]
     if unknown:
-        raise UserError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known_tasks(specs))}")
+        raise UserError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known_tasks(specs, qa_files))}")
+    for name in names:  # a bad item file: one line now, not after the slices are scored
+        if name.startswith("qa:"):
+            load_items(qa_files[name.removeprefix("qa:")])
     copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
+    skipped = hub_skips(names, suite, raw, specs, copies)  # before any work: nothing of theirs is loaded
+    for name, why in skipped.items():
+        print(f"{suite.name}: skipping {name}: {why}", flush=True)
+    names = [n for n in names if n not in skipped]
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
     if chat is None:  # SFT models answer in their chat format; base models continue plain text
         chat = is_chat_model(provenance.get("kind")) or (provenance.get("kind") is None and bool(tokenizer.chat_template))
@@ -253,7 +307,8 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     answers: list[dict[str, Any]] = []
     if lighteval_names:
         metrics, answers = run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
-            tokenizer=tokenizer, data_dir=Path(), local=copies, chat=chat, max_new_tokens=suite.max_new_tokens), limit, batch_size)
+            tokenizer=tokenizer, data_dir=Path(), local=copies, chat=chat, max_new_tokens=suite.max_new_tokens, qa=qa_files,
+            limit=limit), limit, batch_size)
         per_task |= metrics
     seconds = time.time() - start
     if "sft_suite" in per_task:
@@ -265,10 +320,12 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
         "suite": suite.name, "checkpoint": provenance.get("source", str(hf_dir)), "model": provenance, "chat_prompts": chat,
         "limit": limit, "tasks": per_task, "items": items, "seconds": round(seconds, 2),
         "items_per_s": round(items / seconds, 3) if seconds else None,
-        "sources": {name: _source(name, specs, copies) for name in per_task},
+        "sources": {name: _source(name, specs, copies, qa_files) for name in per_task},
         "lighteval_version": importlib.metadata.version("lighteval"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if skipped:
+        data["skipped"] = skipped
     if answers:  # beside the results, not in them: tools/report.py reads */<suite>.json only
         write_file(out_dir / f"{suite.name}.answers.jsonl", "".join(json.dumps(a) + "\n" for a in answers))
     path = out_dir / f"{suite.name}.json"

@@ -13,6 +13,11 @@
 - tier 4, `sft_suite`: the 50 fixed chat prompts of eval/sft_suite.jsonl, generated greedily and
   scored by the deterministic checks in smolrecipe.eval.checks.
 - `gsm8k`: generative, exact match on the final number of the answer.
+- `qa:<name>`: closed-book questions about the demo world from a local item file (smolrecipe.eval.qa),
+  scored twice, so two lighteval tasks: `qa:<name>.gen` answers each question greedily (the chat
+  template for chat models, "Question: ...\nAnswer:" otherwise) and matches the answer;
+  `qa:<name>.mc` scores the items that have choices by conditional likelihood after their cloze.
+  merge_parts folds both into one `qa:<name>` entry of the results.
 
 A task reads a local copy when one is given (a folder in the author's layout, such as PIQA's
 `valid.jsonl` + `valid-labels.lst`, or JSONL in the hub layout), otherwise its hub dataset. Local
@@ -24,11 +29,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric
@@ -47,6 +52,9 @@ from lighteval.utils.language import Language
 from smolrecipe.atomic import staged_folder
 from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
+from smolrecipe.eval import qa
+from smolrecipe.eval.qa import final_number
+from smolrecipe.recipe.suites import HUB_ID
 
 EN = Language.ENGLISH
 CF = CFFormulation()
@@ -116,7 +124,7 @@ CHOICE_TASKS: dict[str, ChoiceTask] = {t.name: t for t in [
 ]}
 
 GSM8K_HUB = ("openai/gsm8k", "main", "test")
-TASK_PREFIX = {"choice": "mc:", "slice": "ppl:"}
+TASK_PREFIX = {"choice": "mc:", "slice": "ppl:", "qa": "qa:"}
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -238,19 +246,6 @@ def _nanmean(values) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def final_number(text: str) -> str | None:
-    """The last number in `text`, without thousands separators or a trailing '.0'; GSM8K golds follow '####'."""
-    text = text.split("####")[-1] if "####" in text else text
-    numbers = NUMBER.findall(text)
-    if not numbers:
-        return None
-    value = numbers[-1].replace(",", "")
-    return value[:-2] if value.endswith(".0") else value
-
-
 class FinalNumberMatch(SampleLevelComputation):
     def compute(self, doc: Doc, model_response, **kwargs) -> float:
         predicted = final_number(model_response.text[0])
@@ -264,9 +259,17 @@ gsm8k_exact_match = SampleLevelMetric(
 
 
 def _gsm8k_doc(line: dict, task_name: str, tokenizer, chat: bool) -> Doc:
-    question = line["question"]
-    query = render_chat(tokenizer, [{"role": "user", "content": question}]) if chat else f"Question: {question}\nAnswer:"
-    return Doc(task_name=task_name, query=query, choices=[line["answer"]], gold_index=0)
+    return Doc(task_name=task_name, query=_question_query(line["question"], tokenizer, chat), choices=[line["answer"]], gold_index=0)
+
+
+def _question_query(question: str, tokenizer, chat: bool) -> str:
+    """A question as gsm8k and qa ask it: the user turn for chat models, "Question: ...\nAnswer:" otherwise."""
+    return render_chat(tokenizer, [{"role": "user", "content": question}]) if chat else f"Question: {question}\nAnswer:"
+
+
+def _base_stops(chat: bool) -> list[str]:
+    """A base model's answer ends where it would start the next question (or a blank line); a chat model's at end-of-turn."""
+    return [] if chat else ["\nQuestion:", "\n\n"]
 
 
 def _suite_doc(line: dict, task_name: str, tokenizer) -> Doc:
@@ -284,8 +287,10 @@ class TaskContext:
     tokenizer: object
     data_dir: Path  # where local copies are rewritten for datasets.load_dataset
     local: dict[str, Path]  # task name -> local copy
-    chat: bool  # render gsm8k through the chat template (SFT models)
+    chat: bool  # render gsm8k and qa questions through the chat template (SFT models)
     max_new_tokens: int = 256
+    qa: dict[str, Path] = field(default_factory=dict)  # qa:<name> -> its item file
+    limit: int | None = None  # the suite's items per task (qa applies it itself: qa_tasks)
 
 
 def _dataset(ctx: TaskContext, name: str, hub: str, subset: str | None, split: str,
@@ -326,13 +331,140 @@ def gsm8k_task(ctx: TaskContext) -> LightevalTaskConfig:
     return LightevalTaskConfig(
         name="gsm8k", prompt_function=partial(_gsm8k_doc, tokenizer=ctx.tokenizer, chat=ctx.chat), hf_repo=repo, hf_subset=subset,
         hf_avail_splits=[split], evaluation_splits=[split], generation_size=ctx.max_new_tokens,
-        stop_sequence=[] if ctx.chat else ["\nQuestion:", "\n\n"], metrics=[gsm8k_exact_match],
+        stop_sequence=_base_stops(ctx.chat), metrics=[gsm8k_exact_match],
     )
 
 
-def known_tasks(slices: dict[str, Slice]) -> list[str]:
+# --- qa:<name>: closed-book questions, generated and by likelihood -------------------------------
+
+QA_PARTS = (".gen", ".mc")  # the two lighteval tasks of one qa:<name>, folded back into it by merge_parts
+QA_GEN_KEY = {"fact": "em_fact", "arithmetic": "em_arithmetic", "format": "pass_format"}
+QA_GEN_METRICS = ["em", *QA_GEN_KEY.values()]
+QA_MC_CATEGORIES = ("fact", "arithmetic")  # format items have no choices
+QA_MC_METRICS = [f"{kind}_{category}" for kind in ("mc", "mc_norm", "chance") for category in QA_MC_CATEGORIES]
+
+
+class QAGenerationScores(SampleLevelComputation):
+    """em (every item) and its category's rate (em_fact, em_arithmetic or pass_format) for one
+    generated answer; the other categories' rates are NaN, which the corpus means skip."""
+
+    def __init__(self, items: dict[str, qa.QAItem]):
+        self.items = items
+
+    def compute(self, doc: Doc, model_response, **kwargs) -> dict[str, float]:
+        item = self.items[doc.specific["prompt_id"]]
+        passed = float(item.passes(model_response.text[0]))
+        return dict.fromkeys(QA_GEN_METRICS, math.nan) | {"em": passed, QA_GEN_KEY[item.category]: passed}
+
+
+class QAChoiceScores(SampleLevelComputation):
+    """lighteval's log-likelihood accuracy (LogLikelihoodAccMetric: plain, and per character) of one
+    item's choices, and its chance level (1 / number of choices), under the item's category."""
+
+    def __init__(self):
+        self.acc = LogLikelihoodAccMetric(normalization=None).sample_level_fn
+        self.acc_norm = LogLikelihoodAccMetric(normalization=LogProbCharNorm()).sample_level_fn
+
+    def compute(self, doc: Doc, model_response, **kwargs) -> dict[str, float]:
+        category = doc.specific["category"]
+        return dict.fromkeys(QA_MC_METRICS, math.nan) | {
+            f"mc_{category}": float(self.acc.compute(doc, model_response)),
+            f"mc_norm_{category}": float(self.acc_norm.compute(doc, model_response)),
+            f"chance_{category}": 1 / len(doc.choices)}
+
+
+def _grouping(names: list[str], computation: SampleLevelComputation, category: SamplingMethod) -> SampleLevelMetricGrouping:
+    return SampleLevelMetricGrouping(metric_name=list(names), sample_level_fn=computation, category=category,
+                                     corpus_level_fn=dict.fromkeys(names, _nanmean), higher_is_better=dict.fromkeys(names, True))
+
+
+def _qa_gen_doc(line: dict, task_name: str, items: dict[str, qa.QAItem], tokenizer, chat: bool) -> Doc:
+    item = items[line["id"]]
+    return Doc(task_name=task_name, query=_question_query(item.question, tokenizer, chat), choices=[item.answer or ""], gold_index=0,
+               specific={"prompt_id": item.id, "category": item.category, "expected": item.expected})
+
+
+def _qa_mc_doc(line: dict, task_name: str, items: dict[str, qa.QAItem]) -> Doc:
+    item = items[line["id"]]
+    # the cloze formulation of the mc: tasks: each choice is scored as the continuation of the text, after a space
+    return Doc(task_name=task_name, query=item.cloze.rstrip(" "), choices=[f" {c}" for c in item.choices], gold_index=item.gold,
+               specific={"prompt_id": item.id, "category": item.category})
+
+
+def qa_tasks(ctx: TaskContext, name: str) -> list[LightevalTaskConfig]:
+    """`qa:<name>.gen` over the selected items and, when any of them has choices, `qa:<name>.mc` over those.
+
+    The suite's limit is applied here (qa.select: that many items, the categories in turn), not by
+    lighteval's max_samples, which would draw a random subset; the same limit then keeps them all."""
+    items = qa.select(qa.load_items(ctx.qa[name]), ctx.limit)
+    by_id = {item.id: item for item in items}
+    task = TASK_PREFIX["qa"] + name
+    configs = []
+    for part, chosen in ((".gen", items), (".mc", [item for item in items if item.choices])):
+        if not chosen:
+            continue
+        repo = write_local_dataset(({"id": item.id} for item in chosen), ctx.data_dir / f"qa-{name}{part}", "test")
+        common = dict(name=task + part, hf_repo=str(repo), hf_subset=None, hf_avail_splits=["test"], evaluation_splits=["test"])
+        if part == ".gen":
+            configs.append(LightevalTaskConfig(
+                **common, prompt_function=partial(_qa_gen_doc, items=by_id, tokenizer=ctx.tokenizer, chat=ctx.chat),
+                generation_size=ctx.max_new_tokens, stop_sequence=_base_stops(ctx.chat),
+                metrics=[_grouping(QA_GEN_METRICS, QAGenerationScores(by_id), SamplingMethod.GENERATIVE)]))
+        else:
+            configs.append(LightevalTaskConfig(
+                **common, prompt_function=partial(_qa_mc_doc, items=by_id),
+                metrics=[_grouping(QA_MC_METRICS, QAChoiceScores(), SamplingMethod.LOGPROBS)]))
+    return configs
+
+
+def task_of(part: str) -> str:
+    """The suite task a lighteval task belongs to: qa:<name> for its .gen and .mc parts, else itself."""
+    for suffix in QA_PARTS:
+        if part.startswith(TASK_PREFIX["qa"]) and part.endswith(suffix):
+            return part.removesuffix(suffix)
+    return part
+
+
+def merge_parts(metrics: dict[str, dict[str, Any]], categories: dict[str, Counter]) -> dict[str, dict[str, Any]]:
+    """Per-task results with each qa:<name>'s two lighteval tasks folded into one entry: the rates
+    of both (no _stderr: the report computes intervals from a rate and its n), n (the items),
+    n_<category> (generated items per category) and n_mc_<category> (items scored by likelihood).
+    `categories` counts each lighteval task's documents by category."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in metrics.items():
+        task = task_of(name)
+        if task == name:
+            out[name] = values
+            continue
+        gen, mc = metrics.get(task + ".gen", {}), metrics.get(task + ".mc", {})
+        gen_counts, mc_counts = categories.get(task + ".gen", Counter()), categories.get(task + ".mc", Counter())
+        rates = {key: part.get(key) for part, keys in ((gen, QA_GEN_METRICS), (mc, QA_MC_METRICS)) for key in keys}
+        counts = {"n": gen.get("n", 0), **{f"n_{c}": gen_counts[c] for c in qa.CATEGORIES},
+                  **{f"n_mc_{c}": mc_counts[c] for c in QA_MC_CATEGORIES}}
+        out[task] = rates | counts
+    return out
+
+
+# --- the task list --------------------------------------------------------------------------------
+
+
+def known_tasks(slices: dict[str, Slice], qa_sets: dict[str, Path] | None = None) -> list[str]:
     return ([TASK_PREFIX["slice"] + s for s in slices] + [TASK_PREFIX["choice"] + t for t in CHOICE_TASKS]
-            + ["sft_suite", "gsm8k"])
+            + ["sft_suite", "gsm8k"] + [TASK_PREFIX["qa"] + q for q in qa_sets or {}])
+
+
+def hub_dataset(name: str, slices: dict[str, Slice], local: dict[str, Path]) -> str | None:
+    """The hub dataset task `name` would download, or None when it reads only local files (a local
+    copy, a local slice, the SFT suite, a qa item file)."""
+    if name.startswith(TASK_PREFIX["choice"]):
+        key = name.removeprefix(TASK_PREFIX["choice"])
+        return None if key in local else CHOICE_TASKS[key].hub
+    if name == "gsm8k":
+        return None if "gsm8k" in local else GSM8K_HUB[0]
+    if name.startswith(TASK_PREFIX["slice"]):
+        source = slices[name.removeprefix(TASK_PREFIX["slice"])].source
+        return source if not Path(source).exists() and HUB_ID.fullmatch(source) else None  # else a (maybe missing) local path
+    return None
 
 
 def build_tasks(ctx: TaskContext, names: list[str]) -> list[LightevalTaskConfig]:
@@ -346,6 +478,8 @@ def build_tasks(ctx: TaskContext, names: list[str]) -> list[LightevalTaskConfig]
             configs.append(suite_task(ctx))
         elif name == "gsm8k":
             configs.append(gsm8k_task(ctx))
+        elif name.startswith(TASK_PREFIX["qa"]) and name.removeprefix(TASK_PREFIX["qa"]) in ctx.qa:
+            configs.extend(qa_tasks(ctx, name.removeprefix(TASK_PREFIX["qa"])))
         else:
-            raise UserError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks({}))}")
+            raise UserError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks({}, ctx.qa))}")
     return configs

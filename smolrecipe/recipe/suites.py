@@ -6,8 +6,9 @@ eval runner expands; nothing here imports lighteval or torch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +17,7 @@ from smolrecipe import PROJECT_ROOT
 from smolrecipe.errors import UserError
 
 SUITES_FILE = PROJECT_ROOT / "eval" / "suites.yaml"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name on the hub; anything else is a path
 GROUP_SUITES = {"all": ["tier2", "tier3", "tier4", "gsm8k"]}
 
 
@@ -27,6 +29,13 @@ class SliceSpec(BaseModel):
     text_field: str = "text"
 
 
+class QASpec(BaseModel):
+    """A closed-book QA item file (smolrecipe.eval.qa), run as the task qa:<name>."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str  # a JSONL file; relative to the checkout
+
+
 class Suite(BaseModel):
     """One suite of eval/suites.yaml."""
 
@@ -35,14 +44,19 @@ class Suite(BaseModel):
     tasks: list[str] = Field(min_length=1)
     limit: int | None = Field(default=None, gt=0)  # items per task (lighteval's max_samples)
     token_budget: int = Field(default=200_000, gt=0)  # tier-2 tokens per slice
-    max_new_tokens: int = Field(default=256, gt=0)  # generation length of tier 4 and GSM8K
+    max_new_tokens: int = Field(default=256, gt=0)  # generation length of tier 4, GSM8K and qa
     slices: dict[str, SliceSpec] = {}  # this suite's own tier-2 slices, over the file's
+    qa: dict[str, QASpec] = {}  # this suite's own qa item files, over the file's
+    # download: a task reads its hub dataset when no local copy is found; skip: such a task is
+    # skipped, with a note in the results (for suites that must run offline, e.g. make demo's quick)
+    hub: Literal["download", "skip"] = "download"
 
 
 class SuitesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     local_copies: list[str] = []
     slices: dict[str, SliceSpec] = {}
+    qa: dict[str, QASpec] = {}
     suites: dict[str, dict[str, Any]]
 
 
@@ -60,7 +74,8 @@ def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, A
         err = exc.errors()[0]
         field_name = ".".join([where, *(str(part) for part in err["loc"])])
         raise UserError(field_name, f"{err['msg']} (in {path})", "a suite takes tasks (at least one), limit, token_budget "
-                          "and max_new_tokens (each > 0) and slices ({name: {source, subset, split, text_field}})") from None
+                          "and max_new_tokens (each > 0), slices ({name: {source, subset, split, text_field}}), "
+                          "qa ({name: {source}}) and hub (download or skip)") from None
     return suites, raw
 
 
