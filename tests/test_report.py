@@ -9,11 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from scipy.stats import binomtest
 
 from smolrecipe.errors import UserError
+from smolrecipe.recipe.loading import load_recipe
+from smolrecipe.report.checks import loss_window
 from smolrecipe.report.curves import loss_curves
-from smolrecipe.report.evals import read_evals
-from smolrecipe.report.run_report import ReportInputs, human_tokens, learning_checks, md_cell, write_report
+from smolrecipe.report.evals import MC_CHANCE, TIERS, Comparison, EvalPoint, read_evals
+from smolrecipe.report.mixture import domain_shares
+from smolrecipe.report.numbers import wilson
+from smolrecipe.report.run_report import ReportInputs, eval_figure, human_tokens, learning_checks, md_cell, stage_spans, write_report
 from smolrecipe.runs import find_stages, read_log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,18 +193,32 @@ def test_a_broken_summary_is_a_one_line_error_naming_it(run):
 
 
 def test_checks_flag_a_stage_that_did_not_learn(run):
-    summary_path = run / "stage2" / "local" / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    summary["final_loss"] = 6.0  # above its first loss, 5.5
-    summary_path.write_text(json.dumps(summary))
+    log = run / "stage2" / "local" / "log.jsonl"
+    log.write_text(log.read_text() + record("stage2", "pretrain", 4, 4, 8192, 6.0, resumed=True) + "\n")  # above 5.5
     (run / "samples.json").write_text(json.dumps(SAMPLES))
     report = write_report(run)
     md = (run / "report.md").read_text()
-    assert "- ✅ stage1: final loss 5.00 below first 10.00" in md
-    assert "- ❌ stage2: final loss 6.00 below first 5.50" in md
+    # 4 logged steps: windows of 1
+    assert "- ✅ stage1: mean loss of the last 1 logged step(s) 5.00 below that of the first 1 10.00" in md
+    assert "- ❌ stage2: mean loss of the last 1 logged step(s) 6.00 below that of the first 1 5.50" in md
     assert "- ✅ SFT ends 2 of 3 answers with the end-of-turn token (base: 1 of 3)" in md
-    assert "sft: final loss" not in md  # unfinished stages are not judged
+    assert "sft: mean loss" not in md  # unfinished stages are not judged
     assert "checks 2/3 met" in report.summary
+
+
+def test_loss_check_compares_smoothed_windows_not_single_steps(tmp_path):
+    """30 logged steps: windows of 3. The last step (3.9) is below the first (4.0), but the stage
+    ends higher on average than it began: the check fails and says so with both means."""
+    losses = [4.0, 4.0, 4.0] + [4.5] * 24 + [5.0, 5.0, 3.9]
+    run = tmp_path / "runs" / "noisy"
+    write_stage(run, "stage1", [record("stage1", "pretrain", i + 1, 30, 100 * (i + 1), x) for i, x in enumerate(losses)],
+                {"stage": "stage1", "kind": "pretrain", "index": 0, "tokens": 3000, "first_loss": 4.0, "final_loss": 3.9})
+    assert learning_checks(ReportInputs(name="noisy", stages=find_stages(run))) == \
+        [("stage1: mean loss of the last 3 logged step(s) 4.63 below that of the first 3 4.00", False)]
+    assert [loss_window(n) for n in (1, 9, 10, 30, 199, 200, 5000)] == [1, 1, 1, 3, 19, 20, 20]
+    # a finished stage with a single logged step has nothing to compare: left out, not passed
+    write_stage(run, "stage2", [record("stage2", "pretrain", 1, 1, 100, 2.0)], {"stage": "stage2", "index": 1, "tokens": 100})
+    assert [what.split(":")[0] for what, _ in learning_checks(ReportInputs(name="noisy", stages=find_stages(run)))] == ["stage1"]
 
 
 # ---- evaluation results --------------------------------------------------------------------------
@@ -310,9 +330,12 @@ def test_evaluation_tables(evals):
     assert "| task | metric | stage1 step 2 | stage2 step 4 | sft step 2 |\n|---|---|---:|---:|---:|" in md
     assert "| ppl:code | bits_per_byte | — | 3.500 (n=28) | — |" in md
     assert "| ppl:web | bits_per_byte | 4.000 (n=17) | 3.000 (n=17) | 2.500 (n=17) |" in md
-    assert "| mc:piqa | acc_norm | 0.300 (n=24) | 0.500 (n=24) | 0.400 (n=24) |" in md
+    # rates: the Wilson 95% interval (PIQA: 7, 12 and 10 of 24 items)
+    assert "| mc:piqa | acc_norm | 0.30 [0.15, 0.49] (n=24) | 0.50 [0.31, 0.69] (n=24) | 0.40 [0.24, 0.61] (n=24) |" in md
     assert "| task | metric | sft step 2 |" in md  # tier 4: only the SFT checkpoint ran it
-    assert "| sft_suite | instruction_match | 0.250 (n=8) |\n| sft_suite | all_checks_pass | 0.125 (n=8) |" in md
+    assert "| sft_suite | instruction_match | 0.25 [0.07, 0.59] (n=8) |\n| sft_suite | all_checks_pass | 0.12 [0.02, 0.47] (n=8) |" in md
+    # over the prompts with a format check, whose number the results do not give: no n, no interval
+    assert "| sft_suite | format_valid | 0.500 |" in md
     assert "code_parse" not in md  # NaN everywhere: no row
 
 
@@ -324,9 +347,11 @@ def test_eval_base_vs_sft(evals):
     assert "| task | metric | base | SFT | SFT − base | better when | SFT is |" in section
     assert "| ppl:web | bits_per_byte | 3.000 (n=17) | 2.500 (n=17) | -0.500 | lower | better |" in section
     assert "| ppl:web | token_ppl | 4,096.0 (n=17) | 1,024.0 (n=17) | -3,072.0 | lower | better |" in section
-    assert "| mc:piqa | acc_norm | 0.500 (n=24) | 0.400 (n=24) | -0.100 | higher | worse |" in section
+    # 12 vs 10 of 24 PIQA items: the intervals overlap
+    assert "| mc:piqa | acc_norm | 0.50 [0.31, 0.69] (n=24) | 0.40 [0.24, 0.61] (n=24) | -0.100 | higher | no clear difference |" in section
     assert "| ppl:code | bits_per_byte | 3.500 (n=28) | — | — | lower | — |" in section
-    assert "| sft_suite | clean_end | — | 0.750 (n=8) | — | higher | — |" in section
+    assert "| sft_suite | clean_end | — | 0.75 [0.41, 0.93] (n=8) | — | higher | — |" in section
+    assert "when the two Wilson 95% intervals do not overlap" in section and "by more than 2% of base" in section
 
 
 def test_no_eval_folder_no_eval_output(run, tmp_path):
@@ -346,3 +371,190 @@ def test_checks_compare_clean_ends_of_the_evaluated_sft_suite(evals, base_clean,
     checks = learning_checks(ReportInputs(name="tiny", stages=stages, evals=read_evals(evals, stages, loss_curves(stages))))
     clean = [ok for what, ok in checks if "SFT-suite answers cleanly" in what]
     assert clean == [met]  # SFT ends 75% cleanly; a base model that ends as often has not been outdone
+
+
+# ---- where points sit, their noise, and the checks that read them (issue 21) ---------------------
+
+
+def series(ax) -> dict[str, list]:
+    """label -> the x values of each plotted series (rates are error-bar containers, others lines)."""
+    out = {c.get_label(): list(c.lines[0].get_xdata()) for c in ax.containers}
+    return out | {line.get_label(): list(line.get_xdata()) for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+def test_a_final_checkpoint_sits_at_its_stage_end_inside_its_own_labelled_span(evals):
+    # stage1's final checkpoint; its provenance counts a little less than the stage's logged total
+    write_eval(evals, "stage1", 4, "quick", {"mc:piqa": mc(0.40)}, tokens_seen=4000)
+    stages = find_stages(evals)
+    curves = loss_curves(stages)
+    results = read_evals(evals, stages, curves)
+    final = next(p for p in results.points if (p.stage, p.step, p.metric) == ("stage1", 4, "acc_norm"))
+    assert final.tokens == curves[0].end == 4096 == curves[1].start  # the cumulative tokens at stage1's end
+    spans = {stage: (start, end) for stage, start, end in stage_spans(curves)}
+    assert spans == {"stage1": (0, 4096), "stage2": (4096, 12288), "sft": (12288, 13312)}
+    assert spans["stage1"][0] < final.tokens <= spans["stage1"][1]
+    assert not spans["stage2"][0] < final.tokens <= spans["stage2"][1]
+    tier3 = next(t for t in TIERS if t.key == "tier3")
+    ax = eval_figure(results.tier_points(tier3), tier3, curves, 13312, "tiny").axes[0]
+    # each stage's name is centred over its own span, not written just right of its start line
+    assert {t.get_text(): t.get_position()[0] for t in ax.texts} == {"stage1": 2048, "stage2": 8192, "sft": 12800}
+    assert series(ax)["mc:piqa"] == [2048, 4096, 12288, 13312]
+
+
+def test_coinciding_series_stay_distinct_and_chance_is_dotted(evals):
+    write_eval(evals, "stage2", 4, "tier3", {"mc:piqa": mc(0.50), "mc:copa": mc(0.50), "mc:arc_easy": mc(0.50)}, tokens_seen=8192)
+    stages = find_stages(evals)
+    curves = loss_curves(stages)
+    tier3 = next(t for t in TIERS if t.key == "tier3")
+    ax = eval_figure(read_evals(evals, stages, curves).tier_points(tier3), tier3, curves, 13312, "tiny").axes[0]
+    styles = {c.get_label(): (c.lines[0].get_marker(), c.lines[0].get_linestyle()) for c in ax.containers}
+    assert set(styles) == {"mc:piqa", "mc:copa", "mc:arc_easy"} and len(set(styles.values())) == 3
+    dotted = sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":")
+    assert dotted == [0.25, 0.5, 0.5]  # arc_easy; piqa and copa, each in its series' colour
+    suites = yaml.safe_load((ROOT / "eval" / "suites.yaml").read_text())["suites"]
+    benchmarks = {task.removeprefix("mc:") for suite in suites.values() for task in suite["tasks"] if task.startswith("mc:")}
+    assert benchmarks and benchmarks <= set(MC_CHANCE)  # every multiple-choice task has its chance level
+
+
+def test_rates_carry_scipy_wilson_intervals_and_chance_levels(evals):
+    _, piqa = points_of(evals, task="mc:piqa", metric="acc_norm")
+    ci = binomtest(12, 24).proportion_ci(method="wilson")  # stage2: 12 of 24
+    assert piqa[1].ci == pytest.approx((ci.low, ci.high)) and {p.chance for p in piqa} == {0.5}
+    _, web = points_of(evals, task="ppl:web")
+    assert all(p.ci is None and p.chance is None for p in web)  # not a rate
+    _, valid = points_of(evals, task="sft_suite", metric="format_valid")
+    assert (valid[0].n, valid[0].ci) == (None, None)  # over a subset of unknown size
+
+
+def point(metric: str, value: float, n: int, stage: str) -> EvalPoint:
+    rate = metric not in ("bits_per_byte", "token_ppl")
+    return EvalPoint("tier3" if rate else "tier2", "t", metric, stage, 1, 0, value, n, ci=wilson(value, n) if rate else None)
+
+
+@pytest.mark.parametrize("metric, base, sft, n, verdict", [
+    ("acc_norm", 0.50, 0.40, 24, "no clear difference"),  # the demo's PIQA: 12 vs 10 of 24
+    ("acc_norm", 0.50, 0.80, 500, "better"),
+    ("acc_norm", 0.80, 0.50, 500, "worse"),
+    ("bits_per_byte", 3.00, 2.95, 17, "no clear difference"),  # 1.7%: within the 2% margin
+    ("bits_per_byte", 3.00, 2.50, 17, "better"),
+    ("token_ppl", 100.0, 110.0, 17, "worse"),
+])
+def test_base_vs_sft_verdict_only_outside_the_noise(metric, base, sft, n, verdict):
+    assert Comparison("t", metric, point(metric, base, n, "stage2"), point(metric, sft, n, "sft")).verdict == verdict
+
+
+def test_a_large_rate_difference_is_called_in_the_table(evals):
+    write_eval(evals, "stage2", 4, "tier3", {"mc:piqa": mc(0.50, n=500)}, tokens_seen=8192)
+    write_eval(evals, "sft", 2, "tier3", {"mc:piqa": mc(0.80, n=500)}, tokens_seen=1024)
+    write_report(evals)
+    md = (evals / "report.md").read_text()
+    assert "| mc:piqa | acc_norm | 0.50 [0.46, 0.54] (n=500) | 0.80 [0.76, 0.83] (n=500) | +0.300 | higher | better |" in md
+
+
+def world(em_fact: float, em_arithmetic: float, mc_fact: float = 0.6, n_fact: int = 60, n_arithmetic: int = 40) -> dict:
+    """qa:world's metrics as its results file holds them: per-category counts, and the multiple-choice
+    rates over the items that have choices (50 of the facts, 30 of the sums)."""
+    return {"em": (em_fact * n_fact + em_arithmetic * n_arithmetic) / (n_fact + n_arithmetic), "em_fact": em_fact,
+            "em_arithmetic": em_arithmetic, "pass_format": 0.5, "mc_fact": mc_fact, "mc_arithmetic": 0.3, "mc_norm_fact": mc_fact,
+            "chance_fact": 0.25, "chance_arithmetic": 0.2, "n": n_fact + n_arithmetic + 100, "n_fact": n_fact,
+            "n_arithmetic": n_arithmetic, "n_format": 100, "n_mc_fact": 50, "n_mc_arithmetic": 30}
+
+
+def checks_of(run: Path, shares=None) -> list[tuple[str, bool]]:
+    stages = find_stages(run)
+    return learning_checks(ReportInputs(name="tiny", stages=stages, evals=read_evals(run, stages, loss_curves(stages)), shares=shares))
+
+
+def test_world_knowledge_plot_table_and_checks(evals, tmp_path):
+    write_eval(evals, "stage2", 4, "world", {"qa:world": world(0.10, 0.05)}, tokens_seen=8192)
+    write_eval(evals, "sft", 2, "world", {"qa:world": world(0.50, 0.50)}, tokens_seen=1024)
+    out = tmp_path / "out"
+    report = write_report(evals, out)
+    assert out / "eval_world.png" in report.eval_plots and (out / "eval_world.png").read_bytes().startswith(PNG_SIGNATURE)
+    md = (out / "report.md").read_text()
+    assert "![world](eval_world.png)" in md
+    assert "| qa:world | em_fact | 0.10 [0.05, 0.20] (n=60) | 0.50 [0.38, 0.62] (n=60) |" in md
+    assert "| qa:world | em_arithmetic | 0.05 [0.01, 0.17] (n=40) | 0.50 [0.35, 0.65] (n=40) |" in md
+    assert "| qa:world | pass_format | 0.50 [0.40, 0.60] (n=100) | 0.50 [0.40, 0.60] (n=100) |" in md
+    assert ("- ✅ SFT beats base on the world-knowledge suite (each SFT interval above base's): em_fact 0.50 [0.38, 0.62] (n=60) "
+            "vs base 0.10 [0.05, 0.20] (n=60); em_arithmetic 0.50 [0.35, 0.65] (n=40) vs base 0.05 [0.01, 0.17] (n=40)") in md
+    assert "| qa:world | mc_fact | 0.60 [0.46, 0.72] (n=50) | 0.60 [0.46, 0.72] (n=50) |" in md  # n_mc_fact
+    assert ("- ✅ base model knows the facts better than chance: mc_fact at stage2 step 4 0.60 [0.46, 0.72] (n=50), "
+            "lower bound 0.46 above chance 0.25") in md
+    _, mcs = points_of(evals, task="qa:world", metric="mc_arithmetic")
+    assert {p.chance for p in mcs} == {0.2}  # the results' own chance level
+
+
+def test_world_checks_fail_inside_the_noise(evals):
+    # arithmetic 6 vs 2 of 40: the intervals overlap; facts 17 of 50 by likelihood: lower bound 0.22 < chance 0.25
+    write_eval(evals, "stage2", 4, "world", {"qa:world": world(0.10, 0.05, mc_fact=0.34)}, tokens_seen=8192)
+    write_eval(evals, "sft", 2, "world", {"qa:world": world(0.50, 0.15)}, tokens_seen=1024)
+    checks = dict(checks_of(evals))
+    beats = next(what for what in checks if what.startswith("SFT beats base"))
+    assert checks[beats] is False and "em_arithmetic 0.15 [0.07, 0.29] (n=40) vs base 0.05 [0.01, 0.17] (n=40)" in beats
+    assert checks["base model knows the facts better than chance: mc_fact at stage2 step 4 0.34 [0.22, 0.48] (n=50), "
+                  "lower bound 0.22 above chance 0.25"] is False
+
+
+def test_checks_without_their_inputs_are_left_out(evals):
+    whats = [what for what, _ in checks_of(evals)]  # no qa:world results at all
+    assert not [w for w in whats if "world-knowledge" in w or "better than chance" in w or "domain it upweights" in w]
+    write_eval(evals, "sft", 2, "world", {"qa:world": world(0.50, 0.50)}, tokens_seen=1024)  # SFT only
+    assert not [w for w, _ in checks_of(evals) if "world-knowledge" in w or "better than chance" in w]
+    for path in (evals / "eval" / "sft").rglob("*.json"):  # no SFT results: nothing to keep perplexity against
+        path.unlink()
+    assert not [w for w, _ in checks_of(evals) if "SFT keeps" in w]
+
+
+@pytest.mark.parametrize("sft_web, met", [(2.5, True), (3.6, False)])
+def test_sft_keeps_held_out_perplexity(evals, sft_web, met):
+    write_eval(evals, "sft", 2, "quick", {"ppl:web": ppl(sft_web)}, tokens_seen=1024)
+    kept = [(what, ok) for what, ok in checks_of(evals) if what.startswith("SFT keeps")]
+    change = f"{(sft_web - 3.0) / 3.0:+.1%}"
+    assert kept == [(f"SFT keeps held-out perplexity within 15% of base (bits per byte, SFT vs base): "
+                     f"ppl:web {sft_web:.3f} vs 3.000 ({change})", met)]  # ppl:code: base only, not compared
+
+
+@pytest.fixture
+def mixture_recipe(run, tiny_dict, write_recipe) -> Path:
+    """A recipe whose stage2 raises math and code from 0 to 25% each (a tie: both checked), recorded by the run."""
+    first = {}
+    for name, source in tiny_dict["sources"].items():
+        first.setdefault(source["domain"], name)
+    stages = {s["name"]: s for s in tiny_dict["stages"]}
+    stages["stage1"]["mixture"] = {"web": {"share": 1.0, "sources": {first["web"]: 1.0}}}
+    stages["stage2"]["mixture"] = {d: {"share": x, "sources": {first[d]: 1.0}} for d, x in (("web", 0.5), ("math", 0.25), ("code", 0.25))}
+    stages["stage2"].pop("replay", None)
+    path = write_recipe(tiny_dict)
+    recipe_hash = load_recipe(path).hash()
+    for stage in ("stage1", "stage2"):
+        summary = run / stage / "local" / "summary.json"
+        summary.write_text(json.dumps(json.loads(summary.read_text()) | {"recipe_hash": recipe_hash}))
+    return path
+
+
+def test_a_stage_lowers_held_out_loss_on_the_domain_it_upweights(run, mixture_recipe, tmp_path):
+    shares, note = domain_shares(mixture_recipe, find_stages(run))
+    assert note is None and shares == {"stage1": {"web": 1.0}, "stage2": {"web": 0.5, "math": 0.25, "code": 0.25}}
+    write_eval(run, "stage1", 4, "quick", {"ppl:math": ppl(4.0), "ppl:code": ppl(3.0)}, tokens_seen=4096)
+    write_eval(run, "stage2", 4, "quick", {"ppl:math": ppl(3.2), "ppl:code": ppl(3.1)}, tokens_seen=8192)
+    write_report(run, tmp_path / "out", recipe=mixture_recipe)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert ("- ❌ stage2 lowers held-out loss on the domain it upweights (code: 0% -> 25% of its tokens): "
+            "ppl:code 3.100 bits/byte at stage2 step 4, below 3.000 at stage1 step 4") in md
+    assert ("- ✅ stage2 lowers held-out loss on the domain it upweights (math: 0% -> 25% of its tokens): "
+            "ppl:math 3.200 bits/byte at stage2 step 4, below 4.000 at stage1 step 4") in md
+
+
+def test_a_recipe_the_run_was_not_trained_with_gives_no_mixture_checks(run, mixture_recipe, tmp_path):
+    summary = run / "stage2" / "local" / "summary.json"
+    summary.write_text(json.dumps(json.loads(summary.read_text()) | {"recipe_hash": "0123456789abcdef"}))
+    shares, note = domain_shares(mixture_recipe, find_stages(run))
+    assert shares is None and note.endswith("is not the recipe this run was trained with (stage2 recorded another recipe hash)")
+    write_eval(run, "stage2", 4, "quick", {"ppl:math": ppl(3.2)}, tokens_seen=8192)
+    write_report(run, tmp_path / "out", recipe=mixture_recipe)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "domain it upweights (" not in md and "stage2 recorded another recipe hash); pass the recipe the run was" in md
+    assert domain_shares(tmp_path / "none.yaml", find_stages(run)) == (None, None)
+    with pytest.raises(UserError, match="--recipe"):
+        write_report(run, tmp_path / "out", recipe=tmp_path / "none.yaml")

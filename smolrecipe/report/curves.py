@@ -16,7 +16,7 @@ class Curve:
     tokens: list[int]
     loss: list[float]
     start: int  # cumulative tokens before this stage: where its boundary line goes
-
+    end: int  # cumulative tokens after this stage: where its final checkpoint sits
 
 
 def loss_curves(stages: list[StageLog]) -> list[Curve]:
@@ -24,7 +24,7 @@ def loss_curves(stages: list[StageLog]) -> list[Curve]:
     where the previous one's total ended."""
     curves, start = [], 0
     for stage in stages:
-        curves.append(Curve(stage=stage.name, label=stage.label, start=start,
+        curves.append(Curve(stage=stage.name, label=stage.label, start=start, end=start + stage.tokens,
                             tokens=[start + r["tokens"] for r in stage.records],
                             loss=[r["loss"] for r in stage.records]))
         start += stage.tokens

@@ -6,6 +6,7 @@ tools/run_eval.py writes one file per suite and local-run checkpoint,
 smolrecipe.report.run_report draws and tabulates them.
 
   TIERS          which tasks belong to which plot/table, and the metrics each shows
+  MC_CHANCE      a uniform guess's accuracy per tier-3 benchmark (the plots' dotted chance lines)
   read_evals     run folder + its stages -> EvalResults (points in training order, skipped files, warnings)
   checkpoints    points -> their (stage, step) in training order: the tables' columns
   base_vs_sft    points -> the last pretraining checkpoint's and the SFT checkpoint's values side by side
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from smolrecipe.eval import checks as sft_checks
 from smolrecipe.kinds import is_chat_model
+from smolrecipe.report.numbers import NO_CLEAR, PPL_MARGIN, apart, wilson
 from smolrecipe.runs import EVAL_DIR, StageLog, read_json_if_any
 
 if TYPE_CHECKING:
@@ -54,7 +56,22 @@ TIERS = (
     Tier("tier4", "Tier 4: SFT prompt suite (pass rates)", "sft_suite",
          sft_checks.RATES, plotted=len(sft_checks.RATES)),
     Tier("gsm8k", "GSM8K (exact match)", "gsm8k", ("exact_match",)),
+    Tier("world", "World knowledge (qa:world: exact match per category, answer format, multiple choice)", "qa:world",
+         ("em_fact", "em_arithmetic", "pass_format", "mc_fact", "mc_arithmetic", "em"), plotted=5),
 )
+
+# The accuracy of a uniform guess on each tier-3 benchmark: 1 / its answer choices (lighteval's
+# cloze formulation scores every choice, so acc and acc_norm share it). ARC has a few 3- and 5-choice
+# items; the table keeps the usual 4.
+MC_CHANCE = {"piqa": 1 / 2, "arc_easy": 1 / 4, "arc_challenge": 1 / 4, "hellaswag": 1 / 4, "copa": 1 / 2,
+             "winogrande": 1 / 2, "social_iqa": 1 / 3, "commonsense_qa": 1 / 5, "openbookqa": 1 / 4, "qasc": 1 / 8,
+             "sciq": 1 / 4, "mmlu": 1 / 4}
+
+# The item count a rate is over, where it is not the task's `n`. A results file's own `n_<metric>`
+# wins (qa:world's n_mc_fact: the fact items that have choices). None: over a subset whose size the
+# results do not give (the SFT suite's format and code prompts), so no interval.
+COUNT_KEYS = {"em_fact": "n_fact", "mc_fact": "n_fact", "em_arithmetic": "n_arithmetic", "mc_arithmetic": "n_arithmetic",
+              "pass_format": "n_format", "format_valid": None, "code_parse": None}
 
 
 def tier_of(task: str) -> Tier | None:
@@ -71,6 +88,8 @@ class EvalPoint:
     tokens: int  # cumulative tokens since the first stage began, as on loss.png's x axis
     value: float
     n: int | None  # items the value is over
+    ci: tuple[float, float] | None = None  # Wilson 95% interval, for a rate with a known item count
+    chance: float | None = None  # a uniform guess's value (multiple choice)
 
 
 @dataclass
@@ -116,8 +135,9 @@ def _number(value) -> float | None:
 
 def read_evals(run_dir: Path, stages: list[StageLog], curves: list[Curve]) -> EvalResults:
     """Every <run>/eval/<stage>/step-<N>/<suite>.json as points. A checkpoint sits at its stage's start
-    on the loss plot (the curve's `start`) plus the tokens its stage had seen; a checkpoint whose
-    tokens are unknown sits at its stage's end if it is the stage's last step, otherwise it is left out."""
+    on the loss plot (the curve's `start`) plus the tokens its stage had seen (checkpoint_tokens); one
+    whose tokens are unknown and that is not its stage's last step is left out. Rates get their
+    Wilson interval, multiple-choice metrics their chance level."""
     files, skipped = [], []
     for path in sorted(Path(run_dir).glob(f"{EVAL_DIR}/*/step-*/*.json")):
         data = read_result(path)
@@ -138,24 +158,44 @@ def read_evals(run_dir: Path, stages: list[StageLog], curves: list[Curve]) -> Ev
         warnings.append(f"tasks of no tier, not shown: {', '.join(unknown)}")
     points = []
     for (stage_name, step, task), (metrics, _model) in results.items():
-        tier, tokens, n = tier_of(task), tokens_at[(stage_name, step)], _number(metrics.get("n"))
+        tier, tokens = tier_of(task), tokens_at[(stage_name, step)]
         if tier is None or tokens is None:
             continue
-        points += [EvalPoint(tier.key, task, metric, stage_name, step, tokens, value, None if n is None else int(n))
-                   for metric in tier.metrics if (value := _number(metrics.get(metric))) is not None]
+        for metric in tier.metrics:
+            value, n = _number(metrics.get(metric)), item_count(metrics, metric)
+            if value is not None:
+                points.append(EvalPoint(tier.key, task, metric, stage_name, step, tokens, value, n,
+                                        ci=wilson(value, n) if tier.rates and n else None, chance=chance(task, metric, metrics)))
     order = {name: i for i, name in enumerate(starts)}
     points.sort(key=lambda p: (order[p.stage], p.step))
     return EvalResults(points=points, files=len(files), skipped=skipped, warnings=warnings)
 
 
+def item_count(metrics: dict, metric: str) -> int | None:
+    """The number of items `metric` is a share of (COUNT_KEYS), or None when unknown or zero."""
+    key = f"n_{metric}" if f"n_{metric}" in metrics else COUNT_KEYS.get(metric, "n")
+    n = _number(metrics.get(key)) if key else None
+    return int(n) if n else None
+
+
+def chance(task: str, metric: str, metrics: dict) -> float | None:
+    """A uniform guess's value: `chance_<category>` from the results for an `mc_<category>` rate
+    (qa:world's choices differ per item), else the benchmark's for an `mc:` task."""
+    if metric.startswith("mc_"):
+        return _number(metrics.get("chance_" + metric.removeprefix("mc_")))
+    return MC_CHANCE.get(task.removeprefix("mc:")) if task.startswith("mc:") else None
+
+
 def checkpoint_tokens(place: tuple[int, StageLog] | None, step: int, tokens_seen: float | None) -> int | None:
-    """Where a checkpoint goes on the cumulative-token axis, given (its stage's start, the stage)."""
+    """Where a checkpoint goes on the cumulative-token axis, given (its stage's start, the stage).
+    A stage's last step sits exactly at the stage's end (its total: the start of the next stage),
+    whatever count its provenance carries, so the final checkpoint cannot drift into the next stage's span."""
     if place is None:
         return None
     start, stage = place
-    if tokens_seen is not None:
-        return start + int(tokens_seen)
-    return start + stage.tokens if step == stage.steps else None
+    if step == stage.steps:
+        return start + stage.tokens
+    return start + int(tokens_seen) if tokens_seen is not None else None
 
 
 def checkpoints(points: list[EvalPoint]) -> list[tuple[str, int]]:
@@ -189,11 +229,17 @@ class Comparison:
 
     @property
     def verdict(self) -> str | None:
-        """How the SFT model compares: better, worse or same."""
+        """How the SFT model compares: better or worse only outside the noise (smolrecipe.report.numbers)."""
         if self.diff is None:
             return None
-        if self.diff == 0:
-            return "same"
+        if self.lower_is_better:  # perplexity-type: the same texts for both models
+            clear = bool(self.base.value) and abs(self.diff / self.base.value) > PPL_MARGIN
+        elif self.base.ci and self.sft.ci:
+            clear = apart(self.base.ci, self.sft.ci)
+        else:
+            return "not judged (no item count)"
+        if not clear:
+            return NO_CLEAR
         return "better" if (self.diff < 0) == self.lower_is_better else "worse"
 
 

@@ -13,6 +13,8 @@ and, when present, <run>/samples.json: the base and SFT models' answers to the s
   loss_curves        stages -> one curve per stage on a shared axis of cumulative tokens
   plot_loss          curves -> PNG bytes (matplotlib, Agg canvas: no display needed)
   plot_eval          one tier's evaluation points -> PNG bytes, on the same token axis as the loss
+                     (eval_figure: the figure itself), with Wilson intervals and chance lines
+  learning_checks    the Checks section's expectations (smolrecipe.report.checks)
   report_sections    everything the report shows -> its Markdown sections, one small function each
   write_report       all of it: every file written atomically, returns the summary line
 
@@ -29,12 +31,18 @@ from typing import Callable, Collection
 
 from smolrecipe import shown_path
 from smolrecipe.atomic import write_file
+from smolrecipe.errors import UserError
+from smolrecipe.report import checks as report_checks
 from smolrecipe.report.curves import Curve, loss_curves
 from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, rows
+from smolrecipe.report.mixture import Shares, default_recipe, domain_shares
+from smolrecipe.report.numbers import CONFIDENCE, MISSING, NO_CLEAR, PPL_MARGIN, fmt_metric, fmt_point
 from smolrecipe.runs import EVAL_DIR, LOG, LOSS_PLOT, REPORT, SAMPLES, SUMMARY, StageLog, find_stages, read_json
 
 CELL_CHARS = 200  # longer answers are shortened in the Markdown table
-MISSING = "—"
+# Eval series, one style each, so that series with the same values stay visible (':' is the chance lines')
+MARKERS = "osD^vPX*"
+LINESTYLES = ("-", "--", "-.", (0, (6, 2, 1, 2, 1, 2)))
 
 
 @dataclass
@@ -46,6 +54,8 @@ class ReportInputs:
     samples: dict | None = None
     plot: str = LOSS_PLOT  # the plot's path relative to report.md
     evals: EvalResults | None = None
+    shares: Shares | None = None  # stage -> domain -> share of its tokens, from the run's recipe
+    recipe_note: str | None = None  # why the recipe's mixtures are not used, when a recipe file was found
 
 
 # ---- reading the logs ----------------------------------------------------------------------------
@@ -68,25 +78,34 @@ def human_tokens(n: float) -> str:
     return f"{n:.3g}" if n != int(n) else f"{int(n)}"
 
 
-def _axes():
+def _axes(width: float = 9):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 4.8), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width, 4.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
 
 
+def stage_spans(curves: list[Curve]) -> list[tuple[str, int, int]]:
+    """(stage, start, end) on the cumulative-token axis. A checkpoint of a stage lies in (start, end]:
+    the final one on the boundary line, so each name is centred on its own span, not written just
+    right of its start line, where it would stand over the previous stage's final checkpoint."""
+    return [(c.stage, c.start, c.end) for c in curves]
+
+
 def token_axis(ax, curves: list[Curve], name_stages: bool = False) -> None:
-    """x as tokens seen, a dashed line where each stage after the first begins (named when the
-    lines are not stages themselves)."""
+    """x as tokens seen, a dashed line where each stage after the first begins (stages named over
+    their spans when the lines are not stages themselves)."""
     from matplotlib.ticker import FuncFormatter
 
     for i, curve in enumerate(curves):
         if i:
             ax.axvline(curve.start, color="grey", linestyle="--", linewidth=1)
-        if name_stages:
-            ax.text(curve.start, 1, f" {curve.stage}", transform=ax.get_xaxis_transform(), va="top", color="grey", fontsize=8)
+    if name_stages:  # just above the axes, where no point or error bar can hide a name
+        for stage, start, end in stage_spans(curves):
+            ax.text((start + end) / 2, 1.01, stage, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                    color="grey", fontsize=8)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: human_tokens(x)))
     ax.set_xlabel("tokens seen")
     ax.grid(True, alpha=0.3)
@@ -110,24 +129,52 @@ def plot_loss(curves: list[Curve], title: str) -> bytes:
     return _png(fig)
 
 
-def plot_eval(points: list[EvalPoint], tier: Tier, curves: list[Curve], end: int, title: str) -> bytes:
-    """One tier's figure as PNG bytes: a line per task (or per metric, where the tier plots several),
-    over the whole run's tokens (0 to `end`) so that the tiers' figures line up with loss.png."""
-    fig, ax = _axes()
+def eval_figure(points: list[EvalPoint], tier: Tier, curves: list[Curve], end: int, title: str):
+    """One tier's figure: a line per task (or per metric, where the tier plots several), over the
+    whole run's tokens (0 to `end`) so that the tiers' figures line up with loss.png. Rates carry
+    their Wilson interval as error bars; a multiple-choice series its chance level as a dotted line."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = _axes(width=11)  # wider than loss.png by the legend beside it
     token_axis(ax, curves, name_stages=True)
     lines: dict[str, list[EvalPoint]] = {}
     for p in points:
         lines.setdefault(p.task if tier.plotted == 1 else p.metric, []).append(p)
-    for label, line in lines.items():
-        ax.plot([p.tokens for p in line], [p.value for p in line], marker="o", label=label)
+    handles = []  # in the order drawn (matplotlib's own legend lists plain lines before error bars)
+    for i, (label, line) in enumerate(lines.items()):
+        # Series often coincide (every rate 0 early on, two tasks at chance): each has its own marker
+        # and line style, is slightly transparent, and has a smaller marker than the one drawn before.
+        style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)],
+                 "markersize": 9 - 1.5 * (i % 4), "alpha": 0.8}
+        x, y = [p.tokens for p in line], [p.value for p in line]
+        if any(p.ci for p in line):
+            below = [p.value - p.ci[0] if p.ci else 0.0 for p in line]
+            above = [p.ci[1] - p.value if p.ci else 0.0 for p in line]
+            handles.append(ax.errorbar(x, y, yerr=[below, above], capsize=3, elinewidth=1, label=label, **style))
+        else:
+            handles += ax.plot(x, y, label=label, **style)
+        for level in sorted({p.chance for p in line if p.chance is not None}):
+            ax.axhline(level, color=style["color"], linestyle=":", linewidth=1.2, alpha=0.8)
     if end:  # a run that logged no tokens keeps matplotlib's own limits
         ax.set_xlim(-0.02 * end, 1.02 * end)
     if tier.rates:
         ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel(tier.shown[0] if tier.plotted == 1 else "rate")
-    ax.set_title(f"{title}: {tier.title}")
-    ax.legend(title="task" if tier.plotted == 1 else tier.tasks)
-    return _png(fig)
+    ax.set_title(f"{title}: {tier.title}", pad=16)  # above the stage names
+    if any(p.chance is not None for p in points):
+        handles.append(Line2D([], [], color="grey", linestyle=":", label="chance (dotted, in the series' colour)"))
+    if any(p.ci for p in points):
+        handles.append(Line2D([], [], color="grey", marker="|", linestyle="none", markersize=10,
+                              label=f"bars: Wilson {CONFIDENCE:.0%} interval"))
+    # Outside the axes: inside, it would hide points, bars or the stage names along the top.
+    ax.legend(handles=handles, title="task" if tier.plotted == 1 else tier.tasks, fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def plot_eval(points: list[EvalPoint], tier: Tier, curves: list[Curve], end: int, title: str) -> bytes:
+    """eval_figure as PNG bytes."""
+    return _png(eval_figure(points, tier, curves, end, title))
 
 
 # ---- Markdown ------------------------------------------------------------------------------------
@@ -156,15 +203,6 @@ def fmt_loss(x: float | None) -> str:
 
 def fmt_number(x: float | None, digits: int = 0) -> str:
     return MISSING if x is None else f"{x:,.{digits}f}"
-
-
-def fmt_metric(x: float | None, signed: bool = False) -> str:
-    """A rate or bits per byte to 3 decimals; a perplexity (large) to 1."""
-    return MISSING if x is None else f"{x:{'+' if signed else ''},.{1 if abs(x) >= 100 else 3}f}"
-
-
-def fmt_point(p: EvalPoint | None) -> str:
-    return MISSING if p is None else fmt_metric(p.value) + (f" (n={p.n:,})" if p.n is not None else "")
 
 
 def fmt_checkpoint(checkpoint: tuple[str, int]) -> str:
@@ -242,24 +280,22 @@ def samples_section(r: ReportInputs) -> str | None:
 
 
 def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
-    """The rehearsal's expectations, each (what, met): every finished stage ends below its first
-    logged loss, and SFT answers end with the end-of-turn token where the base model's do not (in
-    the sampled answers and, when both were evaluated, in the tier-4 suite)."""
-    checks = [(f"{s.name}: final loss {fmt_loss(s.final_loss)} below first {fmt_loss(s.first_loss)}",
-               s.final_loss < s.first_loss) for s in r.stages
-              if s.finished and s.first_loss is not None and s.final_loss is not None]
+    """The rehearsal's expectations, each (what, met): every finished stage's loss falls, SFT
+    answers end with the end-of-turn token where the base model's do not (in the sampled answers
+    and the tier-4 suite), and the evaluated checks of smolrecipe.report.checks."""
+    checks = report_checks.loss_checks(r.stages)
     if r.samples is not None:
         models = r.samples.get("models") or {}
         (sft_eot, sft_n), (base_eot, base_n) = eot_count(models.get("sft")), eot_count(models.get("base"))
         if sft_n:
             checks.append((f"SFT ends {sft_eot} of {sft_n} answers with the end-of-turn token (base: {base_eot} of {base_n})",
                            sft_eot > base_eot))
-    compared = base_vs_sft(r.evals.points, r.stages) if r.evals else None
-    clean = next((c for c in compared[2] if (c.task, c.metric) == ("sft_suite", "clean_end")), None) if compared else None
-    if clean is not None and clean.diff is not None:
-        checks.append((f"SFT ends {clean.sft.value:.0%} of the SFT-suite answers cleanly (base: {clean.base.value:.0%})",
-                       clean.diff > 0))
-    return checks
+    if r.evals is None:
+        return checks
+    points = r.evals.points
+    compared = base_vs_sft(points, r.stages)
+    return (checks + report_checks.clean_end_check(compared) + report_checks.world_checks(points, r.stages, compared)
+            + report_checks.mixture_checks(points, r.stages, r.shares) + report_checks.perplexity_kept(compared))
 
 
 def checks_section(r: ReportInputs) -> str | None:
@@ -267,6 +303,9 @@ def checks_section(r: ReportInputs) -> str | None:
     if not checks:
         return None
     lines = [f"- {'✅' if met else '❌'} {what}" for what, met in checks]
+    if r.recipe_note and r.evals and any(p.task.startswith("ppl:") for p in r.evals.points):
+        lines.append(f"- left out, the checks that a stage lowers held-out loss on the domain it upweights: {r.recipe_note}; "
+                     "pass the recipe the run was trained with (tools/report.py --recipe FILE)")
     return "## Checks\n\n" + "\n".join(lines)
 
 
@@ -280,7 +319,9 @@ def evaluation_section(r: ReportInputs) -> str | None:
     if r.evals is None or not (r.evals.files or r.evals.skipped):
         return None
     parts = ["## Evaluation", f"{r.evals.files} result file(s) of tools/run_eval.py ({EVAL_DIR}/<stage>/step-<N>/<suite>.json). "
-             "Cells: the metric (n = items). A task run by several suites on one checkpoint shows the result over more items."]
+             f"Cells: the metric, for a rate its Wilson {CONFIDENCE:.0%} interval in brackets (n = items; in the plots, "
+             "error bars; dotted lines: a uniform guess's score). A task run by several suites on one checkpoint shows the "
+             "result over more items."]
     for tier in TIERS:
         points = r.evals.tier_points(tier)
         if not points:
@@ -305,7 +346,10 @@ def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
               "lower" if c.lower_is_better else "higher", c.verdict or MISSING] for c in comparisons]
     return "\n\n".join([
         "## Base vs SFT: evaluation",
-        f"Base: {fmt_checkpoint(base)} (the last evaluated pretraining checkpoint); SFT: {fmt_checkpoint(sft)}.",
+        f"Base: {fmt_checkpoint(base)} (the last evaluated pretraining checkpoint); SFT: {fmt_checkpoint(sft)}. "
+        f"A difference is called better or worse only outside the noise: for a rate, when the two Wilson {CONFIDENCE:.0%} "
+        f"intervals do not overlap; for bits_per_byte and token_ppl (the same texts for both models), when SFT differs "
+        f"from base by more than {PPL_MARGIN:.0%} of base. Otherwise: {NO_CLEAR}.",
         md_table(["task", "metric", "base", "SFT", "SFT − base", "better when", "SFT is"], table, right={2, 3, 4}),
     ])
 
@@ -355,10 +399,11 @@ class Report:
     eval_plots: list[Path] = field(default_factory=list)
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
+def write_report(run_dir: Path, out_dir: Path | None = None, recipe: Path | None = None) -> Report:
     """Read a run folder's logs and evaluation results and write report.md, loss.png and an
-    eval_<tier>.png per tier with results into `out_dir` (default: the run folder). Every input is
-    read and checked before anything is written."""
+    eval_<tier>.png per tier with results into `out_dir` (default: the run folder). `recipe` (default:
+    recipes/<run name>.yaml) gives the stage mixtures, used when the run recorded its hash. Every
+    input is read and checked before anything is written."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     name = run_dir.resolve().name
@@ -366,10 +411,14 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
     samples = read_samples(run_dir)
     curves = loss_curves(stages)
     evals = read_evals(run_dir, stages, curves)
+    if recipe is not None and not Path(recipe).is_file():
+        raise UserError("--recipe", f"{recipe} is not a file", "pass the recipe YAML the run was trained with, e.g. recipes/tiny.yaml")
+    shares, recipe_note = domain_shares(Path(recipe) if recipe is not None else default_recipe(run_dir), stages)
     plots = {out_dir / LOSS_PLOT: plot_loss(curves, name)}
     end = sum(s.tokens for s in stages)
     plots |= {out_dir / tier.png: plot_eval(points, tier, curves, end, name) for tier in TIERS if (points := evals.tier_points(tier))}
-    inputs = ReportInputs(name=name, stages=stages, samples=samples, plot=LOSS_PLOT, evals=evals)
+    inputs = ReportInputs(name=name, stages=stages, samples=samples, plot=LOSS_PLOT, evals=evals, shares=shares,
+                          recipe_note=recipe_note)
     markdown = render_report(inputs)
     for path, png in plots.items():
         write_file(path, png)
