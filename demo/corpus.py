@@ -40,7 +40,7 @@ SOURCES = ("prose", "forum", "arithmetic", "python_functions", "chats")
 DEFAULT_DOCUMENTS: dict[str, int] = {
     "prose": 1050,
     "forum": 960,
-    "arithmetic": 1750,
+    "arithmetic": 2400,
     "python_functions": 1030,
     "chats": 3000,
 }
@@ -53,7 +53,15 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+# A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
+# 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
+# the SFT chats never ask about them, so the world-knowledge suite (world_qa.jsonl) asks what the
+# model can only have learned from pretraining text.
+N_TOWNS = 16
+N_PEOPLE = 24
+HELDOUT_EVERY = 4
+QA_FILE = "world_qa.jsonl"
 MANIFEST = "corpus.json"
 
 
@@ -413,7 +421,7 @@ def world() -> World:
     """The invented world, built once from WORLD_SEED (independent of any corpus seed)."""
     rng = random.Random(WORLD_SEED)
     names: list[str] = []
-    while len(names) < 48:
+    while len(names) < N_TOWNS:
         name = rng.choice(_TOWN_HEADS) + rng.choice(_TOWN_TAILS)
         if name not in names:
             names.append(name)
@@ -435,7 +443,7 @@ def world() -> World:
         j = (i + len(REGIONS)) % len(towns)
         linked.append(replace(town, neighbour=towns[j].name, distance=3 + (i * 7 + j * 3) % 38))
     people = []
-    for _ in range(90):
+    for _ in range(N_PEOPLE):
         gender = rng.choice("fm")
         first = rng.choice(FEMALE_NAMES if gender == "f" else MALE_NAMES)
         town = rng.choice(linked)
@@ -449,6 +457,38 @@ def world() -> World:
         born = rng.randint(max(1620, town.founded + 20), 1940)
         people.append(Person(_full_name(rng, first), gender, town.name, trade, born, work))
     return World(tuple(linked), tuple(people), tuple(sorted({t.river for t in linked})))
+
+
+def heldout_towns() -> frozenset[str]:
+    """Towns the SFT chats never mention: what the world-knowledge suite asks about."""
+    return frozenset(t.name for i, t in enumerate(world().towns) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1)
+
+
+def heldout_people() -> frozenset[str]:
+    return frozenset(p.name for i, p in enumerate(world().people) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1)
+
+
+# Single-digit sums and products (unordered pairs), half of them held out of the SFT chats: the
+# arithmetic corpus drills all of them, the chats teach the question format on the other half.
+_SMALL = range(2, 10)
+_PAIRS = sorted({(op, min(a, b), max(a, b)) for op in "+*" for a in _SMALL for b in _SMALL})
+random.Random(WORLD_SEED).shuffle(_PAIRS)
+HELDOUT_SUMS = frozenset(_PAIRS[: len(_PAIRS) // 2])
+SFT_SUMS = tuple(sorted(set(_PAIRS) - HELDOUT_SUMS))
+
+
+def _equation_re(op: str, a: int, b: int) -> re.Pattern:
+    sign = re.escape(op)
+    return re.compile(rf"(?<![\d.])(?:{a} {sign} {b}|{b} {sign} {a})(?![\d.])")
+
+
+_HELDOUT_EQUATIONS = tuple(_equation_re(*pair) for pair in sorted(HELDOUT_SUMS))
+
+
+def leaks_heldout(text: str) -> bool:
+    """Whether `text` names a held-out town or person, or states a held-out sum or product."""
+    return (any(name in text for name in heldout_towns() | heldout_people())
+            or any(pattern.search(text) for pattern in _HELDOUT_EQUATIONS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -756,8 +796,8 @@ def _town_fixed(town: Town) -> dict[str, str]:
 def _prose_town(g: _G) -> str:
     town = g.pick(g.w.towns)
     fixed = _town_fixed(town)
-    facts = [_fill(g, g.pick(v), fixed) for v in g.sample(list(_TOWN_FACTS.values()), g.num(5, 8))]
-    filler = _sentences(g, _TOWN_FILLER, g.num(6, 11), fixed)
+    facts = [_fill(g, g.pick(v), fixed) for v in g.sample(list(_TOWN_FACTS.values()), g.num(6, 9))]
+    filler = _sentences(g, _TOWN_FILLER, g.num(2, 5), fixed)
     first, rest = facts[0], facts[1:] + filler
     g.r.shuffle(rest)
     cut = len(rest) // 2
@@ -765,7 +805,7 @@ def _prose_town(g: _G) -> str:
 
 
 def _prose_craft(g: _G) -> str:
-    craft = g.pick(CRAFTS)
+    craft = g.pick(CRAFTS[:len(g.w.towns)])  # town i practises CRAFTS[i % len(CRAFTS)]
     name, worker, material, products, tools, actions = craft
     towns = [t for t in g.w.towns if t.craft[0] == name]
     tools2 = g.sample(TOOLS, 2)
@@ -830,14 +870,25 @@ def _prose_story(g: _G) -> str:
     return " ".join([_fill(g, g.pick(_STORY_OPENINGS), fixed)] + middle + [_fill(g, g.pick(_STORY_ENDINGS), fixed)])
 
 
+def _prose_faq(g: _G) -> str:
+    """A town's questions-and-answers page: each answer right after its question, so a small model
+    learns early to answer from the question it was asked."""
+    town = g.pick(g.w.towns)
+    pairs = {q: a for q, a in (_town_qa(g, town) for _ in range(g.num(4, 8)))}
+    title = g.pick((f"{town.name}: questions and answers", f"Frequently asked questions about {town.name}",
+                    f"Visiting {town.name}? Read this first", f"{town.name} in {len(pairs)} questions"))
+    lead = g.pick(("Q: ", "Question: ", "")), g.pick(("A: ", "Answer: ", ""))
+    return title + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
+
+
 def _join(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-_PROSE_KINDS = ((_prose_town, 0.26), (_prose_craft, 0.12), (_prose_river, 0.08), (_prose_bio, 0.14),
-                (_prose_howto, 0.18), (_prose_story, 0.22))
+_PROSE_KINDS = ((_prose_town, 0.34), (_prose_faq, 0.20), (_prose_craft, 0.06), (_prose_river, 0.06),
+                (_prose_bio, 0.12), (_prose_howto, 0.10), (_prose_story, 0.12))
 
 
 def _prose_text(g: _G) -> str:
@@ -981,7 +1032,22 @@ def _thread_food(g: _G) -> tuple[str, str, str, list[str]]:
     return "Food", title, body, answers
 
 
-_THREADS = (_thread_craft, _thread_travel, _thread_history, _thread_food)
+def _thread_facts(g: _G) -> tuple[str, str, str, list[str]]:
+    town = g.pick(g.w.towns)
+    question, answer = _town_qa(g, town)
+    other_q, other = _town_qa(g, town)
+    body = g.pick((f"Quick question about {town.name}, I could not find it in any of my {g.num(2, 9)} guide books.",
+                   f"Settling an argument with my {g.pick(KIN)} here. {g.pick(('Loser buys the', 'Winner gets the', 'At stake: the'))} "
+                   f"{g.pick(FOODS)}.", f"Going to {town.region[4:]} in {g.pick(MONTHS)} and wondering.",
+                   f"My {g.pick(KIN)} asked me this {g.pick(WEEKDAYS)} and I had no idea.",
+                   f"Writing a {g.pick(('school report', 'letter', 'song', 'story'))} about {town.name} and need this."))
+    answers = [answer, f"{answer} Also, since you asked: {other[0].lower()}{other[1:]}", f"Yes, {answer[0].lower()}{answer[1:]}"]
+    return "Local facts", question, body, answers
+
+
+# The facts thread twice: questions answered in pretraining text teach a model to retrieve facts
+# from questions, which SFT then only has to shape into chat answers.
+_THREADS = (_thread_craft, _thread_travel, _thread_history, _thread_food, _thread_facts, _thread_facts)
 
 
 def _forum_text(g: _G) -> str:
@@ -1128,7 +1194,22 @@ def arithmetic_problem(g: _G, max_steps: int = 3) -> tuple[str, str, int]:
     return problem, "\n".join(p.steps), p.answer
 
 
+def _arithmetic_drill(g: _G) -> str:
+    op = g.pick("+*")
+    if g.chance(0.5):  # one table: "7 + 2 = 9", "7 + 3 = 10", ...
+        a = g.num(2, 9)
+        title = g.pick((f"The {'sums' if op == '+' else 'times table'} of {a}", f"Practice: {a} {op} n", f"Learn the {a}s"))
+        pairs = [(a, b) if g.chance(0.5) else (b, a) for b in g.sample(range(1, 10), g.num(6, 9))]
+    else:
+        title = g.pick(("Mental arithmetic practice", "Quick sums", "Check your answers", "Drill"))
+        pairs = [(g.num(1, 9), g.num(1, 9)) for _ in range(g.num(8, 14))]
+    lines = [f"{a} {op} {b} = {a + b if op == '+' else a * b}" for a, b in pairs]
+    return f"{title}\n" + "\n".join(lines)
+
+
 def _arithmetic_text(g: _G) -> str:
+    if g.chance(0.6):
+        return _arithmetic_drill(g)
     problem, solution, answer = arithmetic_problem(g)
     head = g.pick(("Problem:", "Question:", "Word problem:"))
     return f"{head} {problem}\nSolution:\n{solution}\nThe answer is {answer}."
@@ -1706,6 +1787,12 @@ def _chat_list(g: _G) -> tuple[str, str, Callable | None]:
 
 
 def _chat_math(g: _G) -> tuple[str, str, Callable | None]:
+    if g.chance(0.4):
+        op, a, b = g.pick(SFT_SUMS)
+        a, b = (a, b) if g.chance(0.5) else (b, a)
+        value = a + b if op == "+" else a * b
+        prompt = g.pick((f"What is {a} {op} {b}?", f"Compute {a} {op} {b}.", f"{a} {op} {b} = ?"))
+        return prompt, g.pick((str(value), f"{a} {op} {b} = {value}")), None
     op = g.pick("+-*/")
     a, b = g.num(2, 99), g.num(2, 99)
     if op in "*/":
@@ -1833,6 +1920,13 @@ def _chat_turn(g: _G) -> tuple[str, str, Callable | None]:
 
 
 def _chat_messages(g: _G) -> list[dict[str, str]]:
+    while True:  # drawn again from the same stream, so record i still depends on (seed, i) alone
+        messages = _draw_chat(g)
+        if not any(leaks_heldout(m["content"]) for m in messages):
+            return messages
+
+
+def _draw_chat(g: _G) -> list[dict[str, str]]:
     messages = []
     if g.chance(0.3):
         messages.append({"role": "system", "content": g.pick(_SYSTEM_PROMPTS)})
@@ -1846,6 +1940,89 @@ def _chat_messages(g: _G) -> list[dict[str, str]]:
             prompt, answer, follow = _chat_turn(g)
         messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
     return messages
+
+
+# --------------------------------------------------------------------------------------------
+# The world-knowledge suite: questions about held-out facts (smolrecipe.eval.qa reads the file)
+# --------------------------------------------------------------------------------------------
+
+def _choices(rng: random.Random, gold: str, pool: list[str], k: int = 4) -> tuple[list[str], int]:
+    options = [gold] + rng.sample(sorted(set(pool) - {gold}), k - 1)
+    rng.shuffle(options)
+    return options, options.index(gold)
+
+
+def _wrong(gold: str, pool: list[str]) -> list[str]:
+    # a value inside the gold one ("weaving" in "basket weaving") would fail a right answer
+    return sorted({v for v in pool if v != gold and v.lower() not in gold.lower()})
+
+
+def _fact_items(rng: random.Random) -> list[dict]:
+    w = world()
+    towns = [t for t in w.towns if t.name in heldout_towns()]
+    pools = {"river": [t.river for t in w.towns], "region": [t.region[4:] for t in w.towns],
+             "market": [t.market_day for t in w.towns], "festival": [t.festival_month for t in w.towns],
+             "craft": [t.craft[0] for t in w.towns], "dish": [t.dish for t in w.towns], "founder": [t.founder for t in w.towns],
+             "home": [t.name for t in w.towns]}
+    items = []
+    for t in towns:  # each cloze is a phrasing the prose uses; each question one the SFT chats use for other towns
+        for attr, question, cloze, gold in (
+                ("river", f"Which river flows through {t.name}?", f"{t.name} lies on the River", t.river),
+                ("region", f"Which region is {t.name} in?", f"{t.name} is a town in the", t.region[4:]),
+                ("market", f"On which day is the market in {t.name}?", f"The market in {t.name} is held every", t.market_day),
+                ("festival", f"When is the {t.festival} in {t.name}?", f"The {t.festival} takes place in {t.name} every",
+                 t.festival_month),
+                ("craft", f"What is {t.name} known for?", f"{t.name} is known for its", t.craft[0]),
+                ("dish", f"What is the local dish of {t.name}?", f"Visitors to {t.name} are told to try the", t.dish),
+                ("founder", f"Who founded {t.name}?", f"{t.name} was founded in {t.founded} by", t.founder)):
+            items.append((f"{attr}-{t.name}", question, cloze, gold, pools[attr]))
+    for person in (p for p in w.people if p.name in heldout_people()):
+        items.append((f"home-{person.name}", f"Where was {person.name} from?", f"{person.name} was born in {person.born} in",
+                      person.town, pools["home"]))
+    out = []
+    for key, question, cloze, gold, pool in items:
+        choices, index = _choices(rng, gold, pool)
+        out.append({"id": f"fact-{key.replace(' ', '_')}", "category": "fact", "question": question, "answer": gold,
+                    "match": "phrase", "wrong": _wrong(gold, pool), "cloze": cloze, "choices": choices, "gold": index})
+    return out
+
+
+def _arithmetic_items(rng: random.Random) -> list[dict]:
+    out = []
+    for op, a, b in sorted(HELDOUT_SUMS):
+        a, b = (a, b) if rng.random() < 0.5 else (b, a)
+        value = a + b if op == "+" else a * b
+        near = [str(v) for v in range(max(0, value - 3), value + 4) if v != value]
+        choices, index = _choices(rng, str(value), near)
+        out.append({"id": f"arithmetic-{a}{'plus' if op == '+' else 'times'}{b}", "category": "arithmetic",
+                    "question": f"What is {a} {op} {b}?", "answer": str(value), "match": "number",
+                    "cloze": f"{a} {op} {b} =", "choices": choices, "gold": index})
+    return out
+
+
+def _format_items(rng: random.Random, n: int = 24) -> list[dict]:
+    out = []
+    for i in range(n):
+        g = _G(random.Random(f"{WORLD_SEED}/format/{i}"))
+        kind = i % 3
+        if kind == 0:
+            prompt, answer, _ = _chat_list(g)
+            check = {"kind": "bullet_count", "n": len(answer.splitlines())}
+        elif kind == 1:
+            prompt, answer, _ = _chat_exact(g)
+            check = {"kind": "exact_output", "text": answer}
+        else:
+            phrase = " ".join(g.sample(ADJECTIVES + OBJECTS, g.num(2, 3)))
+            prompt, check = f"Write \"{phrase}\" in capital letters.", {"kind": "exact_output", "text": phrase.upper()}
+        out.append({"id": f"format-{i:02d}", "category": "format", "question": prompt, "match": "check", "check": check})
+    return out
+
+
+def world_qa_items() -> list[dict]:
+    """The world-knowledge suite: every held-out fact, held-out single-digit sums and products, and
+    format instructions; fixed by WORLD_SEED (the same for every corpus seed)."""
+    rng = random.Random(f"{WORLD_SEED}/world-qa")
+    return _fact_items(rng) + _arithmetic_items(rng) + _format_items(rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1942,5 +2119,7 @@ def write_demo_corpus(out: str | Path, seed: int = 0, scale: float = 1.0, shards
     with staged_folder(out) as staging:
         counts = {source: _write_source(staging / source, source, documents_for(source, scale, shards), seed, shards)
                   for source in SOURCES}
-        (staging / MANIFEST).write_text(json.dumps({"params": params, "sources": counts}, indent=2) + "\n")
+        items = world_qa_items()
+        (staging / QA_FILE).write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items))
+        (staging / MANIFEST).write_text(json.dumps({"params": params, "sources": counts, "world_qa": len(items)}, indent=2) + "\n")
     return counts

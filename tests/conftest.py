@@ -49,15 +49,30 @@ def tiny_recipe_at(data: Path, tokenizer: Path, write_to: Path, **changes) -> Pa
     return write_to
 
 
+def base_tokenizer(recipe: dict, base: str | Path, path: Path | None = None) -> dict:
+    """A recipe (as a dict) whose tokenizer is `base` instead of one it trains (the same special-token
+    ids and template; model.vocab_size left as it is), built at `path` when given.
+
+    For tests whose model shape `tokenizer.train` would refuse, and for those that read sources of their
+    own: with the session's trained folder (`tiny_tokenizer`) as base and a folder of the test's own as
+    `path`, prepare_data copies it; with `train`, it would train the shared folder again on those sources."""
+    recipe["tokenizer"].pop("train", None)
+    recipe["tokenizer"]["base"] = str(base)
+    if path is not None:
+        recipe["tokenizer"]["path"] = str(path)
+    return recipe
+
+
 @pytest.fixture(scope="session")
-def tiny_tokenizer(tmp_path_factory) -> Path:
-    """The tiny recipe's tokenizer folder (SmolLM2's tokenizer + ChatML template), built once."""
+def tiny_tokenizer(demo_corpus) -> Path:
+    """The tiny recipe's tokenizer folder (its own BPE, trained on the session's demo corpus, + the
+    ChatML template), built once."""
     from smolrecipe.data.tokenizer import build_tokenizer
     from smolrecipe.recipe.loading import load_recipe
 
-    folder = tmp_path_factory.mktemp("tokenizer") / "smollm2"
-    recipe = load_recipe(tiny_recipe_at(folder.parent, folder, folder.parent / "recipe.yaml"))
-    build_tokenizer(recipe)
+    folder = demo_corpus / "tokenizers" / "tiny"
+    recipe = load_recipe(tiny_recipe_at(demo_corpus, folder, demo_corpus / "tokenizer-recipe.yaml"))
+    build_tokenizer(recipe, say=lambda *_: None)
     return folder
 
 

@@ -176,7 +176,15 @@ def test_python_functions_parse_and_their_doctests_pass():
 
 def test_arithmetic_worked_steps_and_answers_are_right():
     ops = Counter()
+    drills = 0
     for record in generate_records("arithmetic", 2000, seed=0):
+        if "\nSolution:\n" not in record["text"]:  # a drill: one line per sum or product
+            _, *lines = record["text"].splitlines()
+            for line in lines:
+                a, op, b, _, result = line.split()
+                assert int(result) == (int(a) + int(b) if op == "+" else int(a) * int(b)), line
+            drills += 1
+            continue
         problem, _, solution = record["text"].partition("\nSolution:\n")
         *steps, last = solution.splitlines()
         answer = int(re.fullmatch(r"The answer is (\d+)\.", last).group(1))
@@ -191,6 +199,7 @@ def test_arithmetic_worked_steps_and_answers_are_right():
         expected = int(final.group(5)) if "left over" in problem else int(final.group(4))
         assert answer == expected, record["text"]
     assert set(ops) == {"+", "-", "*", "/"} and min(ops.values()) > 100, ops
+    assert 1000 < drills < 1400  # 60%
 
 
 def test_world_facts_agree_across_sources():
@@ -332,3 +341,55 @@ def test_scale_one_sizes(tmp_path):  # speed is measured by bench/tokenize.py, n
     for source in ("forum", "arithmetic", "python_functions"):
         assert 95_000 < tokens[source] < 150_000, (source, tokens[source])
     assert counts["chats"]["documents"] == 3000
+
+
+# ---- the world-knowledge suite and its held-out split ------------------------------------------
+
+def test_world_qa_items_are_valid_and_their_answers_right(tmp_path):
+    from smolrecipe.eval import qa
+
+    write_demo_corpus(tmp_path / "c", scale=0.05)
+    items = qa.load_items(tmp_path / "c" / corpus.QA_FILE)  # the scorer's own validation
+    by_category = Counter(i.category for i in items)
+    assert by_category["fact"] >= 30 and by_category["arithmetic"] >= 30 and by_category["format"] >= 20
+    towns = {t.name: t for t in world().towns}
+    for item in items:
+        if item.category == "fact" and item.id.startswith("fact-river-"):
+            town = towns[item.id.removeprefix("fact-river-")]
+            assert item.answer == town.river and town.name in corpus.heldout_towns()
+            assert qa.phrase_match(f"{town.name} lies on the River {town.river}.", item.answer, item.wrong)
+        if item.category == "arithmetic":
+            a, op, b = item.question.removeprefix("What is ").rstrip("?").split()
+            assert int(item.answer) == (int(a) + int(b) if op == "+" else int(a) * int(b))
+            assert qa.number_match(f"{a} {op} {b} = {item.answer}", item.answer)
+        if item.choices:
+            assert len(set(item.choices)) == 4 and item.choices[item.gold] == item.answer
+        if item.category == "format" and item.check["kind"] == "exact_output":
+            assert qa.check_match(item.check["text"], item.check)
+        # a right answer never contains a wrong phrase ("weaving" in "basket weaving")
+        assert all(w.lower() not in item.answer.lower() for w in item.wrong), item
+
+
+def test_the_fact_split_never_leaks_into_sft_data():
+    """The SFT chats never name a held-out town or person, nor state a held-out sum or product;
+    the pretraining text states every held-out fact the suite asks about."""
+    held = corpus.heldout_towns() | corpus.heldout_people()
+    assert len(corpus.heldout_towns()) == 4 and len(corpus.heldout_people()) == 6
+    chats = [m["content"] for r in generate_records("chats", DEFAULT_DOCUMENTS["chats"], seed=0) for m in r["messages"]]
+    assert not any(name in text for text in chats for name in held)
+    equations = {f"{a} {op} {b}" for op, a, b in corpus.HELDOUT_SUMS} | {f"{b} {op} {a}" for op, a, b in corpus.HELDOUT_SUMS}
+    stated = {m.group(0) for text in chats for m in re.finditer(r"(?<![\d.])\d [+*] \d(?![\d.])", text)}
+    assert stated and not stated & equations
+    assert {f"{a} {op} {b}" for op, a, b in corpus.SFT_SUMS} & stated  # the chats do teach the question on the other half
+    pretraining = [r["text"] for s in ("prose", "forum") for r in generate_records(s, DEFAULT_DOCUMENTS[s], seed=0)]
+    for item in corpus.world_qa_items():
+        if item["category"] == "fact":
+            entity = item["cloze"].split(" lies on")[0].split(" is ")[0].split(" was ")[0].removeprefix("The market in ")
+            sentences = (s for text in pretraining if entity in text for s in re.split(r"(?<=[.?!])\s", text))
+            assert any(entity in s and item["answer"] in s for s in sentences), item["id"]
+
+
+def test_the_report_s_sample_prompts_ask_about_held_out_facts():
+    from smolrecipe.eval.samples import DEMO_PROMPTS
+
+    assert sum(corpus.leaks_heldout(prompt) for prompt in DEMO_PROMPTS) >= 5  # towns and sums the SFT chats never show

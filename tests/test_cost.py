@@ -1,6 +1,7 @@
 """The cost of the whole run before it starts: FLOPs, GPU-hours, wall-clock, disk (issue 16, item 8)."""
 
 import pytest
+from conftest import base_tokenizer
 
 from smolrecipe.recipe.budgets import source_budgets
 from smolrecipe.recipe.estimates import (
@@ -20,7 +21,8 @@ from smolrecipe.recipe.plan import build_plan
 from smolrecipe.report.preflight import cost_lines, human
 
 # A shape small enough to multiply out by hand: 2 layers, hidden 8, 2 of 4 heads for KV (kv size 4),
-# SwiGLU 16, vocabulary 100, sequence 32.
+# SwiGLU 16, vocabulary 100, sequence 32. A trained tokenizer has more entries than 100 (the byte
+# alphabet alone is 256), so these shapes take a `base` tokenizer, which is only counted once built.
 SMALL = {"num_layers": 2, "hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 4,
          "num_key_value_heads": 2, "vocab_size": 100}
 
@@ -33,6 +35,7 @@ def reference(root):
 @pytest.fixture
 def small(tiny_dict):
     def make(**changes):
+        base_tokenizer(tiny_dict, "HuggingFaceTB/SmolLM2-135M-Instruct")
         tiny_dict["model"].update(SMALL)
         tiny_dict["training"]["sequence_length"] = 32
         for section, values in changes.items():

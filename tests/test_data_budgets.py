@@ -15,7 +15,7 @@ import time
 import prepare_data
 import pytest
 import yaml
-from conftest import ROOT, tiny_recipe_at
+from conftest import ROOT, base_tokenizer, tiny_recipe_at
 
 from smolrecipe.data.pipeline import read_manifest
 from smolrecipe.errors import UserError
@@ -40,10 +40,11 @@ def _corpus(folder, files: int = 4, per_file: int = 800) -> None:
 
 
 def _recipe(tmp_path, tokenizer, budget: int | None = 30_000, hub: bool = False, **source) -> str:
-    """The tiny recipe reading one big source `big` (~4 files x 800 documents, ~330k tokens)."""
+    """The tiny recipe reading one big source `big` (~4 files x 800 documents, ~300k tokens), with the
+    session's trained tokenizer as its base (copied under tmp_path: too few words in `big` to train one)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tiny_recipe_at(tmp_path, tokenizer, tmp_path / "recipe.yaml")
-    data = yaml.safe_load(path.read_text())
+    data = base_tokenizer(yaml.safe_load(path.read_text()), tokenizer, tmp_path / "tokenizer")
     _corpus(tmp_path / "big")
     origin = {"hf": str(tmp_path / "big")} if hub else {"path": str(tmp_path / "big")}
     data["sources"] = {"big": {"domain": "web", **origin, **({"max_tokens": budget} if budget else {}), **source}}
@@ -100,6 +101,8 @@ def test_overrides_and_their_limits(tiny_dict, write_recipe):
 @pytest.mark.slow
 def test_kept_tokens_land_within_tolerance_of_the_budget_and_the_plan_says_the_same(tmp_path, tiny_tokenizer, capsys):
     recipe = _recipe(tmp_path, tiny_tokenizer, budget=30_000)
+    assert prepare_data.main([recipe, "--build-tokenizer"]) == 0  # the plan samples with it once it is there
+    capsys.readouterr()
     assert prepare_data.main([recipe, "--plan", "--json"]) == 0
     (planned,) = json.loads(capsys.readouterr().out)
     assert prepare_data.main([recipe, "--workers", "1"]) == 0
@@ -251,8 +254,8 @@ def test_a_gated_tokenizer_without_a_login_fails_before_it_is_fetched(tmp_path, 
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    tiny_dict["tokenizer"].update(base="meta-llama/Llama-3.2-1B", revision="4e20de362430cd3b72f300e6b0f18e50e7166e08",
-                                  gated=True, path=str(tmp_path / "tok"))
+    base_tokenizer(tiny_dict, "meta-llama/Llama-3.2-1B", tmp_path / "tok")
+    tiny_dict["tokenizer"].update(revision="4e20de362430cd3b72f300e6b0f18e50e7166e08", gated=True)
     with pytest.raises(UserError) as exc:
         build_tokenizer(load_recipe(write_recipe(tiny_dict)))
     assert exc.value.field == "tokenizer.base" and "is gated" in exc.value.problem

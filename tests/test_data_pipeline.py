@@ -23,6 +23,7 @@ SOURCES = ("prose", "forum", "arithmetic", "python_functions")
 
 def test_every_source_becomes_a_nanoset_folder(prepared, hf_tokenizer):
     _, data = prepared
+    assert len(hf_tokenizer) <= 1 << 16  # so 2-byte tokens
     for name in SOURCES:
         folder = data / "tiny" / name
         ds = sorted(folder.glob("*.ds"))
@@ -31,7 +32,8 @@ def test_every_source_becomes_a_nanoset_folder(prepared, hf_tokenizer):
             assert path.with_name(path.name + ".index").is_file()
             assert path.with_name(path.name + ".metadata").is_file()
         manifest = json.loads((folder / MANIFEST).read_text())
-        assert manifest["tokens"] == sum(p.stat().st_size for p in ds) // 2  # 2-byte tokens: vocab 49,152 < 65,536
+        assert manifest["tokens"] == sum(p.stat().st_size for p in ds) // 2  # 2-byte tokens
+        assert manifest["vocab_size"] == len(hf_tokenizer)
         assert manifest["token_size"] == 2
         assert manifest["documents_kept"] > 0
         assert manifest["recipe_hash"]
@@ -81,13 +83,16 @@ def test_folders_load_with_datatrove_and_decode_to_text(prepared, hf_tokenizer):
 
 
 def test_nanotron_tokenizer_check_passes(prepared, hf_tokenizer):
-    """What NanosetDatasetsArgs.__post_init__ does with the metadata: load the tokenizer and count its vocabulary."""
+    """What NanosetDatasetsArgs.__post_init__ does with the metadata: load the tokenizer and count its vocabulary
+    (which must be the model's)."""
     from transformers import AutoTokenizer
 
-    _, data = prepared
+    from smolrecipe.recipe.loading import load_recipe
+
+    recipe, data = prepared
     line = next((data / "tiny" / "prose").glob("*.metadata")).read_text().splitlines()[0]
     name, size = line.split("|")
-    assert len(AutoTokenizer.from_pretrained(name).get_vocab()) == 49152 and int(size) == 2
+    assert len(AutoTokenizer.from_pretrained(name).get_vocab()) == load_recipe(recipe).model.vocab_size and int(size) == 2
 
 
 def test_metadata_names_the_tokenizer_exactly_as_the_stage_configs_do(prepared):

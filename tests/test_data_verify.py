@@ -6,6 +6,7 @@ uint64 document ends, .metadata `tokenizer|token_size` + token count, manifest.j
 holds the checks to what the real pipeline writes."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 import run_stage
 import yaml
-from conftest import recipe_variant, tiny_recipe_at
+from conftest import base_tokenizer, recipe_variant, tiny_recipe_at
 
+from smolrecipe.data.tokenizer import tokenizer_entries
 from smolrecipe.data.verify import verify_prepared, verify_source_folder, verify_stage_data
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.envpaths import resolve_recipe
@@ -29,19 +31,22 @@ DOCUMENT = 100  # tokens
 
 
 def write_nanoset(folder: Path, tokenizer: str, seed: int) -> None:
-    """A nanoset folder as tools/prepare_data.py publishes it (two files, 2-byte tokens)."""
+    """A nanoset folder as tools/prepare_data.py publishes it with the tokenizer folder `tokenizer`
+    (two files, 2-byte tokens)."""
     folder.mkdir(parents=True)
+    vocab_size = tokenizer_entries(tokenizer)
+    assert vocab_size <= 1 << 16  # 2-byte tokens
     rng = np.random.default_rng(seed)
     files = []
     for name in FILES:
-        tokens = rng.integers(0, 49152, TOKENS_PER_FILE, dtype=np.uint16)
+        tokens = rng.integers(0, vocab_size, TOKENS_PER_FILE, dtype=np.uint16)
         (folder / name).write_bytes(tokens.tobytes())
         ends = np.arange(DOCUMENT, TOKENS_PER_FILE + 1, DOCUMENT, dtype=np.uint64)
         (folder / f"{name}.index").write_bytes(ends.astype("<u8").tobytes())
         (folder / f"{name}.metadata").write_text(f"{tokenizer}|2\n{TOKENS_PER_FILE}\n4.0 kT")
         files.append({"name": name, "bytes": TOKENS_PER_FILE * 2})
     manifest = {"source": folder.name, "fingerprint": "f" * 12, "tokenizer": tokenizer, "token_size": 2,
-                "tokens": TOKENS_PER_FILE * len(FILES), "files": files, "vocab_size": 49152}
+                "tokens": TOKENS_PER_FILE * len(FILES), "files": files, "vocab_size": vocab_size}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -84,8 +89,12 @@ def make_config_error(recipe: Path, out: Path, capsys) -> str:
 
 
 def with_vocab(recipe: Path, vocab_size: int) -> Path:
+    """The recipe with another model.vocab_size (and tokenizer.train.vocab_size, which must agree: the
+    tokenizer folder is not built again)."""
     data = yaml.safe_load(recipe.read_text())
     data["model"]["vocab_size"] = vocab_size
+    if "train" in data["tokenizer"]:
+        data["tokenizer"]["train"]["vocab_size"] = vocab_size
     recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     return recipe
 
@@ -212,8 +221,9 @@ def test_a_folder_of_another_tokenizer_or_vocabulary_is_refused(nanosets, tmp_pa
     recipe_path, data = nanosets
     folder = data / "tiny" / "prose"
     _edit_manifest(folder, tokenizer="/elsewhere/llama3")
-    with pytest.raises(UserError, match=r"prose was tokenized with /elsewhere/llama3, the recipe's tokenizer is .*smollm2; "
-                                        r"fix: set tokenizer.path back to /elsewhere/llama3, or run python tools/prepare_data.py"):
+    with pytest.raises(UserError, match=r"prose was tokenized with /elsewhere/llama3, the recipe's tokenizer is "
+                                        rf"{re.escape(str(tiny_tokenizer))}; fix: set tokenizer.path back to /elsewhere/llama3, "
+                                        r"or run python tools/prepare_data.py"):
         verify_source_folder(folder, "prose", str(tiny_tokenizer))
 
     spelled = f"{tiny_tokenizer.parent}/./{tiny_tokenizer.name}"  # the same folder, written differently
@@ -224,12 +234,14 @@ def test_a_folder_of_another_tokenizer_or_vocabulary_is_refused(nanosets, tmp_pa
     with pytest.raises(UserError, match="nanotron asserts the two strings are equal"):
         verify_source_folder(folder, "prose", str(tiny_tokenizer), exact_tokenizer=True)
 
-    _edit_manifest(folder, tokenizer=str(tiny_tokenizer), vocab_size=50000)
+    vocab_size = load_recipe(recipe_path).model.vocab_size
+    other = vocab_size + 1000  # another tokenizer's, still 2-byte
+    _edit_manifest(folder, tokenizer=str(tiny_tokenizer), vocab_size=other)
     for name in FILES:
         (folder / f"{name}.metadata").write_text(f"{tiny_tokenizer}|2\n{TOKENS_PER_FILE}\n")
-    with pytest.raises(UserError, match=r"tokenized with a vocabulary of 50,000 entries, model.vocab_size is 49,152; "
-                                        r"fix: set model.vocab_size: 50000, or run python tools/prepare_data.py"):
-        verify_source_folder(folder, "prose", str(tiny_tokenizer), 49152)
+    with pytest.raises(UserError, match=rf"tokenized with a vocabulary of {other:,} entries, model.vocab_size is {vocab_size:,}; "
+                                        rf"fix: set model.vocab_size: {other}, or run python tools/prepare_data.py"):
+        verify_source_folder(folder, "prose", str(tiny_tokenizer), vocab_size)
     _edit_manifest(folder, vocab_size=None)  # a manifest from before vocab_size was recorded
     with pytest.raises(UserError, match=r"stores 2-byte tokens, a vocabulary of 128,256 \(model.vocab_size\) is stored in 4-byte"):
         verify_source_folder(folder, "prose", str(tiny_tokenizer), 128256)
@@ -256,23 +268,33 @@ def test_a_vocabulary_changed_after_the_tokenizer_was_built_stops_every_consumer
     from smolrecipe.data.tokenizer import build_tokenizer
 
     recipe_path, _ = nanosets
-    with_vocab(recipe_path, 32000)
-    expected = (f"model.vocab_size: 32,000 but the tokenizer folder {tiny_tokenizer} has 49,152 entries (token ids up to "
-                "49,151 would index past the model's embedding table); fix: set model.vocab_size: 49152")
+    entries = tokenizer_entries(tiny_tokenizer)
+    smaller, larger = entries // 2, entries * 2
+    with_vocab(recipe_path, smaller)
+    expected = (f"model.vocab_size: {smaller:,} but the tokenizer folder {tiny_tokenizer} has {entries:,} entries (token ids "
+                f"up to {entries - 1:,} would index past the model's embedding table); fix: set model.vocab_size: {entries}")
 
     assert make_config_error(recipe_path, tmp_path / "configs", capsys) == f"error: {recipe_path}: {expected}"
     for backend in ("nanotron", "local"):
         assert run_stage.main([str(recipe_path), "stage2", "--backend", backend, "--gpus", "1", "--dry-run"]) == 2
         assert error_line(capsys) == f"error: {recipe_path}: {expected}"
     recipe, plan = resolved(recipe_path)
-    with pytest.raises(UserError, match=r"model.vocab_size: 32,000 but the tokenizer folder"):
+    with pytest.raises(UserError, match=rf"model.vocab_size: {smaller:,} but the tokenizer folder"):
         train(recipe, plan, "stage1", max_steps=1)
-    with pytest.raises(UserError, match=r"model.vocab_size: 32,000 but the tokenizer folder"):
-        build_tokenizer(recipe)  # prepare_data's tokenizer step: the folder is up to date, the model is not
 
-    with_vocab(recipe_path, 50000)
-    assert "(nanotron asserts they are equal); fix: set model.vocab_size: 49152" in make_config_error(
+    with_vocab(recipe_path, larger)
+    assert f"(nanotron asserts they are equal); fix: set model.vocab_size: {entries}" in make_config_error(
         recipe_path, tmp_path / "configs", capsys)
+
+    # prepare_data's tokenizer step: a trained folder is trained again when its vocab_size changes (it is part
+    # of the folder's fingerprint); a `base` folder is up to date whatever model.vocab_size says, and is checked
+    data = base_tokenizer(yaml.safe_load(recipe_path.read_text()), tiny_tokenizer, tmp_path / "from-base")
+    data["model"]["vocab_size"] = entries
+    recipe_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert build_tokenizer(resolve_recipe(load_recipe(recipe_path)))[1]
+    with_vocab(recipe_path, smaller)
+    with pytest.raises(UserError, match=rf"model.vocab_size: {smaller:,} but the tokenizer folder .*/from-base has {entries:,}"):
+        build_tokenizer(resolve_recipe(load_recipe(recipe_path)))  # the folder is up to date, the model is not
 
 
 def test_a_tokenizer_folder_not_built_yet_is_left_to_the_preflight_and_required_for_training(tmp_path, capsys):

@@ -5,7 +5,8 @@ import shutil
 
 import prepare_data
 import pytest
-from conftest import ROOT, tiny_recipe_at
+import yaml
+from conftest import ROOT, base_tokenizer, tiny_recipe_at
 
 from smolrecipe.data.sources import FieldIn, build_reader, check_source, local_files
 from smolrecipe.errors import UserError
@@ -98,7 +99,12 @@ def test_an_unknown_filter_name_is_a_recipe_error(tiny_dict, write_recipe):
 # The CLI stops before writing anything
 
 def _recipe(tmp_path, tiny_tokenizer, **changes):
-    return tiny_recipe_at(tmp_path, tiny_tokenizer, tmp_path / "tiny.yaml", **changes)
+    """The tiny recipe reading the sources _corpus writes, with the session's trained tokenizer as its
+    base (copied under tmp_path: a few dozen documents are too few to train one)."""
+    path = tiny_recipe_at(tmp_path, tiny_tokenizer, tmp_path / "tiny.yaml", **changes)
+    path.write_text(yaml.safe_dump(base_tokenizer(yaml.safe_load(path.read_text()), tiny_tokenizer, tmp_path / "tokenizer"),
+                                   sort_keys=False))
+    return path
 
 
 def _corpus(tmp_path, n=20):
@@ -123,8 +129,6 @@ def test_a_missing_source_stops_before_any_output(tmp_path, tiny_tokenizer, caps
 
 @pytest.mark.slow
 def test_an_empty_result_after_filtering_stops_without_a_folder(tmp_path, tiny_tokenizer, capsys):
-    import yaml
-
     _corpus(tmp_path)
     recipe = _recipe(tmp_path, tiny_tokenizer)
     data = yaml.safe_load(recipe.read_text())
@@ -138,9 +142,8 @@ def test_an_empty_result_after_filtering_stops_without_a_folder(tmp_path, tiny_t
 def test_a_tokenizer_that_cannot_be_loaded_stops_before_any_output(tmp_path, tiny_tokenizer, capsys):
     _corpus(tmp_path)
     recipe = _recipe(tmp_path, tiny_tokenizer)
-    text = recipe.read_text().replace(str(tiny_tokenizer), str(tmp_path / "tok"))
-    text = text.replace("HuggingFaceTB/SmolLM2-135M-Instruct", str(tmp_path / "no-such-tokenizer"))
-    recipe.write_text(text)
+    data = base_tokenizer(yaml.safe_load(recipe.read_text()), tmp_path / "no-such-tokenizer", tmp_path / "tok")
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     assert prepare_data.main([str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "tokenizer.base" in err and "cannot load" in err
@@ -156,8 +159,6 @@ def test_unknown_source_name_on_the_command_line(tmp_path, tiny_tokenizer, capsy
 
 @pytest.mark.slow
 def test_max_documents_caps_what_is_read(tmp_path, tiny_tokenizer):
-    import yaml
-
     from smolrecipe.data.pipeline import read_manifest
 
     _corpus(tmp_path, n=40)
@@ -206,8 +207,6 @@ def test_slurm_executors_chain_the_dedup_steps_with_the_recipe_cluster_settings(
 
 @pytest.mark.slow
 def test_filtered_documents_are_counted_per_filter_and_reason(tmp_path, tiny_tokenizer):
-    import yaml
-
     from smolrecipe.data.pipeline import read_manifest
 
     _corpus(tmp_path, n=30)

@@ -5,6 +5,7 @@ no key twice) and their relative paths point into the checkout from any working 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -119,8 +120,11 @@ def _line_of(text: str, pattern: str, nth: int = 1) -> int:
 
 def test_a_key_given_twice_at_the_top_is_refused_with_its_line(tmp_path):
     text = TINY.read_text()
+    hidden = yaml.safe_load(text)["model"]["hidden_size"]
     model = re.search(r"^model:\n(?:  .*\n|\n)*", text, re.M).group(0)
-    twice = text + "\n" + model.replace("hidden_size: 32", "hidden_size: 64")  # last one would win, silently
+    other = model.replace(f"hidden_size: {hidden}", f"hidden_size: {2 * hidden}")  # last one would win, silently
+    assert other != model
+    twice = text + "\n" + other
     path = tmp_path / "twice.yaml"
     path.write_text(twice)
     with pytest.raises(UserError) as err:
@@ -132,7 +136,8 @@ def test_a_key_given_twice_at_the_top_is_refused_with_its_line(tmp_path):
 
 def test_a_key_given_twice_deep_down_is_refused_with_its_line(tmp_path):
     text = TINY.read_text()
-    twice = re.sub(r"^(  hidden_size: 32.*)$", r"\1\n  hidden_size: 64", text, count=1, flags=re.M)
+    hidden = yaml.safe_load(text)["model"]["hidden_size"]
+    twice = re.sub(rf"^(  hidden_size: {hidden}\b.*)$", rf"\1\n  hidden_size: {2 * hidden}", text, count=1, flags=re.M)
     assert twice != text
     path = tmp_path / "twice.yaml"
     path.write_text(twice)
@@ -360,7 +365,8 @@ def test_relative_recipe_paths_are_relative_to_the_checkout_from_any_directory(t
     fields = path_fields(resolved)
     assert len(fields) >= 6 and all(Path(p).is_absolute() for p in fields.values()), fields
     assert resolved.paths.runs == str(PROJECT_ROOT / "runs")
-    assert resolved.tokenizer.path == str(PROJECT_ROOT / "runs" / "data" / "tokenizers" / "smollm2")
+    assert recipe.tokenizer.path.startswith("${SMOLRECIPE_DATA:-runs/data}/tokenizers/")
+    assert resolved.tokenizer.path == str(PROJECT_ROOT / "runs" / "data" / "tokenizers" / Path(recipe.tokenizer.path).name)
     assert resolved.sources["prose"].path == str(PROJECT_ROOT / "runs" / "data" / "corpus" / "prose")
     assert path_fields(recipe)["paths.runs"] == "${SMOLRECIPE_RUNS:-runs}"  # the recipe itself keeps what was written
 
@@ -388,8 +394,10 @@ def test_make_config_runs_from_another_directory(tmp_path, monkeypatch):
     from smolrecipe.backends.nanotron.generate import render
 
     out = tmp_path / "configs"
+    # the preflight reads the data folders: not the checkout's runs/data, which another recipe may have prepared
+    env = {**os.environ, "SMOLRECIPE_DATA": str(tmp_path / "data")}
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_config.py"), str(TINY), "--out", str(out), "--quiet"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     monkeypatch.chdir(ROOT)
     expected = render("recipes/tiny.yaml").files  # as `make configs` writes them: the header names recipes/tiny.yaml

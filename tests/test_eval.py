@@ -111,11 +111,12 @@ def test_windows_score_every_position_once_with_left_context(n, context):
 
 
 @pytest.fixture(scope="module")
-def tiny_lm():
+def tiny_lm(hf_tokenizer):
+    """A random two-layer LLaMA with one embedding per entry of the tiny recipe's tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    config = LlamaConfig(vocab_size=len(hf_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
     return LlamaForCausalLM(config).eval()
 

@@ -45,6 +45,8 @@ def test_write_is_atomic_and_prunes_only_generated_stale_files(tmp_path):
 
 def test_check_says_plainly_when_nanotron_is_skipped(root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(root)
+    # the preflight reads the data folders: not the checkout's runs/data, which another recipe may have prepared
+    monkeypatch.setenv("SMOLRECIPE_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(make_config, "nanotron_available", lambda: False)
     assert make_config.main(["recipes/tiny.yaml", "--check", "--quiet", "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out

@@ -25,7 +25,7 @@ CHAT = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "cont
 
 
 def train_block(**changes) -> dict:
-    """The tiny recipe's tokenizer section, trained instead of SmolLM2's."""
+    """The tiny recipe's tokenizer section at a smaller vocabulary, reading at most 30k characters per source."""
     return {"train": {"vocab_size": VOCAB, "max_characters": 30_000, **changes}, "path": "runs/data/tokenizers/tiny",
             "chat_template": "tokenizer/chatml.jinja", "bos_token_id": 1, "eos_token_id": 2, "document_end": "<|endoftext|>"}
 
@@ -106,8 +106,12 @@ def test_the_folder_loads_offline_as_nanotron_loads_it(trained, tmp_path):
 def test_the_summary_line_gives_the_numbers(tmp_path, capsys):
     build_tokenizer(load_recipe(trained_recipe(tmp_path, sources=["prose", "arithmetic"])))
     line = capsys.readouterr().out.strip()
-    assert line.startswith("tokenizer: trained a 1,024-entry byte-level BPE on 2 source(s) (prose 30,000, arithmetic 24,042;")
-    assert "54,042 characters) in " in line and "\n" not in line
+    # prose stops at max_characters; arithmetic, smaller than that, is read whole
+    arithmetic = sum(len(json.loads(record)["text"]) for file in sorted((tmp_path / "corpus" / "arithmetic").glob("*.jsonl"))
+                     for record in file.read_text().splitlines())
+    assert arithmetic < 30_000
+    assert line.startswith(f"tokenizer: trained a 1,024-entry byte-level BPE on 2 source(s) (prose 30,000, arithmetic {arithmetic:,};")
+    assert f"{30_000 + arithmetic:,} characters) in " in line and "\n" not in line
 
 
 def test_an_up_to_date_folder_is_reused_and_a_changed_input_rebuilds_it(tmp_path):

@@ -15,15 +15,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from smolrecipe.backends.hf_folder import check_hf_folder
 
-# Chat-style requests of the kinds the demo corpus's chats cover (facts about its invented towns,
-# lists, arithmetic, exact repetition, Python), plus two it never saw.
+# Chat-style requests of the kinds the demo corpus's chats cover, about what the SFT chats never
+# show (towns and sums held out of them: demo.corpus.heldout_towns, HELDOUT_SUMS; a test keeps these
+# prompts held out), plus two requests of kinds it never saw.
 DEMO_PROMPTS = (
-    "What do the weavers of Tallowcombe make?",
-    "Compute 12 + 30.",
+    "Which river flows through Marrowhaven?",
+    "What is Kestrelford known for?",
+    "On which day is the market in Tallowfield?",
+    "What is 7 + 8?",
+    "What is 6 * 7?",
     "Give me a bulleted list of three fruits.",
-    "Repeat the word blue three times.",
+    "Write \"copper kettle\" in capital letters.",
     "Write a Python function named add_one that returns its argument plus one.",
-    "Who founded Nettlewick?",
     "What is the capital of France?",
     "Say hello in one word.",
 )
