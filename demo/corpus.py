@@ -38,7 +38,7 @@ SOURCES = ("prose", "forum", "arithmetic", "python_functions", "chats")
 
 # At scale 1.0: prose ~250k, forum/arithmetic/python ~120k "tokens" each (characters / 4), 3000 chats.
 DEFAULT_DOCUMENTS: dict[str, int] = {
-    "prose": 1050,
+    "prose": 1150,
     "forum": 960,
     "arithmetic": 2400,
     "python_functions": 1030,
@@ -1840,22 +1840,30 @@ def _chat_exact(g: _G) -> tuple[str, str, Callable | None]:
 
 
 def _town_qa(g: _G, town: Town) -> tuple[str, str]:
+    """A question about a town and its answer, as a sentence that restates the town or as the
+    short answer alone (which a small model can give from the question without copying it)."""
     name = town.name
     options = (
-        (f"Which river flows through {name}?", f"{name} lies on the River {town.river}."),
-        (f"What river is {name} on?", f"The River {town.river}."),
-        (f"When was {name} founded?", f"{name} was founded in {town.founded}."),
-        (f"Who founded {name}?", f"{name} was founded by {town.founder}."),
-        (f"What is {name} known for?", f"{name} is known for its {town.craft[0]}."),
-        (f"What do the {_plural(town.craft[1])} of {name} make?", f"They make {_join(list(town.craft[3]))}."),
-        (f"On which day is the market in {name}?", f"The market in {name} is held every {town.market_day}."),
-        (f"When is the {town.festival} in {name}?", f"The {town.festival} takes place every {town.festival_month}."),
-        (f"How far is {name} from {town.neighbour}?", f"{name} is {town.distance} miles from {town.neighbour}."),
-        (f"Which region is {name} in?", f"{name} is in {town.region}."),
-        (f"What is the local dish of {name}?", f"The local dish of {name} is {town.dish}."),
-        (f"About how many people live in {name}?", f"About {town.population:,} people live in {name}."),
+        (f"Which river flows through {name}?", f"{name} lies on the River {town.river}.", f"The River {town.river}."),
+        (f"What river is {name} on?", f"The River {town.river}.", f"The {town.river}."),
+        (f"When was {name} founded?", f"{name} was founded in {town.founded}.", f"In {town.founded}."),
+        (f"Who founded {name}?", f"{name} was founded by {town.founder}.", f"{town.founder}."),
+        (f"What is {name} known for?", f"{name} is known for its {town.craft[0]}.", f"Its {town.craft[0]}."),
+        (f"What do the {_plural(town.craft[1])} of {name} make?", f"They make {_join(list(town.craft[3]))}.",
+         f"{_join(list(town.craft[3])).capitalize()}."),
+        (f"On which day is the market in {name}?", f"The market in {name} is held every {town.market_day}.",
+         f"On {town.market_day}s."),
+        (f"When is the {town.festival} in {name}?", f"The {town.festival} takes place every {town.festival_month}.",
+         f"In {town.festival_month}."),
+        (f"How far is {name} from {town.neighbour}?", f"{name} is {town.distance} miles from {town.neighbour}.",
+         f"{town.distance} miles."),
+        (f"Which region is {name} in?", f"{name} is in {town.region}.", f"In {town.region}."),
+        (f"What is the local dish of {name}?", f"The local dish of {name} is {town.dish}.", f"{town.dish.capitalize()}."),
+        (f"About how many people live in {name}?", f"About {town.population:,} people live in {name}.",
+         f"About {town.population:,}."),
     )
-    return g.pick(options)
+    question, long, short = g.pick(options)
+    return question, short if g.chance(0.5) else long
 
 
 def _chat_fact(g: _G) -> tuple[str, str, Callable | None]:
