@@ -871,8 +871,9 @@ def _prose_story(g: _G) -> str:
 
 
 def _prose_faq(g: _G) -> str:
-    """A town's questions-and-answers page: each answer right after its question, so a small model
-    learns early to answer from the question it was asked."""
+    """A town's questions-and-answers page: each answer right after its question, the pattern a
+    model must learn to answer from a question (the demo's model has not yet: README, "A demo that
+    learns")."""
     town = g.pick(g.w.towns)
     pairs = {q: a for q, a in (_town_qa(g, town) for _ in range(g.num(4, 8)))}
     title = g.pick((f"{town.name}: questions and answers", f"Frequently asked questions about {town.name}",
@@ -1035,7 +1036,7 @@ def _thread_food(g: _G) -> tuple[str, str, str, list[str]]:
 def _thread_facts(g: _G) -> tuple[str, str, str, list[str]]:
     town = g.pick(g.w.towns)
     question, answer = _town_qa(g, town)
-    other_q, other = _town_qa(g, town)
+    _, other = _town_qa(g, town)
     body = g.pick((f"Quick question about {town.name}, I could not find it in any of my {g.num(2, 9)} guide books.",
                    f"Settling an argument with my {g.pick(KIN)} here. {g.pick(('Loser buys the', 'Winner gets the', 'At stake: the'))} "
                    f"{g.pick(FOODS)}.", f"Going to {town.region[4:]} in {g.pick(MONTHS)} and wondering.",
@@ -1045,8 +1046,8 @@ def _thread_facts(g: _G) -> tuple[str, str, str, list[str]]:
     return "Local facts", question, body, answers
 
 
-# The facts thread twice: questions answered in pretraining text teach a model to retrieve facts
-# from questions, which SFT then only has to shape into chat answers.
+# The facts thread twice: questions answered in pretraining text, for every town (held-out ones
+# too), so that SFT only has to shape retrieval into chat answers.
 _THREADS = (_thread_craft, _thread_travel, _thread_history, _thread_food, _thread_facts, _thread_facts)
 
 

@@ -113,11 +113,17 @@ def pretrain_stages(data: dict) -> list[dict]:
     return [stage for stage in data["stages"] if stage["kind"] == "pretrain"]
 
 
+def step_tokens(data: dict) -> int:
+    """Tokens per optimizer step of a recipe read as a dict."""
+    t = data["training"]
+    return t["sequence_length"] * t["micro_batch_size"] * t["grad_accumulation"] * data["parallelism"]["dp"]
+
+
 def shorten(data: dict, steps: tuple[int, ...], sft_steps: int, warmup: int, checkpoint_interval: int) -> None:
-    """The tiny recipe (as a dict) cut to `steps` optimizer steps per pretraining stage (1,024 tokens
-    each) and `sft_steps` of SFT, with `warmup` steps of warmup everywhere."""
+    """The tiny recipe (as a dict) cut to `steps` optimizer steps per pretraining stage and
+    `sft_steps` of SFT, with `warmup` steps of warmup everywhere."""
     for stage, n in zip(pretrain_stages(data), steps, strict=True):
-        stage["tokens"] = n * 1024
+        stage["tokens"] = n * step_tokens(data)
     sft_stage(data)["steps"] = sft_steps
     for section in data["stages"]:
         section["lr"]["warmup_steps"] = warmup

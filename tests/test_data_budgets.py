@@ -52,7 +52,7 @@ def _recipe(tmp_path, tokenizer, budget: int | None = 30_000, hub: bool = False,
         if stage["kind"] == "pretrain":
             stage["mixture"] = {"web": {"share": 1.0, "sources": {"big": 1.0}}}
             stage.pop("replay", None)
-    data["max_epochs"] = 100
+    data["max_epochs"] = 1000  # the stages draw ~3.5M tokens; a budget of 30k is read >100 times
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
 
@@ -86,6 +86,7 @@ def test_overrides_and_their_limits(tiny_dict, write_recipe):
     budgets = source_budgets(build_plan(load_recipe(write_recipe(data))))
     assert budgets["forum"].budget == 1_000_000 and budgets["forum"].basis == "max_tokens"
     assert budgets["prose"].budget * 2 == pytest.approx(budgets["prose"].drawn, abs=2)
+    data["max_epochs"] = 4
     data["sources"]["prose"]["budget_fraction"] = 0.1  # read 10 times > max_epochs 4
     with pytest.raises(UserError) as exc:
         source_budgets(build_plan(load_recipe(write_recipe(data))))

@@ -352,6 +352,8 @@ def test_run_eval_recipe_mode_on_the_cluster_runs_checkpoints(random_hf, tiny_di
     """`run_eval.py --recipe R --backend nanotron` (what slurm/eval.sh runs): each stage's final
     nanotron checkpoint, results beside the run where the report looks for them."""
     from smolrecipe.backends.nanotron.convert import hf_to_nanotron
+    from smolrecipe.recipe.loading import load_recipe
+    from smolrecipe.recipe.plan import build_plan
 
     tiny_dict["paths"]["runs"] = str(tmp_path / "runs")
     for stage in tiny_dict["stages"]:
@@ -364,14 +366,15 @@ def test_run_eval_recipe_mode_on_the_cluster_runs_checkpoints(random_hf, tiny_di
     assert run.returncode == 2 and "train it first: sbatch slurm/stage1.sh" in run.stderr, run.stderr[-1000:]
 
     checkpoints = tmp_path / "runs" / "tiny" / "stage1" / "checkpoints"
-    ckpt = hf_to_nanotron(random_hf, checkpoints / "192")  # stage 1's last step, with what nanotron saves beside it
-    (ckpt / "config.yaml").write_text(json.dumps({"general": {"run": "tiny-stage1", "step": 192},
+    last = build_plan(load_recipe(recipe)).stage("stage1").train_steps
+    ckpt = hf_to_nanotron(random_hf, checkpoints / str(last))  # stage 1's last step, with what nanotron saves beside it
+    (ckpt / "config.yaml").write_text(json.dumps({"general": {"run": "tiny-stage1", "step": last},
                                                   "tokenizer": {"tokenizer_name_or_path": str(random_hf)}}))
-    (checkpoints / "latest.txt").write_text("192")
+    (checkpoints / "latest.txt").write_text(str(last))
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
-    data = json.loads((tmp_path / "runs" / "tiny" / "eval" / "stage1" / "step-192" / "tier2.json").read_text())
-    assert data["model"]["backend"] == "nanotron" and data["checkpoint"] == str(checkpoints / "192")
+    data = json.loads((tmp_path / "runs" / "tiny" / "eval" / "stage1" / f"step-{last}" / "tier2.json").read_text())
+    assert data["model"]["backend"] == "nanotron" and data["checkpoint"] == str(checkpoints / str(last))
     assert data["tasks"]["ppl:web"]["n"] == 10
 
 

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import step_tokens
 
 from smolrecipe.backends.lr_schedule import build_scheduler, stage_lrs
 from smolrecipe.backends.nanotron.generate import render
@@ -83,7 +84,7 @@ def test_lr_equals_nanotron_at_every_step(recipe_name, variant, root, tmp_path, 
 
 def test_schedule_spot_values(tiny_dict, write_recipe):
     """Spot values, so a shared misreading of nanotron in both the oracle and the code still fails."""
-    tiny_dict["stages"][0]["tokens"] = 32 * 1024  # 32 steps
+    tiny_dict["stages"][0]["tokens"] = 32 * step_tokens(tiny_dict)  # 32 steps
     tiny_dict["stages"][0]["lr"] = {"peak": 3e-3, "warmup_steps": 4, "min": 5e-4, "decay": "cosine"}
     stage = render(write_recipe(tiny_dict)).plan.stage("stage1")
     lrs = stage_lrs(stage)

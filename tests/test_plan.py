@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+from conftest import step_tokens
 
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.loading import recipe_from_dict
@@ -23,10 +24,11 @@ def test_parse_count(text, value):
 
 
 def test_human_budget_in_recipe(tiny_dict):
-    tiny_dict["stages"][0]["tokens"] = "32k"
+    tiny_dict["stages"][0]["tokens"] = "64k"
     plan = build_plan(recipe_from_dict(tiny_dict))
-    assert plan.stage("stage1").train_steps == 32  # 32,000 / 1,024 rounded up
-    assert plan.stage("stage1").tokens == 32 * 1024
+    assert step_tokens(tiny_dict) == 2048
+    assert plan.stage("stage1").train_steps == 32  # 64,000 / 2,048 rounded up
+    assert plan.stage("stage1").tokens == 32 * 2048
 
 
 def test_replay_of_a_stage_that_itself_replays(tiny_dict):

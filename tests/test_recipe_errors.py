@@ -38,7 +38,7 @@ def _kv_heads(d):
 
 
 def _below_one_batch(d):
-    d["stages"][2]["tokens"] = 1000  # one global batch is 8 x 128 = 1,024 tokens
+    d["stages"][2]["tokens"] = 1000  # one global batch is 16 x 128 = 2,048 tokens
 
 
 def _replay_unknown(d):
@@ -58,7 +58,7 @@ def _dp_vs_gpus(d):
 
 
 def _warmup_too_long(d):
-    d["stages"][2]["tokens"] = 8 * 1024
+    d["stages"][2]["tokens"] = 8 * 2048
     d["stages"][2]["lr"]["warmup_steps"] = 8  # the stage has 8 steps
 
 
@@ -117,7 +117,7 @@ CASES = [
     (_replay_unknown, "stages[1].replay.from", "use an earlier stage"),
     (_negative_budget, "stages[0].tokens", "positive"),
     (_kv_heads, "model.num_key_value_heads", "use one of [1, 2, 4]"),
-    (_below_one_batch, "stages[2].tokens", "at least 1024"),
+    (_below_one_batch, "stages[2].tokens", "at least 2048"),
     (_unknown_source, "stages[0].mixture.web.sources.blog", "define it under `sources:`"),
     (_wrong_domain, "stages[1].mixture.math.sources.python_functions", "move it under mixture.code"),
     (_dp_vs_gpus, "parallelism.dp", "set dp to 4"),

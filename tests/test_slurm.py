@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import submit
 import yaml
-from conftest import ROOT, pretrain_stages, recipe_variant, sft_stage
+from conftest import ROOT, pretrain_stages, recipe_variant, sft_stage, step_tokens
 
 from smolrecipe.backends.nanotron.backend import ENTRY_POINT, run_until_stopped
 from smolrecipe.errors import UserError
@@ -449,7 +449,7 @@ def log_steps(folder: Path) -> list[int]:
 
 def stage1_only(steps: int):
     def edit(data):
-        data["stages"][0]["tokens"] = steps * 1024  # tiny: 1,024 tokens per step
+        data["stages"][0]["tokens"] = steps * step_tokens(data)
         data["training"]["checkpoint_interval"] = 1000  # the only mid-stage checkpoint is the signal's
 
     return edit
@@ -505,7 +505,7 @@ def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_same_losses(reh
 
 def short_chain_with_eval(data):
     for stage in pretrain_stages(data):
-        stage["tokens"] = 8 * 1024
+        stage["tokens"] = 8 * step_tokens(data)
         stage["eval_suites"] = []
     for stage in data["stages"]:
         stage["lr"]["warmup_steps"] = 2
