@@ -1,7 +1,7 @@
 """nanotron checkpoint <-> Hugging Face transformers LLaMA folder.
 
     python tools/convert.py nanotron-to-hf $RUNS/tiny/stage1/checkpoints/192 runs/hf/tiny-stage1
-    python tools/convert.py nanotron-to-hf CKPT_DIR OUT_DIR --tokenizer runs/data/tokenizers/smollm2 --dtype bfloat16
+    python tools/convert.py nanotron-to-hf CKPT_DIR OUT_DIR --tokenizer runs/data/tokenizers/tiny --dtype bfloat16
     python tools/convert.py hf-to-nanotron HF_DIR OUT_DIR       # e.g. a released model as model.init_method.path
 
 CKPT_DIR is one step folder of a nanotron run (<checkpoints_path>/<step>/; the checkpoints folder itself
