@@ -173,6 +173,8 @@ def test_suites_name_only_known_tasks():
     ("tasks: [mc:piqa]\n    limit: 0", "suites.quick.limit"),
     ("tasks: []", "suites.quick.tasks"),
     ("tasks: [ppl:web]\n    slices: {web: {path: x.jsonl}}", "suites.quick.slices.web"),
+    ("tasks: [mc:piqa]\n    hub: never", "suites.quick.hub"),
+    ("tasks: [qa:world]\n    qa: {world: {path: x.jsonl}}", "suites.quick.qa.world"),
 ])
 def test_bad_suite_file_names_the_field(tmp_path, suite, field):
     (tmp_path / "suites.yaml").write_text(f"suites:\n  quick:\n    {suite}\n")

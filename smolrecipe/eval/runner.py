@@ -53,6 +53,11 @@ def local_copies(dirs: list[str]) -> dict[str, Path]:
     return found
 
 
+def benchmark_copies(raw: dict[str, Any], local: dict[str, str] | None) -> dict[str, Path]:
+    """task name -> local copy: the suites file's local_copies folders, then --local NAME=PATH (which wins)."""
+    return {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
+
+
 def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
     from smolrecipe.eval.tasks import Slice
 
@@ -266,7 +271,7 @@ def up_to_date(path: Path, provenance: dict[str, Any], suite: Suite, limit: int 
             and old.get("limit") == (limit if limit is not None else suite.limit))
     if same and skipped:
         raw = raw or {}
-        copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
+        copies = benchmark_copies(raw, local)
         same = set(hub_skips(list(skipped), suite, raw, slice_specs(raw, suite, slices or {}), copies)) == set(skipped)
     return same
 
@@ -288,7 +293,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     for name in names:  # a bad item file: one line now, not after the slices are scored
         if name.startswith("qa:"):
             load_items(qa_files[name.removeprefix("qa:")])
-    copies = {**local_copies(raw.get("local_copies", [])), **{k: Path(v) for k, v in (local or {}).items()}}
+    copies = benchmark_copies(raw, local)
     skipped = hub_skips(names, suite, raw, specs, copies)  # before any work: nothing of theirs is loaded
     for name, why in skipped.items():
         print(f"{suite.name}: skipping {name}: {why}", flush=True)
