@@ -7,14 +7,17 @@ text is not lorem ipsum: it is built from grammars over sizeable word lists, abo
 but consistent world (towns, rivers, crafts, people) whose facts recur in different phrasings in
 prose, forum threads and chats.
 
-Five sources, each a folder of JSONL shards:
+Six sources, each a folder of JSONL shards:
 
 - prose: encyclopedic, how-to and story paragraphs; PROSE_NEAR_DUPLICATE_RATE of them are
   near-copies of an earlier prose document (for MinHash deduplication to remove);
 - forum: Q&A threads (question, 1-3 answers, usernames, votes);
 - arithmetic: multi-step word problems with worked steps ending in "The answer is N.";
 - python_functions: small functions with docstrings (doctests computed by running them);
-- chats: short instruction-like conversations in the smol-smoltalk `messages` format.
+- chats: short instruction-like conversations in the smol-smoltalk `messages` format;
+- preferences: pairs for preference alignment after SFT (DPO/ORPO), in the layout of
+  ultrafeedback_binarized's train_prefs: a chats-like prompt, a right answer ("chosen") and one
+  that is wrong, runs on past where it should stop, or ignores the asked format ("rejected").
 
 Record i of a source depends only on (source, seed, i), never on how many are generated, so a
 bigger corpus extends a smaller one. The world itself is fixed (WORLD_SEED), so facts do not
@@ -34,15 +37,17 @@ from typing import Callable, Iterator
 
 from smolrecipe.atomic import staged_folder
 
-SOURCES = ("prose", "forum", "arithmetic", "python_functions", "chats")
+SOURCES = ("prose", "forum", "arithmetic", "python_functions", "chats", "preferences")
 
-# At scale 1.0: prose ~250k, forum/arithmetic/python ~120k "tokens" each (characters / 4), 3000 chats.
+# At scale 1.0: prose ~250k, forum/arithmetic/python ~120k "tokens" each (characters / 4), 3000 chats,
+# 1600 preference pairs.
 DEFAULT_DOCUMENTS: dict[str, int] = {
     "prose": 1150,
     "forum": 960,
     "arithmetic": 2400,
     "python_functions": 1030,
     "chats": 3000,
+    "preferences": 1600,
 }
 
 # Fraction of prose documents that copy an earlier (original) prose document with one or two
@@ -53,11 +58,11 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
-# the SFT chats never ask about them, so the world-knowledge suite (world_qa.jsonl) asks what the
-# model can only have learned from pretraining text.
+# the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
+# (world_qa.jsonl) asks what the model can only have learned from pretraining text.
 N_TOWNS = 16
 N_PEOPLE = 24
 HELDOUT_EVERY = 4
@@ -1840,40 +1845,50 @@ def _chat_exact(g: _G) -> tuple[str, str, Callable | None]:
     return prompt, target, None
 
 
+def _town_options(town: Town, fact: Town) -> tuple[tuple[str, str, str], ...]:
+    """(question, long answer, short answer) about `town`, the answers filled with `fact`'s values:
+    the town's own for a right answer, another town's for a well-formed wrong one."""
+    name = town.name
+    return (
+        (f"Which river flows through {name}?", f"{name} lies on the River {fact.river}.", f"The River {fact.river}."),
+        (f"What river is {name} on?", f"The River {fact.river}.", f"The {fact.river}."),
+        (f"When was {name} founded?", f"{name} was founded in {fact.founded}.", f"In {fact.founded}."),
+        (f"Who founded {name}?", f"{name} was founded by {fact.founder}.", f"{fact.founder}."),
+        (f"What is {name} known for?", f"{name} is known for its {fact.craft[0]}.", f"Its {fact.craft[0]}."),
+        (f"What do the {_plural(town.craft[1])} of {name} make?", f"They make {_join(list(fact.craft[3]))}.",
+         f"{_join(list(fact.craft[3])).capitalize()}."),
+        (f"On which day is the market in {name}?", f"The market in {name} is held every {fact.market_day}.",
+         f"On {fact.market_day}s."),
+        (f"When is the {town.festival} in {name}?", f"The {town.festival} takes place every {fact.festival_month}.",
+         f"In {fact.festival_month}."),
+        (f"How far is {name} from {town.neighbour}?", f"{name} is {fact.distance} miles from {town.neighbour}.",
+         f"{fact.distance} miles."),
+        (f"Which region is {name} in?", f"{name} is in {fact.region}.", f"In {fact.region}."),
+        (f"What is the local dish of {name}?", f"The local dish of {name} is {fact.dish}.", f"{fact.dish.capitalize()}."),
+        (f"About how many people live in {name}?", f"About {fact.population:,} people live in {name}.",
+         f"About {fact.population:,}."),
+    )
+
+
 def _town_qa(g: _G, town: Town) -> tuple[str, str]:
     """A question about a town and its answer, as a sentence that restates the town or as the
     short answer alone (which a small model can give from the question without copying it)."""
-    name = town.name
-    options = (
-        (f"Which river flows through {name}?", f"{name} lies on the River {town.river}.", f"The River {town.river}."),
-        (f"What river is {name} on?", f"The River {town.river}.", f"The {town.river}."),
-        (f"When was {name} founded?", f"{name} was founded in {town.founded}.", f"In {town.founded}."),
-        (f"Who founded {name}?", f"{name} was founded by {town.founder}.", f"{town.founder}."),
-        (f"What is {name} known for?", f"{name} is known for its {town.craft[0]}.", f"Its {town.craft[0]}."),
-        (f"What do the {_plural(town.craft[1])} of {name} make?", f"They make {_join(list(town.craft[3]))}.",
-         f"{_join(list(town.craft[3])).capitalize()}."),
-        (f"On which day is the market in {name}?", f"The market in {name} is held every {town.market_day}.",
-         f"On {town.market_day}s."),
-        (f"When is the {town.festival} in {name}?", f"The {town.festival} takes place every {town.festival_month}.",
-         f"In {town.festival_month}."),
-        (f"How far is {name} from {town.neighbour}?", f"{name} is {town.distance} miles from {town.neighbour}.",
-         f"{town.distance} miles."),
-        (f"Which region is {name} in?", f"{name} is in {town.region}.", f"In {town.region}."),
-        (f"What is the local dish of {name}?", f"The local dish of {name} is {town.dish}.", f"{town.dish.capitalize()}."),
-        (f"About how many people live in {name}?", f"About {town.population:,} people live in {name}.",
-         f"About {town.population:,}."),
-    )
-    question, long, short = g.pick(options)
+    question, long, short = g.pick(_town_options(town, town))
     return question, short if g.chance(0.5) else long
+
+
+def _person_options(person: Person, fact: Person) -> tuple[tuple[str, str], ...]:
+    """(question, answer) about `person`, the answers filled with `fact`'s values (as _town_options)."""
+    name = person.name
+    return ((f"Who was {name}?", f"{name} was {_article(fact.trade)} from {fact.town}, best known for {fact.work}."),
+            (f"Where was {name} from?", f"{name} was from {fact.town}."),
+            (f"When was {name} born?", f"{name} was born in {fact.born}."))
 
 
 def _chat_fact(g: _G) -> tuple[str, str, Callable | None]:
     if g.chance(0.2):
         person = g.pick(g.w.people)
-        who = f"{person.name} was {_article(person.trade)} from {person.town}, best known for {person.work}."
-        return g.pick(((f"Who was {person.name}?", who),
-                       (f"Where was {person.name} from?", f"{person.name} was from {person.town}."),
-                       (f"When was {person.name} born?", f"{person.name} was born in {person.born}."))) + (None,)
+        return g.pick(_person_options(person, person)) + (None,)
     town = g.pick(g.w.towns)
     prompt, answer = _town_qa(g, town)
 
@@ -1919,13 +1934,17 @@ _CHAT_KINDS = ((_chat_list, 0.15), (_chat_math, 0.16), (_chat_word_problem, 0.07
                (_chat_fact, 0.24), (_chat_transform, 0.15), (_chat_smalltalk, 0.05))
 
 
-def _chat_turn(g: _G) -> tuple[str, str, Callable | None]:
+def _weighted(g: _G, table: tuple[tuple, ...]):
     x = g.r.random()
-    for kind, weight in _CHAT_KINDS:
+    for item, weight in table:
         if x < weight:
-            return kind(g)
+            return item
         x -= weight
-    return _CHAT_KINDS[-1][0](g)
+    return table[-1][0]
+
+
+def _chat_turn(g: _G) -> tuple[str, str, Callable | None]:
+    return _weighted(g, _CHAT_KINDS)(g)
 
 
 def _chat_messages(g: _G) -> list[dict[str, str]]:
@@ -1949,6 +1968,243 @@ def _draw_chat(g: _G) -> list[dict[str, str]]:
             prompt, answer, follow = _chat_turn(g)
         messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
     return messages
+
+
+# --------------------------------------------------------------------------------------------
+# Preference pairs: the chats' prompts, a right answer and one the aligned model should avoid
+# --------------------------------------------------------------------------------------------
+
+REJECTED_KINDS = ("wrong", "rambling", "unformatted")
+# User turn + answer fit the preference stage's 128-token sequences. The tokenizer is trained
+# later, so a rambling answer is cut by a pessimistic estimate (rough_tokens) with room for the
+# chat template's tokens, and to a few hundred characters at most.
+PREFERENCE_MAX_TOKENS = 128
+_TEMPLATE_TOKENS = 16  # ChatML's five a message, and a margin for rough_tokens' rare underestimates
+RAMBLING_MAX_CHARS = 280
+
+
+def rough_tokens(text: str) -> float:
+    """A pessimistic token count for the tiny recipe's 4k-entry BPE: one per digit, capital letter,
+    punctuation mark and space before a digit (a small vocabulary keeps these apart), one per two
+    lowercase letters (it splits the rarer words). Measured on the pairs with the recipe's tokenizer:
+    about 1.6 times the true count on average, at worst some 15% under it (_TEMPLATE_TOKENS' margin)."""
+    lower = sum(c.islower() for c in text)
+    return lower / 2 + len(text) - lower - text.count(" ") + len(re.findall(r" (?=\d)", text))
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """A prompt with its right answer, a well-formed wrong one and, for a format instruction, an
+    answer that ignores the format."""
+
+    prompt: str
+    chosen: str
+    wrong: str
+    unformatted: str | None = None
+
+
+@lru_cache(maxsize=1)
+def _sft_towns() -> tuple[Town, ...]:
+    return tuple(t for t in world().towns if t.name not in heldout_towns())
+
+
+@lru_cache(maxsize=1)
+def _sft_people() -> tuple[Person, ...]:
+    return tuple(p for p in world().people if p.name not in heldout_people())
+
+
+def _apply(op: str, a: int, b: int) -> int:
+    return {"+": a + b, "-": a - b, "*": a * b}[op]
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"- {x}" for x in items)
+
+
+def _pref_town_fact(g: _G) -> _Pair:
+    town = g.pick(_sft_towns())
+    options = _town_options(town, town)
+    k, form = g.num(0, len(options) - 1), g.pick((1, 2))  # form: the long or the short answer
+    question, right = options[k][0], options[k][form]
+    # another town's value in the very words of the right answer: only the fact is wrong
+    wrongs = [a for a in (_town_options(town, t)[k][form] for t in _sft_towns()) if a != right]
+    return _Pair(question, right, g.pick(wrongs))
+
+
+def _pref_person_fact(g: _G) -> _Pair:
+    person = g.pick(_sft_people())
+    k = g.num(0, 2)
+    question, right = _person_options(person, person)[k]
+    wrongs = [a for a in (_person_options(person, p)[k][1] for p in _sft_people()) if a != right]
+    return _Pair(question, right, g.pick(wrongs))
+
+
+def _wrong_value(g: _G, op: str, a: int, b: int) -> int:
+    value = _apply(op, a, b)
+    if op == "*" and a + b != value and g.chance(0.3):
+        return a + b  # added instead of multiplied, the mistake a small model makes
+    off = g.pick((1, 2, 3, 10)) * g.pick((-1, 1))
+    return value + off if value + off >= 0 else value - off
+
+
+def _pref_arithmetic(g: _G, number_only: bool = False) -> _Pair:
+    if g.chance(0.4):
+        op, a, b = g.pick(SFT_SUMS)
+        a, b = (a, b) if g.chance(0.5) else (b, a)
+    else:
+        op = g.pick("+-*")
+        a, b = g.num(2, 99), g.num(2, 12 if op == "*" else 99)
+        a, b = (b, a) if op == "-" and b > a else (a, b)
+    value, wrong = _apply(op, a, b), _wrong_value(g, op, a, b)
+    if number_only:
+        unformatted = g.pick((f"{a} {op} {b} = {value}", f"The answer is {value}.", f"{a} {op} {b} is {value}."))
+        return _Pair(f"Calculate {a} {op} {b}. Answer with the number only.", str(value), str(wrong), unformatted)
+    prompt = g.pick((f"What is {a} {op} {b}?", f"Compute {a} {op} {b}.", f"{a} {op} {b} = ?"))
+    if g.chance(0.5):
+        return _Pair(prompt, str(value), str(wrong))
+    return _Pair(prompt, f"{a} {op} {b} = {value}", f"{a} {op} {b} = {wrong}")
+
+
+def _pref_list(g: _G) -> _Pair:
+    label, pool = g.pick(_LIST_CATEGORIES)
+    k = g.num(2, 5)
+    items = g.sample(pool, k + 1)  # one spare, for a list one item too long
+    word = NUMBER_WORDS[k]
+    prompt = g.pick((f"List {word} {label} as bullets.", f"Give me a bulleted list of {word} {label}.",
+                     f"Name {word} {label}, one per line, each starting with '- '.", f"Write {word} {label} as a bullet list."))
+    wrong = _bullets(items if g.chance(0.5) else items[:k - 1])
+    prose = _join(items[:k])
+    unformatted = g.pick((f"{prose[0].upper()}{prose[1:]}.", ", ".join(items[:k]),
+                          "\n".join(f"{n}. {x}" for n, x in enumerate(items[:k], 1))))
+    return _Pair(prompt, _bullets(items[:k]), wrong, unformatted)
+
+
+def _pref_one_word(g: _G) -> _Pair:
+    if g.chance(0.25):
+        person = g.pick(_sft_people())
+        question, sentence = _person_options(person, person)[1]
+        value, others, unformatted = person.town, [t.name for t in _sft_towns()], sentence
+    else:
+        town = g.pick(_sft_towns())
+        k, attr = g.pick(((0, "river"), (6, "market_day"), (7, "festival_month")))
+        question, long, short = _town_options(town, town)[k]
+        value, others, unformatted = getattr(town, attr), [getattr(t, attr) for t in _sft_towns()], g.pick((long, short))
+    prompt = g.pick((f"{question} Answer in one word.", f"In one word: {question[0].lower()}{question[1:]}"))
+    return _Pair(prompt, f"{value}.", f"{g.pick([v for v in others if v != value])}.", unformatted)
+
+
+def _pref_yes_no(g: _G) -> _Pair:
+    a, b = g.num(1, 99), g.num(1, 99)
+    rel = g.pick(("greater than", "less than"))
+    truth = a > b if rel == "greater than" else a < b
+    right, wrong = ("Yes.", "No.") if truth else ("No.", "Yes.")
+    unformatted = f"{right[:-1]}, {a} is {'' if truth else 'not '}{rel} {b}."
+    return _Pair(f"Is {a} {rel} {b}? Answer yes or no.", right, wrong, unformatted)
+
+
+def _exact_target(g: _G) -> str:
+    return g.pick(("OK", "Yes", "Done", "Ready", g.pick(ANIMALS), g.pick(COLOURS), g.pick(_sft_towns()).name,
+                   f"{g.pick(ADJECTIVES)} {g.pick(OBJECTS)}", str(g.num(1, 999))))
+
+
+def _pref_exact(g: _G) -> _Pair:
+    target = _exact_target(g)
+    prompt = g.pick((f"Reply with exactly: {target}", f"Say only this: {target}",
+                     f"Respond with the single phrase \"{target}\" and nothing else.", f"Repeat after me: {target}"))
+    unformatted = g.pick((f"Sure! {target}", f"{target}. Anything else?", f"Okay, here it is: {target}"))
+    return _Pair(prompt, target, _exact_target(g), unformatted)
+
+
+def _pref_capitals(g: _G) -> _Pair:
+    words = g.sample(ADJECTIVES + OBJECTS, g.num(2, 4))
+    phrase = " ".join(words)
+    swapped = [g.pick(OBJECTS) if i == len(words) - 1 else w for i, w in enumerate(words)]  # the last word changed
+    unformatted = g.pick((phrase, phrase.title(), f"Here it is: {phrase.upper()}"))
+    return _Pair(f"Write \"{phrase}\" in capital letters.", phrase.upper(), " ".join(swapped).upper(), unformatted)
+
+
+def _pref_repeat(g: _G) -> _Pair:
+    word, times = g.pick(ANIMALS + COLOURS), g.num(2, 4)
+    unformatted = g.pick((", ".join([word] * times), "\n".join([f"- {word}"] * times), f"{word.capitalize()}! " * times))
+    return _Pair(f"Repeat the word {word} {NUMBER_WORDS[times]} times.", " ".join([word] * times),
+                 " ".join([word] * (times + g.pick((-1, 1)))), unformatted.strip())
+
+
+def _pref_number_only(g: _G) -> _Pair:
+    return _pref_arithmetic(g, number_only=True)
+
+
+_PREF_FORMATS = ((_pref_list, 0.3), (_pref_one_word, 0.2), (_pref_yes_no, 0.1), (_pref_exact, 0.1), (_pref_capitals, 0.1),
+                 (_pref_number_only, 0.1), (_pref_repeat, 0.1))
+
+
+def _pref_format(g: _G) -> _Pair:
+    return _weighted(g, _PREF_FORMATS)(g)
+
+
+# Prompts for the wrong and rambling kinds; the unformatted kind draws format instructions alone.
+_PREF_PROMPTS = ((_pref_town_fact, 0.4), (_pref_person_fact, 0.1), (_pref_arithmetic, 0.4), (_pref_format, 0.1))
+
+
+def _drift(g: _G) -> str:
+    if g.chance(0.3):
+        op, a, b = g.pick(SFT_SUMS)
+        return f"{a} {op} {b} = {_apply(op, a, b)}."
+    if g.chance(0.2):
+        person = g.pick(_sft_people())
+        return g.pick(_person_options(person, person))[1]
+    town = g.pick(_sft_towns())
+    # only sentences that name their town: "They make ropes." would not read as another fact
+    return g.pick([long for _, long, _ in _town_options(town, town) if town.name in long])
+
+
+def _next_question(g: _G) -> str:
+    pair = _pref_town_fact(g) if g.chance(0.5) else _pref_arithmetic(g)
+    return f"Q: {pair.prompt}\nA: {pair.chosen}"
+
+
+def _cut(text: str, tokens: float) -> str:
+    """The longest whole-word prefix of `text` within `tokens` (rough_tokens) and RAMBLING_MAX_CHARS."""
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    return text[:max((e for e in ends if e <= RAMBLING_MAX_CHARS and rough_tokens(text[:e]) <= tokens), default=ends[0])]
+
+
+def _ramble(g: _G, prompt: str, answer: str) -> str:
+    """`answer`, then text past where the turn should end: the answer again, other facts, or a
+    made-up next question and answer, cut off mid-way as a model that never stops would be."""
+    sep = "\n" if "\n" in answer or answer[-1] not in ".!?" else " "
+    style = g.pick(("repeat", "drift", "next"))
+    room = PREFERENCE_MAX_TOKENS - _TEMPLATE_TOKENS - rough_tokens(prompt)
+    if style == "repeat":
+        return _cut(sep.join([answer] * g.num(3, 6)), room)
+    more = _drift if style == "drift" else _next_question
+    limit = g.num(int(min(rough_tokens(answer) + 25, room)), int(room))
+    text = answer
+    while rough_tokens(text) <= limit and len(text) <= RAMBLING_MAX_CHARS:
+        text += ("\n" if style == "next" else sep) + more(g)
+    return _cut(text, limit)
+
+
+def _draw_preference(g: _G, kind: str) -> tuple[str, str, str]:
+    if kind == "unformatted":
+        pair = _pref_format(g)
+        return pair.prompt, pair.chosen, pair.unformatted
+    pair = _weighted(g, _PREF_PROMPTS)(g)
+    if kind == "wrong":
+        return pair.prompt, pair.chosen, pair.wrong
+    return pair.prompt, pair.chosen, _ramble(g, pair.prompt, pair.chosen if g.chance(0.7) else pair.wrong)
+
+
+def _preference_record(rid: str, g: _G) -> dict:
+    kind = g.pick(REJECTED_KINDS)  # before any redraw, so the kinds stay evenly mixed
+    while True:  # drawn again from the same stream, as the chats are
+        prompt, chosen, rejected = _draw_preference(g, kind)
+        if chosen != rejected and not any(leaks_heldout(text) for text in (prompt, chosen, rejected)):
+            break
+    return {"id": rid, "prompt": prompt,
+            "chosen": [{"role": "user", "content": prompt}, {"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "user", "content": prompt}, {"role": "assistant", "content": rejected}],
+            "rejected_kind": kind}
 
 
 # --------------------------------------------------------------------------------------------
@@ -2052,6 +2308,8 @@ def _record(source: str, seed: int, i: int) -> dict:
     rid = f"{source}-{i}"
     if source == "chats":
         return {"id": rid, "messages": _chat_messages(_G(_rng(source, seed, i)))}
+    if source == "preferences":
+        return _preference_record(rid, _G(_rng(source, seed, i)))
     if source == "prose":
         return {"id": rid, "text": _prose_document(seed, i)}
     return {"id": rid, "text": _TEXT_GENERATORS[source](_G(_rng(source, seed, i)))}
@@ -2066,7 +2324,10 @@ def generate_records(source: str, n: int, seed: int) -> Iterator[dict]:
 
 
 def record_characters(record: dict) -> int:
-    """Characters of content: the text, or the sum over a chat's messages."""
+    """Characters of content: the text, the sum over a chat's messages, or a preference pair's
+    prompt and its two answers."""
+    if "chosen" in record:
+        return len(record["prompt"]) + len(record["chosen"][-1]["content"]) + len(record["rejected"][-1]["content"])
     if "messages" in record:
         return sum(len(m["content"]) for m in record["messages"])
     return len(record["text"])

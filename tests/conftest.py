@@ -121,10 +121,12 @@ def step_tokens(data: dict) -> int:
 
 def shorten(data: dict, steps: tuple[int, ...], sft_steps: int, warmup: int, checkpoint_interval: int) -> None:
     """The tiny recipe (as a dict) cut to `steps` optimizer steps per pretraining stage and
-    `sft_steps` of SFT, with `warmup` steps of warmup everywhere."""
+    `sft_steps` of SFT and of preference training, with `warmup` steps of warmup everywhere."""
     for stage, n in zip(pretrain_stages(data), steps, strict=True):
         stage["tokens"] = n * step_tokens(data)
-    sft_stage(data)["steps"] = sft_steps
+    for stage in data["stages"]:
+        if stage["kind"] in ("sft", "preference"):
+            stage["steps"] = sft_steps
     for section in data["stages"]:
         section["lr"]["warmup_steps"] = warmup
     data["training"]["checkpoint_interval"] = checkpoint_interval

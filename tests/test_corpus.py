@@ -28,6 +28,8 @@ from demo.corpus import (
 
 SMALL = 0.05  # scale for the writing tests: every source, a few hundred records at most
 STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)(?: remainder (\d+))?")
+# the arithmetic prompts of the chats and preference pairs: "What is a op b?", "Compute a op b.", "a op b = ?", ...
+SUM_PROMPT = re.compile(r"(?:What is |Compute |Calculate )?(\d+) ([-+*]) (\d+)(?:\?|\.| = \?)(?: Answer with the number only\.)?")
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -89,6 +91,12 @@ def test_record_schema(source):
         if source == "chats":
             assert set(record) == {"id", "messages"}
             assert all(set(m) == {"role", "content"} and m["content"].strip() for m in record["messages"])
+        elif source == "preferences":
+            assert set(record) == {"id", "prompt", "chosen", "rejected", "rejected_kind"}
+            for answer in (record["chosen"], record["rejected"]):  # ultrafeedback_binarized's train_prefs layout
+                assert [m["role"] for m in answer] == ["user", "assistant"] and all(set(m) == {"role", "content"} for m in answer)
+                assert answer[0]["content"] == record["prompt"] and answer[-1]["content"].strip() == answer[-1]["content"] != ""
+            assert record["chosen"] != record["rejected"] and record["rejected_kind"] in corpus.REJECTED_KINDS
         else:
             assert set(record) == {"id", "text"}
             assert isinstance(record["text"], str) and record["text"].strip()
@@ -147,6 +155,73 @@ def test_chat_answers_are_correct_where_checkable():
                 ast.parse(answer.removeprefix("```python\n").removesuffix("\n```"))
                 kinds["python"] += 1
     assert min(kinds.values()) >= 20 and len(kinds) == 5, kinds
+
+
+def _preference_answers(seed: int = 0) -> list[tuple[str, str, str, str]]:
+    """(prompt, chosen, rejected, rejected kind) of the default number of preference pairs."""
+    return [(r["prompt"], r["chosen"][-1]["content"], r["rejected"][-1]["content"], r["rejected_kind"])
+            for r in generate_records("preferences", DEFAULT_DOCUMENTS["preferences"], seed)]
+
+
+def test_preference_kinds_are_evenly_mixed_and_fit_the_sequence_length():
+    pairs = _preference_answers()
+    kinds = Counter(kind for *_, kind in pairs)
+    assert set(kinds) == set(corpus.REJECTED_KINDS) and min(kinds.values()) / len(pairs) > 0.28, kinds
+    room = corpus.PREFERENCE_MAX_TOKENS - corpus._TEMPLATE_TOKENS  # for user turn + answer, in rough_tokens
+    for prompt, chosen, rejected, kind in pairs:
+        assert chosen != rejected
+        for answer in (chosen, rejected):
+            assert corpus.rough_tokens(prompt) + corpus.rough_tokens(answer) <= room, (prompt, answer)
+        if kind == "rambling":  # runs on past an answer
+            assert len(chosen) < len(rejected) <= corpus.RAMBLING_MAX_CHARS, (chosen, rejected)
+        else:
+            assert len(rejected) <= 120, rejected
+    rambling = [(c, r) for _, c, r, kind in pairs if kind == "rambling"]
+    assert sum(r.startswith(c) for c, r in rambling) / len(rambling) > 0.6  # mostly the right answer, then more
+    assert sum("\nQ: " in r for _, r in rambling) > 50  # a made-up next turn among them
+    # a small world asks the same questions again, with other rejected answers
+    assert Counter(prompt for prompt, *_ in pairs).most_common(1)[0][1] <= 0.01 * len(pairs)
+    assert len({pair[:3] for pair in pairs}) > 0.95 * len(pairs)
+
+
+def test_preference_answers_are_right_and_wrong_ones_wrong():
+    towns = {t.name: t for t in world().towns}
+    checked = Counter()
+    for prompt, chosen, rejected, kind in _preference_answers(seed=1):
+        if m := SUM_PROMPT.fullmatch(prompt):
+            sum_ = " ".join(m.groups())
+            value = str(eval(sum_))  # digits and one operator
+            assert chosen == value if "number only" in prompt else chosen in (value, f"{sum_} = {value}"), (prompt, chosen)
+            if kind == "wrong":
+                assert re.fullmatch(r"\d+", rejected.split()[-1]) and rejected.split()[-1] != value, (prompt, rejected)
+            checked["arithmetic"] += 1
+        if m := re.fullmatch(r"Is (\d+) (greater|less) than (\d+)\? Answer yes or no\.", prompt):
+            truth = int(m.group(1)) > int(m.group(3)) if m.group(2) == "greater" else int(m.group(1)) < int(m.group(3))
+            assert chosen == ("Yes." if truth else "No.")
+            assert kind != "wrong" or rejected == ("No." if truth else "Yes.")
+            checked["yes/no"] += 1
+        if m := re.match(r"(?:List|Give me a bulleted list of|Write|Name) (\w+) ", prompt):
+            if m.group(1) in corpus.NUMBER_WORDS:
+                n = corpus.NUMBER_WORDS.index(m.group(1))
+                assert len(chosen.splitlines()) == n and all(x.startswith("- ") for x in chosen.splitlines())
+                if kind == "wrong":
+                    assert len(rejected.splitlines()) != n and all(x.startswith("- ") for x in rejected.splitlines())
+                if kind == "unformatted":
+                    assert not all(x.startswith("- ") for x in rejected.splitlines())
+                checked["list"] += 1
+        if m := re.fullmatch(r"Which river flows through (\w+)\?", prompt):
+            river = towns[m.group(1)].river
+            assert chosen in (f"{m.group(1)} lies on the River {river}.", f"The River {river}.")
+            assert kind != "wrong" or river not in rejected
+            checked["fact"] += 1
+        if "one word" in prompt:
+            assert len(chosen.split()) == 1 and (kind != "unformatted" or len(rejected.split()) > 1)
+            checked["one word"] += 1
+        if m := re.fullmatch(r'(?:Reply with exactly|Say only this|Repeat after me): (.+)|Respond with the single phrase "(.+)".*', prompt):
+            target = m.group(1) or m.group(2)
+            assert chosen == target and rejected != target
+            checked["exact"] += 1
+    assert len(checked) == 6 and min(checked.values()) >= 20, checked
 
 
 def test_python_functions_parse_and_their_doctests_pass():
@@ -341,6 +416,7 @@ def test_scale_one_sizes(tmp_path):  # speed is measured by bench/tokenize.py, n
     for source in ("forum", "arithmetic", "python_functions"):
         assert 95_000 < tokens[source] < 150_000, (source, tokens[source])
     assert counts["chats"]["documents"] == 3000
+    assert counts["preferences"]["documents"] == 1600
 
 
 # ---- the world-knowledge suite and its held-out split ------------------------------------------
@@ -387,6 +463,20 @@ def test_the_fact_split_never_leaks_into_sft_data():
             entity = item["cloze"].split(" lies on")[0].split(" is ")[0].split(" was ")[0].removeprefix("The market in ")
             sentences = (s for text in pretraining if entity in text for s in re.split(r"(?<=[.?!])\s", text))
             assert any(entity in s and item["answer"] in s for s in sentences), item["id"]
+
+
+def test_preference_pairs_never_mention_held_out_facts():
+    """Like the SFT chats: a preference stage after SFT must not teach the held-out split either."""
+    held = corpus.heldout_towns() | corpus.heldout_people()
+    pairs = _preference_answers()
+    texts = [text for pair in pairs for text in pair[:3]]
+    assert not any(name in text for text in texts for name in held)
+    assert not any(corpus.leaks_heldout(text) for text in texts)
+    equations = {f"{a} {op} {b}" for op, a, b in corpus.HELDOUT_SUMS} | {f"{b} {op} {a}" for op, a, b in corpus.HELDOUT_SUMS}
+    stated = {m.group(0) for text in texts for m in re.finditer(r"(?<![\d.])\d [+*] \d(?![\d.])", text)}
+    assert stated and not stated & equations
+    asked = {t.name for t in world().towns if any(t.name in prompt for prompt, *_ in pairs)}
+    assert len(asked) == len(world().towns) - len(corpus.heldout_towns())  # every other town is asked about
 
 
 def test_the_report_s_sample_prompts_ask_about_held_out_facts():

@@ -79,10 +79,13 @@ def test_gpu_hours_and_wall_clock(reference):
     assert stage1.gpu_hours == pytest.approx(4.7051745e19 / (312e12 * 0.30) / 3600, rel=1e-6)
     assert stage1.gpu_hours == pytest.approx(139.64, abs=0.01)
     assert stage1.wall_hours == pytest.approx(139.64 / 4, abs=0.01)
-    sft = cost.stages[-1]
+    sft, preference = cost.stages[3:]
     assert sft.tokens == 5000 * 16 * 1024  # the SFT stage counts its own steps x tokens per step
-    assert cost.flops == pytest.approx(sum(s.tokens for s in plan.stages) * per_token)
-    assert cost.gpu_hours == pytest.approx(239.57, abs=0.01)
+    # DPO: 128 pairs x 1,024 tokens per step, each pair two sequences through the policy (6N) and the reference (2N)
+    assert preference.tokens == 900 * 128 * 1024
+    assert preference.flops == pytest.approx(preference.tokens * per_token * 2 * 8 / 6)
+    assert cost.flops == pytest.approx(sum(s.tokens for s in plan.stages[:4]) * per_token + preference.flops)
+    assert cost.gpu_hours == pytest.approx(239.57 + 3.13, abs=0.01)
     assert cost.wall_hours == pytest.approx(cost.gpu_hours / 4)
     # a faster GPU, the same FLOPs
     h100 = run_cost(build_plan(reference.model_copy(update={"cluster": reference.cluster.model_copy(
@@ -123,8 +126,8 @@ def test_checkpoint_disk(reference, small):
     assert weights == 2 * params  # bf16
     assert optimizer == 12 * params  # fp32 exp_avg + exp_avg_sq + the accumulator's fp32 master weights
     cost = run_cost(build_plan(reference))
-    assert cost.checkpoints == 54 + 23 + 16 + 5
-    assert cost.checkpoints * cost.checkpoint_size == 98 * 14 * params  # 675 GB
+    assert cost.checkpoints == 54 + 23 + 16 + 5 + 1  # the preference stage's 900 steps: its last
+    assert cost.checkpoints * cost.checkpoint_size == 99 * 14 * params  # 682 GB
     # float32 weights (which nanotron only trains without fp32 accumulation): 4 + 4 + 4 bytes
     recipe = small(model={"dtype": "float32"}, training={"optimizer": {"accumulate_grad_in_fp32": False}})
     assert checkpoint_bytes(recipe) == (4 * count_params(recipe).total, 8 * count_params(recipe).total)
@@ -156,6 +159,6 @@ def test_preflight_prints_budgets_and_cost(root, reference, tmp_path, monkeypatc
     table = out[out.index("cost: "):out.index("disk, prepared data")]
     lines = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 5}
     assert "4.71e+19" in lines["stage1"] and "139.6" in lines["stage1"] and "34.9 h" in lines["stage1"]
-    assert "8.07e+19" in lines["total"] and "239.6" in lines["total"] and "59.9 h (2.5 d)" in lines["total"]
+    assert "8.18e+19" in lines["total"] and "242.7" in lines["total"] and "60.7 h (2.5 d)" in lines["total"]
     assert "A100 at 312 TFLOP/s dense bf16 x assumed MFU 30%" in out
-    assert "98 nanotron step folders" in out and "x 6.89 GB" in out and "= 675 GB" in out
+    assert "99 checkpoint folders, preference's transformers ones" in out and "x 6.89 GB" in out and "= 682 GB" in out

@@ -61,6 +61,17 @@ def write_sft(folder: Path, tokenizer: str) -> None:
     (folder / "manifest.json").write_text(json.dumps({"tokenizer": tokenizer, "records": len(rows), "file": "train.parquet"}))
 
 
+def write_pairs(folder: Path, tokenizer: str) -> None:
+    """A preference stage's folder, written by the real writer."""
+    from smolrecipe.data.preferences import write_preference_dataset
+    from smolrecipe.data.tokenizer import load_tokenizer
+    from smolrecipe.recipe.schema import PreferenceData
+
+    pairs = [{"prompt": f"{i} + {i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(20)]
+    write_preference_dataset(pairs, PreferenceData(path="pairs", heldout_fraction=0.2), load_tokenizer(tokenizer), 128,
+                             folder, {"tokenizer": tokenizer}, progress=False)
+
+
 @pytest.fixture
 def nanosets(tmp_path, tiny_tokenizer):
     """(recipe path, data root): the tiny recipe under tmp_path with every folder it reads prepared."""
@@ -68,6 +79,7 @@ def nanosets(tmp_path, tiny_tokenizer):
     for seed, source in enumerate(SOURCES):
         write_nanoset(tmp_path / "tiny" / source, str(tiny_tokenizer), seed)
     write_sft(tmp_path / "tiny" / "sft", str(tiny_tokenizer))
+    write_pairs(tmp_path / "tiny" / "preference", str(tiny_tokenizer))
     return recipe, tmp_path
 
 

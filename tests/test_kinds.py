@@ -23,9 +23,12 @@ def test_every_recipe_kind_has_its_behaviour_and_back():
 @pytest.mark.parametrize("recipe_name", ["tiny", "llama500m"])
 def test_each_stage_renders_the_dataset_section_of_its_kind(root, recipe_name):
     plan = build_plan(load_recipe(root / "recipes" / f"{recipe_name}.yaml"))
-    assert [s.kind for s in plan.stages] == ["pretrain", "pretrain", "pretrain", "sft"]
+    assert [s.kind for s in plan.stages] == ["pretrain", "pretrain", "pretrain", "sft", "preference"]
     for stage in plan.stages:
         config = render_stage(plan, stage)
+        if KINDS[stage.kind].engine == "trl":  # not a nanotron config: test_trl_stage_renders_what_trl_accepts
+            assert config["engine"] == "trl" and stage.dataset is not None and not stage.reads_sources
+            continue
         parsed_as = ns.resolved_classes(config)["data_stages[0].data.dataset"]
         # nanotron parses it as the class the kind declares, and our entry point finds the kind back from it
         assert parsed_as == KINDS[stage.kind].nanotron_dataset_class
@@ -39,7 +42,9 @@ def test_unknown_kinds_are_one_line_errors():
         kind_of("dpo")
     with pytest.raises(UserError, match="not a dataset section of any stage kind"):
         kind_for_nanotron_dataset("PretrainDatasetsArgs")
-    assert not is_chat_model("?") and not is_chat_model(None) and is_chat_model("sft")
+    assert not is_chat_model("?") and not is_chat_model(None) and is_chat_model("sft") and is_chat_model("preference")
+    with pytest.raises(UserError, match=r"kinds nanotron trains: pretrain, sft\)$"):
+        kind_for_nanotron_dataset("")  # the preference kind declares no nanotron dataset class
 
 
 def _logs(*kinds):
@@ -52,3 +57,5 @@ def test_base_and_chat_model():
     assert [s.name if s else None for s in base_and_chat(_logs("pretrain"))] == ["s0-pretrain", None]
     assert base_and_chat(_logs("sft")) == (None, _logs("sft")[0])
     assert base_and_chat([]) == (None, None)
+    # after SFT, a preference stage is a chat model too: the SFT model stays "the chat model" compared with the base
+    assert [s.name for s in base_and_chat(_logs("pretrain", "sft", "preference"))] == ["s0-pretrain", "s1-sft"]

@@ -34,6 +34,14 @@ def nanotron_lr(s: dict, step: int) -> float:
     return low
 
 
+def trl_as_nanotron(lr: dict) -> dict:
+    """A TRL stage's rendered lr_schedule in the terms of nanotron's learning_rate_scheduler section."""
+    decay_start = lr["decay_start"] if lr["decay_start"] != lr["warmup_steps"] else None
+    return {"learning_rate": lr["peak"], "min_decay_lr": lr["min"], "lr_warmup_steps": lr["warmup_steps"],
+            "lr_warmup_style": lr["warmup_style"] if lr["warmup_steps"] else "constant", "lr_decay_style": lr["decay"],
+            "lr_decay_steps": lr["decay_steps"], "lr_decay_starting_step": decay_start}
+
+
 def optimizer_lrs(stage) -> list[float]:
     """The LR the optimizer sees at each of the stage's steps, stepping exactly as a trainer does."""
     param = torch.nn.Parameter(torch.zeros(1))
@@ -72,8 +80,11 @@ def test_lr_equals_nanotron_at_every_step(recipe_name, variant, root, tmp_path, 
     configs = {name: yaml.safe_load(text) for name, text in rendered.files.items() if name.endswith(".yaml")}
     checked = 0
     for stage in rendered.plan.stages:
-        section = configs[f"{stage.name}.yaml"]["optimizer"]["learning_rate_scheduler"]
-        steps = configs[f"{stage.name}.yaml"]["tokens"]["train_steps"]
+        config = configs[f"{stage.name}.yaml"]
+        if config.get("engine") == "trl":  # the preference stage: our scheduler replaces TRL's, with nanotron's formula
+            section, steps = trl_as_nanotron(config["lr_schedule"]), config["arguments"]["max_steps"]
+        else:
+            section, steps = config["optimizer"]["learning_rate_scheduler"], config["tokens"]["train_steps"]
         assert steps == stage.train_steps
         want = [nanotron_lr(section, k) for k in range(steps)]
         got = optimizer_lrs(stage) if steps <= 5000 else stage_lrs(stage)

@@ -9,13 +9,14 @@ import pytest
 
 from smolrecipe.backends.nanotron import schema as ns
 from smolrecipe.backends.nanotron.config import NANOTRON_COMMIT, render_stage
+from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 
 
 def _configs(root, name):
     plan = build_plan(load_recipe(root / "recipes" / f"{name}.yaml"))
-    return {s.name: render_stage(plan, s) for s in plan.stages}
+    return {s.name: render_stage(plan, s) for s in plan.stages if kind_of(s.kind).engine == "nanotron"}
 
 
 @pytest.fixture(scope="module")

@@ -99,14 +99,49 @@ def _sft_named_like_source(d):
     d["stages"][3]["name"] = "prose"
 
 
+def _preference_from_base(d):
+    d["stages"][4]["init_from"] = "stage3"
+
+
+def _loss_type_for_orpo(d):
+    d["stages"][4].update(method="orpo", loss_type="sigmoid")
+
+
+def _unknown_loss_type(d):
+    d["stages"][4]["loss_type"] = "sigmoidd"
+
+
+def _pairs_longer_than_context(d):
+    d["stages"][4]["max_length"] = 4096
+
+
+def _preference_carries_optimizer(d):
+    d["stages"][4]["load_optimizer"] = True
+
+
+def _unknown_method(d):
+    d["stages"][4]["method"] = "kto"
+
+
+def _pairs_without_origin(d):
+    del d["stages"][4]["data"]["path"]
+
+
 CASES = [
+    (_preference_from_base, "stages[4].init_from", "start from an SFT stage: ['sft']"),
+    (_loss_type_for_orpo, "stages[4].loss_type", "remove loss_type, or set method: dpo"),
+    (_unknown_loss_type, "stages[4].loss_type", "did you mean 'sigmoid'?"),
+    (_pairs_longer_than_context, "stages[4].max_length", "use at most 128"),
+    (_preference_carries_optimizer, "stages[4].load_optimizer", "set it to false"),
+    (_unknown_method, "stages[4].method", "'dpo'"),
+    (_pairs_without_origin, "stages[4].data", "give exactly one of `hf`"),
     (_old_sft_section, "sft", "move the section to the end of `stages:` as `- kind: sft`"),
     (_stage_without_kind, "stages[1].kind", "add `kind:` with one of: pretrain, sft"),
     (_unknown_kind, "stages[3].kind", "use one of: pretrain, sft"),
     (_pretrain_field_in_sft_stage, "stages[3].mixture", "allowed here: name, kind, tokens, steps, lr, init_from"),
     (_sft_field_missing, "stages[3].data", "add `data:`"),
     (_sft_without_init_from, "stages[3].init_from", "add `init_from:`"),
-    (_replay_of_sft, "stages[4].replay.from", "replay one of the earlier pretraining stages: ['stage1', 'stage2', 'stage3']"),
+    (_replay_of_sft, "stages[5].replay.from", "replay one of the earlier pretraining stages: ['stage1', 'stage2', 'stage3']"),
     (_sft_named_like_source, "stages[3].name", "rename the stage or the source"),
     (_unknown_top, "trainig", "remove it or correct the spelling"),
     (_unknown_nested, "training.optimiser", "allowed here:"),

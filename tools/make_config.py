@@ -18,7 +18,14 @@ from rich.console import Console
 
 from smolrecipe import PROJECT_ROOT, cli
 from smolrecipe.backends.nanotron.config import NANOTRON_COMMIT
-from smolrecipe.backends.nanotron.generate import check_lr_with_nanotron, check_with_nanotron, nanotron_available, render, write_atomically
+from smolrecipe.backends.nanotron.generate import (
+    check_lr_with_nanotron,
+    check_with_nanotron,
+    check_with_trl,
+    nanotron_available,
+    render,
+    write_atomically,
+)
 from smolrecipe.data.verify import verify_prepared
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.budgets import source_budgets
@@ -84,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
     status = 0
     if args.check:
-        console.print(f"check: all {len(written)} files match nanotron's schema at commit {NANOTRON_COMMIT[:12]} "
+        trl = check_with_trl(rendered)
+        console.print(f"check: all {len(written) - len(trl)} nanotron files match nanotron's schema at commit {NANOTRON_COMMIT[:12]} "
                       "(field names, types, union resolution, __post_init__ rules)", highlight=False)
+        for name, verdict in trl:
+            console.print(f"check: {name}: {verdict}", highlight=False)
+            status = 1 if verdict.startswith("FAILED") else status
         if nanotron_available():
             for name, verdict in check_with_nanotron(rendered) + check_lr_with_nanotron(rendered):
                 console.print(f"check: {name}: {verdict}", highlight=False)

@@ -1,5 +1,5 @@
 """Write the demo corpus the tiny recipe reads: web-like prose, forum threads, arithmetic word
-problems, small Python functions and short chats, generated offline from a fixed seed.
+problems, small Python functions, short chats and preference pairs, generated offline from a fixed seed.
 
     python tools/make_demo_corpus.py                       # -> $SMOLRECIPE_DATA/corpus (default runs/data/corpus)
     python tools/make_demo_corpus.py --out /tmp/c --scale 4 --seed 1

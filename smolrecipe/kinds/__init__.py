@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Sequence, TypeVar
 
 from smolrecipe.errors import UserError
-from smolrecipe.kinds import pretrain, sft
+from smolrecipe.kinds import preference, pretrain, sft
 from smolrecipe.kinds.base import StageKind
 
-KINDS: dict[str, StageKind] = {kind.name: kind for kind in (pretrain.KIND, sft.KIND)}
+KINDS: dict[str, StageKind] = {kind.name: kind for kind in (pretrain.KIND, sft.KIND, preference.KIND)}
 T = TypeVar("T")
 
 
@@ -41,7 +41,8 @@ def base_and_chat(stages: Sequence[T]) -> tuple[T | None, T | None]:
 def kind_for_nanotron_dataset(class_name: str) -> StageKind:
     """The kind whose nanotron dataset section parses as `class_name` (our entry point's view of a config)."""
     for kind in KINDS.values():
-        if kind.nanotron_dataset_class == class_name:
+        if kind.engine == "nanotron" and kind.nanotron_dataset_class == class_name:
             return kind
+    nanotron_kinds = [k.name for k in KINDS.values() if k.engine == "nanotron"]
     raise UserError("data_stages[0].data.dataset", f"{class_name} is not a dataset section of any stage kind",
-                    f"render the config with tools/make_config.py (kinds: {', '.join(KINDS)})")
+                    f"render the config with tools/make_config.py (kinds nanotron trains: {', '.join(nanotron_kinds)})")

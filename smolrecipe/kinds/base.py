@@ -10,6 +10,10 @@ jobs) never asks which kind a stage is; where the kinds differ, it calls the sta
                      prepared once for every stage by tools/prepare_data.py)
   chat_model         whether its checkpoints answer in the chat format: evaluation prompts them
                      through the chat template, and the report compares them with the base model
+  engine             what trains it on the cluster: "nanotron" (our entry point, nanotron checkpoints)
+                     or "trl" (TRL's trainers over transformers checkpoints, on both backends)
+  trainer            for a "trl" kind: its trainer and arguments classes, and trainer_settings the
+                     arguments of its own beside the shared ones
 
 A kind's recipe fields and checks are its StageSpec subclass in smolrecipe.recipe.schema.
 """
@@ -29,6 +33,7 @@ Collate = Callable[[list], Any]
 class StageKind:
     name: str
     chat_model: bool = False
+    engine: str = "nanotron"
     # The nanotron config class that parses nanotron_dataset's section (our entry point finds the
     # kind of a config by it).
     nanotron_dataset_class: str
@@ -45,6 +50,14 @@ class StageKind:
 
     def data_stats(self, rows: Rows) -> dict[str, Any]:
         """What the stage's summary records about the rows it trained on."""
+        return {}
+
+    def trainer(self, spec: "StageSpec") -> tuple[type, type] | None:
+        """(trainer class, arguments class) when the kind trains with its own transformers Trainer
+        subclass (TRL's); None: the local backend's RecipeTrainer over local_data's rows."""
+        return None
+
+    def trainer_settings(self, recipe: "Recipe", spec: "StageSpec") -> dict[str, Any]:
         return {}
 
     def prepare_data(self, recipe: "Recipe", spec: "StageSpec", say: Callable[[str], None]) -> bool:

@@ -272,7 +272,7 @@ def run_cost(plan: RunPlan, mfu: float = ASSUMED_MFU) -> RunCost:
     gpus = recipe.cluster.gpus_per_node * recipe.cluster.nodes
     stages = []
     for s in plan.stages:
-        flops = float(s.tokens) * per_token.total
+        flops = float(s.tokens) * per_token.total * recipe.stage(s.name).compute_per_token()
         gpu_hours = None if peak is None else flops / (peak * 1e12 * mfu) / 3600
         stages.append(StageCost(s.name, s.tokens, flops, gpu_hours, None if gpu_hours is None else gpu_hours / gpus,
                                 checkpoints_saved(s.train_steps, recipe.training.checkpoint_interval)))

@@ -310,6 +310,10 @@ class StageSpec(_Strict):
     def check(self, recipe: "Recipe", where: str, earlier: list["StageSpec"]) -> None:
         """The kind's own cross-field rules (the shared ones are in Recipe._check_stages)."""
 
+    def compute_per_token(self) -> float:
+        """The FLOPs of a step relative to a forward and backward pass over its tokens once (the cost table)."""
+        return 1.0
+
 
 class PretrainStage(StageSpec):
     """Next-token prediction on a blend of the recipe's sources (nanoset folders)."""
@@ -373,9 +377,95 @@ class SFTStage(StageSpec):
                             f"{recipe.paths.data}/{recipe.name}/{self.name}", "rename the stage or the source")
 
 
+# The loss types of TRL's DPOTrainer (trl.trainer.dpo_config.DPOConfig.loss_type at trl 1.x; a test
+# holds this list against the installed TRL), so that a typo fails at load time, not in the job.
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+class PreferenceData(_Strict):
+    """Preference pairs: a prompt, a chosen and a rejected response, either as message lists (the
+    layout of HuggingFaceH4/ultrafeedback_binarized: `chosen`/`rejected` are whole conversations that
+    end in the assistant turn) or as plain strings (a user prompt and two answers)."""
+
+    hf: Optional[str] = None
+    path: Optional[str] = None
+    subset: Optional[str] = None
+    revision: Optional[str] = None
+    split: str = "train"
+    prompt_field: str = "prompt"
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+    max_pairs: Optional[Count] = Field(default=None, gt=0)  # read at most this many records
+    # Pairs kept out of training for the held-out pair accuracy (smolrecipe.eval pairs:<name>),
+    # chosen by a hash of the prompt, so a prompt is never on both sides and a rerun splits the same.
+    heldout_fraction: float = Field(default=0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "PreferenceData":
+        if (self.hf is None) == (self.path is None):
+            raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local JSONL/Parquet pairs)")
+        return self
+
+
+class PreferenceStage(StageSpec):
+    """Preference alignment of a chat model (smolrecipe.kinds.preference): DPO against the stage it
+    starts from as the reference model, or ORPO (no reference model: an SFT loss plus an odds-ratio
+    penalty), trained with TRL's trainers on both backends."""
+
+    kind: Literal["preference"]
+    data: PreferenceData
+    init_from: str
+    method: Literal["dpo", "orpo"]
+    # DPO: how strongly the policy is held to the reference (higher: closer). ORPO: lambda, the
+    # weight of the odds-ratio term against the SFT loss. TRL's default for both is 0.1.
+    beta: float = Field(default=0.1, gt=0)
+    loss_type: Optional[str] = None  # DPO only: one of DPO_LOSS_TYPES (TRL's default: sigmoid)
+    # Tokens of prompt + response; longer pairs are dropped when the data is prepared. Default and
+    # maximum: training.sequence_length, the context the model was trained for.
+    max_length: Optional[int] = Field(default=None, gt=0)
+
+    def data_folder(self, recipe: "Recipe") -> Optional[str]:
+        return f"{recipe.paths.data}/{recipe.name}/{self.name}"
+
+    def compute_per_token(self) -> float:
+        # A pair is two sequences (chosen, rejected), each a forward and backward pass (6N FLOPs per
+        # token); DPO adds the reference model's forward over both (2N each).
+        return 2 * (6 + 2) / 6 if self.method == "dpo" else 2.0
+
+    def pair_length(self, recipe: "Recipe") -> int:
+        return self.max_length or recipe.training.sequence_length
+
+    def check(self, recipe: "Recipe", where: str, earlier: list[StageSpec]) -> None:
+        if self.name in recipe.sources:
+            raise UserError(f"{where}.name", f"'{self.name}' is also a source name; both would be prepared into "
+                            f"{recipe.paths.data}/{recipe.name}/{self.name}", "rename the stage or the source")
+        parent = next(s for s in earlier if s.name == self.init_from)
+        chat = [s.name for s in earlier if s.kind in ("sft", "preference")]
+        if parent.kind not in ("sft", "preference"):
+            raise UserError(f"{where}.init_from", f"'{self.init_from}' is a {parent.kind} stage; preference training "
+                            "starts from a chat model (its prompts are rendered with the chat template)",
+                            f"start from an SFT stage: {chat}" if chat else "add an sft stage before it")
+        if self.loss_type is not None and self.method != "dpo":
+            raise UserError(f"{where}.loss_type", f"is a DPO setting; method is {self.method}",
+                            "remove loss_type, or set method: dpo")
+        if self.loss_type is not None and self.loss_type not in DPO_LOSS_TYPES:
+            close = difflib.get_close_matches(self.loss_type, DPO_LOSS_TYPES, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UserError(f"{where}.loss_type", f"unknown DPO loss type '{self.loss_type}'",
+                            f"{hint}use one of {list(DPO_LOSS_TYPES)}")
+        if self.max_length is not None and self.max_length > recipe.training.sequence_length:
+            raise UserError(f"{where}.max_length", f"{self.max_length} tokens is longer than the context the model "
+                            f"was trained for (training.sequence_length {recipe.training.sequence_length})",
+                            f"use at most {recipe.training.sequence_length}")
+        if self.load_optimizer:
+            raise UserError(f"{where}.load_optimizer", "TRL's trainers start their own AdamW; the parent's moments "
+                            "belong to another objective (and, on the cluster, to nanotron's optimizer)", "set it to false")
+
+
 # Every kind of stage a recipe may list, by its `kind:` value.
-STAGE_KINDS: dict[str, type[StageSpec]] = {"pretrain": PretrainStage, "sft": SFTStage}
-AnyStage = Annotated[Union[PretrainStage, SFTStage], Field(discriminator="kind")]
+STAGE_KINDS: dict[str, type[StageSpec]] = {"pretrain": PretrainStage, "sft": SFTStage, "preference": PreferenceStage}
+AnyStage = Annotated[Union[PretrainStage, SFTStage, PreferenceStage], Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
+from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.budgets import SourceBudget, source_budgets
 from smolrecipe.recipe.estimates import (
     GB,
@@ -186,7 +187,11 @@ def cost_lines(plan: RunPlan, cost: RunCost, budgets: dict[str, SourceBudget]) -
     per_stage = ", ".join(f"{c.name} {c.checkpoints}" for c in cost.stages)
     optimizer = ("AdamW exp_avg + exp_avg_sq + fp32 master weights" if r.training.optimizer.accumulate_grad_in_fp32
                  else "AdamW exp_avg + exp_avg_sq")
-    lines.append(f"disk, checkpoints: {cost.checkpoints} nanotron step folders ({per_stage}: every "
+    trl = [s.name for s in plan.stages if kind_of(s.kind).engine == "trl"]
+    # A TRL stage's checkpoints are transformers folders: fp32 weights + AdamW's two fp32 states, 12 B
+    # per parameter against nanotron's 14, counted alike here.
+    folders = "checkpoint folders" + (f", {', '.join(trl)}'s transformers ones" if trl else "")
+    lines.append(f"disk, checkpoints: {cost.checkpoints} {folders} ({per_stage}: every "
                  f"{r.training.checkpoint_interval:,} steps and the last; none deleted) x {size(cost.checkpoint_size)} "
                  f"(weights {r.model.dtype} {size(cost.checkpoint_weights)} + optimizer {size(cost.checkpoint_optimizer)}: "
                  f"{optimizer}) = {size(cost.checkpoints * cost.checkpoint_size)}; keep only the final one of each "

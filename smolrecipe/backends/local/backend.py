@@ -37,9 +37,9 @@ def run_provenance(hf_dir: Path) -> dict[str, Any]:
                 tokens, kind = record.get("tokens"), record.get("kind")
     if not (summary or settings or trainer):
         return {}
-    stage_dir, backend = runs.stage_of_backend_dir(folder)
+    stage_dir, backend = runs.stage_of_backend_dir(folder)  # nanotron: a TRL-trained stage's folder on the cluster
     return {
-        "recipe": stage_dir.parent.name if backend == "local" else None,
+        "recipe": stage_dir.parent.name if (summary or settings) else None,
         "stage": summary.get("stage") or settings.get("stage"),
         "stage_index": summary.get("index"),
         "kind": summary.get("kind") or kind,
@@ -47,7 +47,7 @@ def run_provenance(hf_dir: Path) -> dict[str, Any]:
         "tokens_seen": tokens,
         "recipe_hash": summary.get("recipe_hash") or settings.get("recipe_hash"),
         "fingerprint": summary.get("fingerprint") or settings.get("fingerprint"),
-        "backend": "local",
+        "backend": backend,
     }
 
 

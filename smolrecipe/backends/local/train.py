@@ -36,6 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from smolrecipe import runs
 from smolrecipe.atomic import replace_folder, write_json
+from smolrecipe.backends.arguments import stage_arguments
 from smolrecipe.backends.local.model import build_model, llama_config
 from smolrecipe.backends.lr_schedule import build_scheduler
 from smolrecipe.backends.nanotron.config import stage_fingerprint
@@ -58,18 +59,12 @@ from smolrecipe.runs import LOG, SETTINGS, SUMMARY, read_log
 # The trainer: the Trainer's loop with the recipe's schedule, decay set, sampler and checkpoints
 
 
-class RecipeTrainer(Trainer):
-    """What the recipe changes in transformers' Trainer."""
+class RecipeSchedule:
+    """What the recipe changes in any transformers Trainer (ours, TRL's): the plan's LR schedule,
+    nanotron's weight-decay set, checkpoints that appear whole or not at all."""
 
     stage_plan: StagePlan
     _staging: Path | None = None
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # nanotron's loss is the mean over each micro-batch's loss tokens, averaged over the
-        # micro-batches of a step; without loss kwargs the Trainer does the same (with them it
-        # would weight every token of the step alike).
-        self.model_accepts_loss_kwargs = False
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -80,11 +75,6 @@ class RecipeTrainer(Trainer):
         # nanotron decays every parameter the config does not exclude, and ours excludes none
         # (transformers would skip norms and biases).
         return [name for name, _ in model.named_parameters()]
-
-    def _get_train_sampler(self, *args, **kwargs):
-        # The samples are in training order already; one process reads them all in that order
-        # (nanotron's MegatronPretrainingSampler with one data-parallel rank).
-        return SequentialSampler(self.train_dataset)
 
     def _get_output_dir(self, trial):
         return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
@@ -104,8 +94,33 @@ class RecipeTrainer(Trainer):
             self._staging = None
 
 
+class RecipeTrainer(RecipeSchedule, Trainer):
+    """The Trainer of the kinds our rows feed (pretraining, SFT)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # nanotron's loss is the mean over each micro-batch's loss tokens, averaged over the
+        # micro-batches of a step; without loss kwargs the Trainer does the same (with them it
+        # would weight every token of the step alike).
+        self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, *args, **kwargs):
+        # The samples are in training order already; one process reads them all in that order
+        # (nanotron's MegatronPretrainingSampler with one data-parallel rank).
+        return SequentialSampler(self.train_dataset)
+
+
+def trainer_class(base: type) -> type:
+    """A kind's own Trainer subclass (TRL's DPO/ORPO trainers) with the recipe's schedule and checkpoints."""
+    return type(f"Recipe{base.__name__}", (RecipeSchedule, base), {})
+
+
 # ---------------------------------------------------------------------------------------------
 # Logging: JSONL per stage, a progress bar with loss / LR / tokens per second
+
+
+# What TRL's preference trainers log beside the loss, kept in log.jsonl under these names.
+PREFERENCE_METRICS = {"rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin", "nll_loss": "nll_loss"}
 
 
 class StageLogCallback(TrainerCallback):
@@ -146,7 +161,10 @@ class StageLogCallback(TrainerCallback):
                   "train_steps": self.stage.train_steps, "tokens": tokens, "loss": float(logs["loss"]),
                   "lr": float(logs.get("learning_rate", float("nan"))), "grad_norm": float(logs.get("grad_norm", float("nan"))),
                   "tokens_per_s": round(rate, 1), "elapsed_s": round(now - self._start, 3)}
+        record.update({name: float(logs[key]) for key, name in PREFERENCE_METRICS.items() if key in logs})
         self.records.append(record)
+        if not state.is_world_process_zero:  # torchrun (the cluster's preference stage): one rank writes
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.progress is not None:
@@ -159,14 +177,23 @@ class StageLogCallback(TrainerCallback):
 
 class CheckpointAndStop(TrainerCallback):
     """At the end of the step during which a stop was requested (SLURM's warning signal before
-    the time limit or a preemption): save a checkpoint and end training there, so that the
-    requeued job resumes at the next step and repeats none."""
+    the time limit or a preemption, or the job's stop file): save a checkpoint and end training
+    there, so that the requeued job resumes at the next step and repeats none."""
 
-    def __init__(self, stop: StopRequest):
-        self.stop = stop
+    def __init__(self, stop: StopRequest | None, stop_file: Path | None = None):
+        self.stop, self.stop_file = stop, stop_file
+
+    def requested(self) -> bool:
+        asked = bool(self.stop is not None and self.stop.requested) or bool(self.stop_file and self.stop_file.exists())
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Every rank must stop at the same step (the save is collective): stop when any rank was asked.
+            flag = torch.tensor([float(asked)], device="cuda" if torch.cuda.is_available() else "cpu")
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            asked = bool(flag.item())
+        return asked
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop.requested and state.global_step < state.max_steps:
+        if state.global_step < state.max_steps and self.requested():
             control.should_save = True
             control.should_training_stop = True
         return control
@@ -202,25 +229,13 @@ def device_settings(recipe: Recipe) -> dict[str, Any]:
     return {"use_cpu": not cuda, "bf16": bf16, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
 
 
-def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: list[str], **extra) -> TrainingArguments:
-    opt = recipe.training.optimizer
+def training_arguments(recipe: Recipe, stage: StagePlan, out: Path, report_to: list[str], arguments: type = TrainingArguments,
+                       processes: int = 1, **extra) -> TrainingArguments:
+    """The stage's TrainingArguments (or a TRL subclass of them, `arguments`); `extra` overrides."""
     device = device_settings(recipe)
-    common = dict(
-        output_dir=str(out), run_name=f"{recipe.name}-{stage.name}", max_steps=stage.train_steps,
-        # One device does the work of all data-parallel ranks: the global batch stays the plan's.
-        per_device_train_batch_size=stage.micro_batch_size,
-        gradient_accumulation_steps=stage.global_batch // stage.micro_batch_size,
-        learning_rate=stage.lr.peak, weight_decay=opt.weight_decay, adam_beta1=opt.beta1, adam_beta2=opt.beta2,
-        adam_epsilon=opt.eps, max_grad_norm=opt.clip_grad if opt.clip_grad is not None else 0.0,
-        optim="adamw_torch_fused" if opt.fused and not device["use_cpu"] else "adamw_torch",
-        save_strategy="steps", save_steps=recipe.training.checkpoint_interval, save_only_model=False,
-        logging_strategy="steps", logging_steps=1 if stage.train_steps <= 2000 else 10,
-        logging_first_step=True, report_to=report_to, seed=recipe.training.seed, data_seed=recipe.training.seed,
-        use_cpu=device["use_cpu"], bf16=device["bf16"], dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=True, logging_nan_inf_filter=False,  # log the loss as it is (as nanotron does), no GPU sync
-    )
-    common.update(extra)
-    return TrainingArguments(**common)
+    common = stage_arguments(recipe, stage, processes, cuda=not device["use_cpu"], bf16=device["bf16"])
+    common.update(output_dir=str(out), run_name=f"{recipe.name}-{stage.name}", report_to=report_to, **extra)
+    return arguments(**common)
 
 
 def wandb_settings(recipe: Recipe, out: Path) -> list[str]:
@@ -237,9 +252,10 @@ def wandb_settings(recipe: Recipe, out: Path) -> list[str]:
     return ["wandb"]
 
 
-def load_parent(recipe: Recipe, plan: RunPlan, stage: StagePlan) -> tuple[LlamaForCausalLM, Path]:
-    parent = plan.stage(stage.init_from)
-    folder = runs.local_final_checkpoint(recipe, parent)
+def load_parent(recipe: Recipe, plan: RunPlan, stage: StagePlan, folder: Path | None = None) -> tuple[LlamaForCausalLM, Path]:
+    """The model the stage starts from: its parent's final local checkpoint, or `folder` (the
+    cluster's preference stage: the parent's nanotron checkpoint converted to a transformers folder)."""
+    folder = folder or runs.local_final_checkpoint(recipe, plan.stage(stage.init_from))
     if not folder.is_dir():
         raise UserError(f"{stage.name}.init_from", f"{stage.init_from} has not finished: {folder} does not exist",
                           f"train it first: python tools/train_local.py RECIPE --stage {stage.init_from}")
@@ -277,12 +293,22 @@ def set_generation_tokens(model, recipe: Recipe, tokenizer) -> None:
 
 
 def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, collate, tokenizer, out: Path, report_to: list[str],
-                  callbacks: tuple[TrainerCallback, ...] = (), **overrides) -> tuple[Trainer, StageLogCallback]:
-    """The stage's trainer, with our logging in place of transformers' printers."""
-    args = training_arguments(recipe, stage, out, report_to, **overrides)
+                  callbacks: tuple[TrainerCallback, ...] = (), processes: int = 1, **overrides) -> tuple[Trainer, StageLogCallback]:
+    """The stage's trainer, with our logging in place of transformers' printers: ours over the
+    kind's rows, or the kind's own (TRL's) with the arguments of its method."""
+    kind, spec = kind_of(stage.kind), recipe.stage(stage.name)
+    own = kind.trainer(spec)
     log = StageLogCallback(out / LOG, stage)
-    trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                            processing_class=tokenizer, callbacks=[log, *callbacks])
+    if own is None:
+        args = training_arguments(recipe, stage, out, report_to, processes=processes, **overrides)
+        trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                                processing_class=tokenizer, callbacks=[log, *callbacks])
+    else:
+        base, arguments = own
+        settings = {**kind.trainer_settings(recipe, spec), "remove_unused_columns": True, **overrides}
+        args = training_arguments(recipe, stage, out, report_to, arguments, processes, **settings)
+        trainer = trainer_class(base)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                      callbacks=[log, *callbacks])
     trainer.stage_plan = stage
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
@@ -290,23 +316,31 @@ def build_trainer(recipe: Recipe, stage: StagePlan, model, dataset, collate, tok
 
 
 def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = False, restart: bool = False,
-              max_steps: int | None = None, stop: StopRequest | None = None, recipe_path: str = "RECIPE") -> StageResult:
+              max_steps: int | None = None, stop: StopRequest | None = None, recipe_path: str = "RECIPE",
+              out: Path | None = None, parent_folder: Path | None = None, stop_file: Path | None = None) -> StageResult:
     """Train one stage; returns its summary. A finished stage is not run again. When `stop` is
-    requested (a signal), the stage ends at the current step with a checkpoint."""
+    requested (a signal) or `stop_file` appears, the stage ends at the current step with a checkpoint.
+
+    `out` (default: the local backend's stage folder) and `parent_folder` (default: the parent
+    stage's final local checkpoint) let the cluster's preference job, one process per GPU under
+    torchrun, train in its own stage folder from a converted checkpoint (tools/train_preference.py)."""
     stage = plan.stage(stage_name)
-    out = runs.local_dir(recipe, stage.name)
+    out = Path(out) if out is not None else runs.local_dir(recipe, stage.name)
+    final = runs.local_checkpoint(out, stage.train_steps)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun; the Trainer's ranks share the global batch
+    main_process = int(os.environ.get("RANK", "0")) == 0
     if restart and out.exists():
         shutil.rmtree(out)
     fingerprint = stage_fingerprint(plan, stage)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    done = runs.read_summary(runs.local_dir(recipe, stage.name))
+    done = runs.read_summary(out)
     if last or done:
         # Checkpoints are only continued, and a finished stage only reused, under the settings they were made with.
         recorded = runs.read_settings(out)
         if recorded.get("fingerprint") != fingerprint:
             raise UserError("recipe", f"{out} was trained with other settings than the recipe's now "
                               f"(the stage's config or a parent stage changed)", "pass --restart to train it again")
-    if done is not None and runs.local_final_checkpoint(recipe, stage).is_dir():
+    if done is not None and final.is_dir():
         return StageResult(stage.name, done, skipped=True)
     if last and not resume:
         raise UserError("--resume", f"{out} already has {Path(last).name} from an earlier run",
@@ -314,13 +348,15 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     # Before anything is written: the model's vocabulary against the tokenizer folder, the folders
     # the stage reads against their manifests (tools/train_local.py comes here without the backend's prepare).
     verify_stage_data(recipe, stage, recipe_path)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / SETTINGS, {"stage": stage.name, "fingerprint": fingerprint, "recipe_hash": recipe.hash()})
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / SETTINGS, {"stage": stage.name, "index": plan.index(stage.name), "fingerprint": fingerprint,
+                                    "recipe_hash": recipe.hash()})
 
     tokenizer = load_tokenizer(recipe.tokenizer.path)
     parent = None
     if stage.init_from is not None:
-        model, parent = load_parent(recipe, plan, stage)
+        model, parent = load_parent(recipe, plan, stage, parent_folder)
     else:
         model = build_model(recipe)
     set_generation_tokens(model, recipe, tokenizer)
@@ -328,8 +364,9 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
     dataset, collate = kind.local_data(recipe, stage, tokenizer)
     report_to = wandb_settings(recipe, out)
     extra = {"max_steps": max_steps} if max_steps is not None else {}
-    callbacks = (CheckpointAndStop(stop),) if stop is not None else ()
-    trainer, log = build_trainer(recipe, stage, model, dataset, collate, tokenizer, out, report_to, callbacks, **extra)
+    callbacks = (CheckpointAndStop(stop, stop_file),) if stop is not None or stop_file is not None else ()
+    trainer, log = build_trainer(recipe, stage, model, dataset, collate, tokenizer, out, report_to, callbacks,
+                                 processes=processes, **extra)
     optimizer_from = None
     if parent is not None and stage.load_optimizer and not (resume and last):
         carry_optimizer_state(trainer, parent, stage)
@@ -357,10 +394,11 @@ def run_stage(recipe: Recipe, plan: RunPlan, stage_name: str, resume: bool = Fal
         "seconds": round(seconds, 2),
         # the median step: the first one also pays for start-up
         "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in ran), 1) if ran else math.nan,
-        "checkpoint": str(runs.local_final_checkpoint(recipe, stage)), "init_from": str(parent) if parent else None,
+        "checkpoint": str(final), "init_from": str(parent) if parent else None,
         "optimizer_from": optimizer_from,
         "recipe_hash": recipe.hash(), "fingerprint": fingerprint, "device": device_settings(recipe)["device"],
         **kind.data_stats(dataset),
     }
-    write_json(out / SUMMARY, summary)
+    if main_process:
+        write_json(out / SUMMARY, summary)
     return StageResult(stage.name, summary)

@@ -24,13 +24,17 @@ from smolrecipe.backends.base import Backend, PreparedStage
 from smolrecipe.backends.nanotron.config import stage_fingerprint
 from smolrecipe.data.verify import verify_stage_data
 from smolrecipe.errors import UserError
+from smolrecipe.kinds import kind_of
 from smolrecipe.preemption import PREEMPTED, StopRequest
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.plan import StagePlan, build_plan
 from smolrecipe.recipe.schema import Recipe
-from smolrecipe.runs import CONFIG, SETTINGS, STOP_FILE, latest_step, read_json_if_any, read_settings, stage_dir
+from smolrecipe.runs import CONFIG, SETTINGS, STOP_FILE, SUMMARY, latest_step, read_json_if_any, read_settings, stage_dir
+from smolrecipe.runs import local_checkpoint as hf_checkpoint
 
 ENTRY_POINT = PROJECT_ROOT / "tools" / "train_nanotron.py"
+TRL_ENTRY_POINT = PROJECT_ROOT / "tools" / "train_preference.py"  # the stages of "trl" kinds
+INIT_FOLDER = "init"  # <stage>/init: the parent's checkpoint as a transformers folder, for a TRL stage
 STOP_GRACE_S = 480.0  # SLURM warns 600 s before the limit: time for a step and a checkpoint
 
 
@@ -93,6 +97,8 @@ class NanotronBackend(Backend):
         recipe = resolve_recipe(rendered.recipe)
         stage = rendered.plan.checked_stage(name)
         processes = recipe.parallelism.world
+        if kind_of(stage.kind).engine == "trl":
+            return self._prepare_trl(recipe_path, rendered, recipe, stage, gpus, dry_run)
         if gpus != processes:
             raise UserError("parallelism", f"dp x tp x pp = {processes} processes, but the job has {gpus} GPU(s)",
                             f"submit with --gpus-per-node={processes} (tools/submit.py takes cluster.gpus_per_node), "
@@ -125,12 +131,62 @@ class NanotronBackend(Backend):
         resumes_from = stage.resume_checkpoint_path if (step is not None or stage.init_from is not None) else None
         return PreparedStage(recipe, stage, resumes_from, nanotron_command(gpus, config), config)
 
+    def _prepare_trl(self, recipe_path: str, rendered, recipe: Recipe, stage: StagePlan, gpus: int,
+                     dry_run: bool) -> PreparedStage | None:
+        """A stage TRL trains (preference): the parent's final checkpoint as a transformers folder
+        (converted from nanotron's once), the resolved config for the record, and the torchrun command
+        of tools/train_preference.py, one process per GPU. None when it has finished."""
+        run_dir = Path(stage_dir(recipe, stage.name))
+        if read_json_if_any(run_dir / SUMMARY) and hf_checkpoint(run_dir, stage.train_steps).is_dir():
+            return None
+        if gpus < 1:
+            raise UserError("--gpus", f"{stage.name} is trained by TRL on the node's GPUs, and the job has none",
+                            "submit it with GPUs (tools/submit.py does), or train it with SMOLRECIPE_BACKEND=local")
+        parent = rendered.plan.stage(stage.init_from)
+        init = run_dir / INIT_FOLDER
+        if not dry_run:
+            init = self.parent_as_hf(recipe, rendered.plan, parent, init)
+        verify_stage_data(recipe, stage, recipe_path)
+        config = run_dir / CONFIG
+        write_file(config, rendered.files[f"{stage.name}.yaml"])
+        (run_dir / STOP_FILE).unlink(missing_ok=True)  # a stop file left by the previous (requeued) job
+        command = ["torchrun", "--standalone", f"--nproc_per_node={gpus}", str(TRL_ENTRY_POINT), recipe_path, stage.name,
+                   "--init", str(init)]
+        return PreparedStage(recipe, stage, str(init), command, config)
+
+    def parent_as_hf(self, recipe: Recipe, plan, parent: StagePlan, out: Path) -> Path:
+        """The parent stage's final checkpoint as a transformers folder: a nanotron one converted
+        (float32, so that the Trainer keeps fp32 master weights under bf16 autocast) into `out`,
+        redone when the parent was retrained; a TRL-trained parent's own final folder."""
+        from smolrecipe.backends.nanotron import convert
+
+        if kind_of(parent.kind).engine == "trl":
+            folder = hf_checkpoint(Path(stage_dir(recipe, parent.name)), parent.train_steps)
+            if not folder.is_dir():
+                raise UserError(f"{parent.name}", f"{folder} does not exist", f"train {parent.name} first (slurm/{parent.name}.sh)")
+            return folder
+        source = Path(parent.final_checkpoint())
+        if latest_step(parent.checkpoints_path) != parent.train_steps or not source.is_dir():
+            raise UserError(f"{parent.name}", f"{parent.name} has not finished: {source} does not exist",
+                            f"train {parent.name} first (slurm/{parent.name}.sh)")
+        marker = out.parent / f"{INIT_FOLDER}.json"
+        wanted = {"source": str(source), "fingerprint": stage_fingerprint(plan, parent)}
+        if read_json_if_any(marker) == wanted and (out / "config.json").is_file():
+            return out
+        print(f"{parent.name}: converting {source} to a transformers folder at {out}", flush=True)
+        convert.nanotron_to_hf(source, out, tokenizer=recipe.tokenizer.path, dtype="float32")
+        write_json(marker, wanted)
+        return out
+
     def run(self, prepared: PreparedStage, stop: StopRequest) -> int:
         return run_until_stopped(prepared.command, stop, stop_file=prepared.config.parent / STOP_FILE,
                                  env=nanotron_environment(prepared.recipe))
 
     def final_checkpoint(self, recipe: Recipe, stage: StagePlan, recipe_path: str) -> Path:
-        checkpoint = Path(stage.final_checkpoint())
+        if kind_of(stage.kind).engine == "trl":  # a transformers folder in the stage folder
+            checkpoint = hf_checkpoint(Path(stage_dir(recipe, stage.name)), stage.train_steps)
+        else:
+            checkpoint = Path(stage.final_checkpoint())
         if not checkpoint.is_dir():
             raise UserError(stage.name, f"{checkpoint} does not exist", f"train it first: sbatch slurm/{stage.name}.sh {recipe_path}")
         return checkpoint

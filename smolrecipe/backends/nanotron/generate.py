@@ -13,6 +13,7 @@ from pathlib import Path
 from smolrecipe import shown_path
 from smolrecipe.backends.nanotron.config import render_files, render_stage
 from smolrecipe.backends.nanotron.schema import check_config
+from smolrecipe.kinds import kind_of
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import RunPlan, build_plan, resume_interrupted
@@ -38,6 +39,8 @@ def render(recipe_path: str | Path, resolve: bool = False) -> Rendered:
         plan, resumed = resume_interrupted(plan)
     configs = {stage.name: render_stage(plan, stage) for stage in plan.stages}
     for name, config in configs.items():
+        if config.get("engine") == "trl":  # checked by TRL's own config class instead: check_with_trl
+            continue
         problems = check_config(config)
         if problems:  # a renderer bug, not a user error: refuse to write a config nanotron rejects
             raise AssertionError(f"{name}: rendered config breaks nanotron's schema: {problems}")
@@ -84,6 +87,8 @@ def check_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         for stage in rendered.plan.stages:
             name, text = f"{stage.name}.yaml", rendered.files[f"{stage.name}.yaml"]
+            if kind_of(stage.kind).engine != "nanotron":
+                continue  # check_with_trl
             missing = [fw.folder for fw in stage.weights if not glob.glob(os.path.join(fw.folder, "*.metadata"))]
             if missing:
                 results.append((name, f"not parsed: data not prepared ({missing[0]} has no *.metadata); "
@@ -116,6 +121,8 @@ def check_lr_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
     results = []
     for stage in rendered.plan.stages:
         config = yaml.safe_load(rendered.files[f"{stage.name}.yaml"])
+        if config.get("engine") == "trl":
+            continue  # trained with our own scheduler (smolrecipe.backends.lr_schedule), not nanotron's
         lr_args = config["optimizer"]["learning_rate_scheduler"]
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr_args["learning_rate"])
         optimizer.get_base_optimizer = lambda opt=optimizer: opt  # what nanotron's optimizer wrappers answer
@@ -131,4 +138,29 @@ def check_lr_with_nanotron(rendered: Rendered) -> list[tuple[str, str]]:
                                               f"lr_scheduler_builder, max difference {worst:.1e}"))
     if own_group:
         dist.destroy_process_group()
+    return results
+
+
+def check_with_trl(rendered: Rendered) -> list[tuple[str, str]]:
+    """Build TRL's own config class (DPOConfig, ORPOConfig) from each TRL stage's rendered arguments:
+    TRL validates them in its __post_init__ (on any machine: TRL is a dependency of every install)."""
+    import importlib
+
+    import yaml
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for stage in rendered.plan.stages:
+            config = yaml.safe_load(rendered.files[f"{stage.name}.yaml"])
+            if config.get("engine") != "trl":
+                continue
+            module, _, name = config["arguments_class"].rpartition(".")
+            arguments = dict(config["arguments"])
+            # A CPU machine cannot build bf16/fused-AdamW arguments for the cluster's GPUs; TRL checks the rest.
+            arguments.update(use_cpu=True, bf16=False, optim="adamw_torch")
+            try:
+                getattr(importlib.import_module(module), name)(output_dir=tmp, **arguments)
+                results.append((f"{stage.name}.yaml", f"ok: accepted by {config['arguments_class']}"))
+            except Exception as exc:
+                results.append((f"{stage.name}.yaml", f"FAILED: {type(exc).__name__}: {exc}"))
     return results
