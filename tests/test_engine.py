@@ -81,7 +81,7 @@ def engine_chain(prepared, tmp_path_factory):
         first = torchrun(str(ROOT / "tools" / "train_nanotron.py"), "--config-file", str(run_dir / "config.yaml"))
         outputs["stage1-stopped"] = first
         assert "stage1: stopped at step 1 of 3 with a checkpoint" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
-        for stage in ("stage1", "stage2", "stage3", "sft"):  # the requeued job, then the chain
+        for stage in ("stage1", "stage2", "stage3", "sft", "preference"):  # the requeued job, then the chain
             rc = run_stage.main([str(path), stage, "--backend", "nanotron", "--gpus", "1"])
             assert rc == 0, stage
     return path, recipe, outputs
@@ -154,16 +154,18 @@ def test_reference_configs_load_with_nanotron_and_its_lr_is_ours(root, tmp_path)
             Path(fw.folder).mkdir(parents=True, exist_ok=True)
             (Path(fw.folder) / "000_tokenized.ds.metadata").write_text(f"{recipe.tokenizer.path}|4\n")
     lines = make_config_check(root / "recipes" / "llama500m.yaml", **env)
-    assert [line.split(":")[1].strip() for line in lines] == [f"{s.name}.yaml" for s in rendered.plan.stages] * 2
+    nanotron = [f"{s.name}.yaml" for s in rendered.plan.stages if s.kind != "preference"]
+    # the preference stage's config is TRL's (checked by its DPOConfig), the others nanotron's, twice
+    assert [line.split(":")[1].strip() for line in lines] == ["preference.yaml", *nanotron * 2]
     assert all(": ok: " in line for line in lines), lines
-    assert "ok: LR at all 53,500 steps" in lines[4]
+    assert "ok: accepted by trl.DPOConfig" in lines[0] and "ok: LR at all 53,500 steps" in lines[5]
 
 
 def test_tiny_configs_load_with_nanotron_on_their_prepared_data(prepared, tmp_path):
     recipe = recipe_variant(prepared[0], tmp_path / "tiny.yaml")
     lines = make_config_check(recipe, OUT=str(tmp_path / "configs"))
-    assert len(lines) == 8 and all(": ok: " in line for line in lines), lines
-    assert "ok: loaded by nanotron's get_config_from_file" in lines[0]  # stage 1: reads its folders' metadata
+    assert len(lines) == 9 and all(": ok: " in line for line in lines), lines
+    assert "ok: loaded by nanotron's get_config_from_file" in lines[1]  # stage 1: reads its folders' metadata
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,3 +283,28 @@ def test_local_backend_trains_on_the_engines_batches(engine_chain, name, dp, tmp
         assert all(not b["label_mask"][:, -1].any() for b in engine)  # right padding
     else:
         assert any((~b["label_mask"]).any() for b in engine)  # document starts are not predicted
+
+
+def test_preference_is_trained_by_trl_from_the_converted_sft_checkpoint(engine_chain):
+    """The preference job on the cluster path: nanotron's final SFT checkpoint converted once to a
+    transformers folder, TRL's DPOTrainer under torchrun from it, with the SFT model as the reference:
+    the first step's loss is then exactly DPO's ln 2 (policy and reference agree)."""
+    from smolrecipe.backends import backend
+
+    _, recipe, _ = engine_chain
+    plan = build_plan(recipe)
+    stage = plan.stage("preference")
+    run_dir = Path(stage.checkpoints_path).parent
+    records = read_log(run_dir / LOG)[0]
+    assert [r["step"] for r in records] == [1, 2] and all(r["kind"] == "preference" for r in records)
+    assert records[0]["loss"] == pytest.approx(np.log(2), abs=1e-4)
+    assert [r["lr"] for r in records] == pytest.approx(stage_lrs(stage), rel=1e-9)
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    assert summary["steps"] == 2 and summary["init_from"] == str(run_dir / "init")
+    init = json.loads((run_dir / "init.json").read_text())
+    assert init["source"] == plan.stage("sft").final_checkpoint()
+    final = backend("nanotron").final_checkpoint(recipe, stage, "RECIPE")
+    assert final == run_dir / "checkpoint-2" and (final / "model.safetensors").is_file()
+    assert (final / "chat_template.jinja").is_file()
+    # the stage folder is found by the report like any nanotron stage, in training order
+    assert [s.name for s in find_stages(Path(stage.checkpoints_path).parent.parent)][-1] == "preference"

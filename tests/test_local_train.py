@@ -2,7 +2,9 @@
 optimizer really used, resume after a kill, SFT masking, wandb offline."""
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +83,65 @@ def test_sft_model_carries_its_chat_template_and_stops_at_end_of_turn(chain):
     assert template.strip() == (ROOT / "tokenizer" / "chatml.jinja").read_text().strip()
     generation = json.loads((final / "generation_config.json").read_text())
     assert generation["eos_token_id"] == recipe.tokenizer.eos_token_id
+
+
+def test_preference_stage_prefers_the_chosen_answers(chain):
+    """DPO from the SFT model, which is also its reference: the first loss is ln 2 exactly (policy and
+    reference agree), and training moves it down while the reward accuracy rises."""
+    _, recipe = chain
+    out = stage_dir(recipe, "preference")
+    log = read_log(out / "log.jsonl")[0]
+    assert log[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert log[-1]["loss"] < log[0]["loss"] and log[-1]["reward_margin"] > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "preference" and summary["pairs"] > 0
+    final = out / "checkpoint-6"
+    assert (final / "chat_template.jinja").read_text().strip() == (ROOT / "tokenizer" / "chatml.jinja").read_text().strip()
+
+
+def copy_parent(recipe, other, stage: str = "sft") -> None:
+    """`stage`'s finished local folder of `recipe`'s run, copied into `other`'s run (a variant recipe)."""
+    shutil.copytree(stage_dir(recipe, stage), stage_dir(other, stage))
+
+
+def test_orpo_learns_without_a_reference_model(chain, tmp_path):
+    path, recipe = chain
+
+    def orpo(data):
+        next(s for s in data["stages"] if s["kind"] == "preference")["method"] = "orpo"
+
+    variant = recipe_variant(path, tmp_path / "tiny.yaml", orpo)
+    other = resolve_recipe(load_recipe(variant))
+    copy_parent(recipe, other)
+    assert train_local.main([str(variant), "--stage", "preference"]) == 0
+    log = read_log(stage_dir(other, "preference") / "log.jsonl")[0]
+    assert [r["step"] for r in log] == list(range(1, 7)) and "nll_loss" in log[0]
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
+def test_preference_resumes_after_a_kill_to_the_same_losses(chain, tmp_path):
+    path, recipe = chain
+    variant = recipe_variant(path, tmp_path / "tiny.yaml")
+    other = resolve_recipe(load_recipe(variant))
+    copy_parent(recipe, other)
+    out = stage_dir(other, "preference")
+    cmd = [sys.executable, str(ROOT / "tools" / "train_local.py"), str(variant), "--stage", "preference"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-4").is_dir():
+        assert proc.poll() is None, "the run ended before writing checkpoint-4"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = read_log(out / "log.jsonl")[0]
+    reference = read_log(stage_dir(recipe, "preference") / "log.jsonl")[0]
+    assert [r["step"] for r in ours] == list(range(1, 7))
+    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
 
 
 def test_a_finished_stage_is_not_run_again(chain, capsys):

@@ -126,6 +126,19 @@ def test_md_cell_escapes_and_shortens():
     assert len(long) == 200 and long.endswith("…")
 
 
+def test_later_chat_stages_answer_beside_base_and_sft(run):
+    """tools/sample.py adds the preference model's answers under its stage name: a column of its own."""
+    samples = json.loads(json.dumps(SAMPLES))
+    samples["models"]["preference"] = {**samples["models"]["sft"], "answers": ["5.", "Green.", "1, 2, 3."],
+                                       "ends_with_eot": [True, True, True]}
+    (run / "samples.json").write_text(json.dumps(samples))
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert "## Base vs SFT vs preference" in md and "| prompt | base answer | SFT answer | preference answer |" in md
+    assert "| Count to three. | " + "x" * 199 + "… | 1, 2, 3. | 1, 2, 3. |" in md
+    assert "base 1 of 3, SFT 2 of 3, preference 3 of 3 answers." in md
+
+
 def test_report_files(run):
     (run / "samples.json").write_text(json.dumps(SAMPLES))
     report = write_report(run)
@@ -145,7 +158,7 @@ def test_report_files(run):
     assert "| prompt | base answer | SFT answer |" in md
     assert "| What is 2\\|3?<br>Answer briefly. | 2\\|3 is 2\\|3 is | It is 5.<br>Done. |" in md
     assert "| Count to three. | " + "x" * 199 + "… | 1, 2, 3. |" in md
-    assert "SFT 2 of 3 answers, base 1 of 3" in md
+    assert "Ended with the end-of-turn token: base 1 of 3, SFT 2 of 3 answers." in md
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     assert report.summary == (f"report: 3 stages, 13,312 tokens, loss 10.00 -> 2.50 (stage1 first -> sft final); "
                               f"checks 3/3 met; wrote {run / 'report.md'}, {run / 'loss.png'}")
@@ -237,11 +250,12 @@ def write_eval(run: Path, stage: str, step: int, suite: str, tasks: dict, tokens
     """One results file as tools/run_eval.py writes it."""
     path = run / "eval" / stage / f"step-{step}" / f"{suite}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    kind = stage if stage in ("sft", "preference") else "pretrain"
     path.write_text(json.dumps({
         "suite": suite, "checkpoint": f"runs/tiny/{stage}/local/checkpoint-{step}",
-        "model": {"recipe": "tiny", "stage": stage, "stage_index": 0, "kind": "sft" if stage == "sft" else "pretrain",
+        "model": {"recipe": "tiny", "stage": stage, "stage_index": 0, "kind": kind,
                   "step": step, "tokens_seen": tokens_seen, "recipe_hash": "ab12cd34", "backend": "local"},
-        "chat_prompts": stage == "sft", "limit": 24, "items": 10, "seconds": 1.0, "items_per_s": 10.0, "tasks": tasks,
+        "chat_prompts": kind != "pretrain", "limit": 24, "items": 10, "seconds": 1.0, "items_per_s": 10.0, "tasks": tasks,
         "sources": {}, "lighteval_version": "0.13.0", "created": created}))
     return path
 
@@ -558,3 +572,74 @@ def test_a_recipe_the_run_was_not_trained_with_gives_no_mixture_checks(run, mixt
     assert domain_shares(tmp_path / "none.yaml", find_stages(run)) == (None, None)
     with pytest.raises(UserError, match="--recipe"):
         write_report(run, tmp_path / "out", recipe=tmp_path / "none.yaml")
+
+
+# ---- preference pairs ----------------------------------------------------------------------------
+
+
+def pair_result(acc: float, norm: float, margin: float, margin_stderr: float = 0.1, n: int = 200) -> dict:
+    """pairs:<name>'s results as tools/run_eval.py writes them: lighteval's means and standard errors, and n."""
+    return {"pair_acc": acc, "pair_acc_stderr": 0.03, "pair_acc_norm": norm, "pair_acc_norm_stderr": 0.03, "margin": margin,
+            "margin_stderr": margin_stderr, "n": n}
+
+
+@pytest.fixture
+def pref_run(evals) -> Path:
+    """The `evals` run with its SFT stage finished and a preference stage after it (4 steps x 256 tokens),
+    and the held-out pairs evaluated at the end of stage2 (base) and of SFT."""
+    sft = evals / "sft" / "local"
+    (sft / "summary.json").write_text(json.dumps({"stage": "sft", "kind": "sft", "index": 2, "tokens": 1024, "steps": 2}))
+    losses = (0.69, 0.6, 0.5, 0.4)
+    write_stage(evals, "preference", [record("preference", "preference", s, 4, 256 * s, x) for s, x in enumerate(losses, start=1)],
+                {"stage": "preference", "kind": "preference", "index": 3, "tokens": 1024, "steps": 4})
+    write_eval(evals, "stage2", 4, "pairs_tiny", {"pairs:tiny": pair_result(0.50, 0.46, -0.21, 0.08)}, tokens_seen=8192)
+    write_eval(evals, "sft", 2, "pairs_tiny", {"pairs:tiny": pair_result(0.55, 0.52, 0.30)}, tokens_seen=1024)
+    return evals
+
+
+def test_preference_pairs_table_plot_and_check(pref_run, tmp_path):
+    write_eval(pref_run, "preference", 2, "pairs_tiny", {"pairs:tiny": pair_result(0.60, 0.58, 0.9)}, tokens_seen=512)
+    write_eval(pref_run, "preference", 4, "pairs_tiny", {"pairs:tiny": pair_result(0.80, 0.74, 2.5, 0.2)}, tokens_seen=1024)
+    out = tmp_path / "out"
+    report = write_report(pref_run, out)
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Preference pairs"):md.index("## Base vs SFT: evaluation")]
+    # each stage's last evaluated checkpoint, in training order, named by its stage's kind
+    assert section.endswith(
+        "| task | model | checkpoint | pair accuracy | norm accuracy | mean margin (nats) | n |\n"
+        "|---|---|---|---:|---:|---:|---:|\n"
+        "| pairs:tiny | base | stage2 step 4 | 0.50 [0.43, 0.57] | 0.46 [0.39, 0.53] | -0.21 [-0.37, -0.05] | 200 |\n"
+        "| pairs:tiny | SFT | sft step 2 | 0.55 [0.48, 0.62] | 0.52 [0.45, 0.59] | +0.30 [+0.10, +0.50] | 200 |\n"
+        "| pairs:tiny | preference | preference step 4 | 0.80 [0.74, 0.85] | 0.74 [0.68, 0.80] | +2.50 [+2.11, +2.89] | 200 |\n\n")
+    assert "a coin flip scores 0.50" in section
+    # 160 vs 110 of 200: the Wilson intervals are apart
+    assert ("- ✅ preference raises held-out pair accuracy over SFT (pairs:tiny, the intervals apart): pair_acc "
+            "0.80 [0.74, 0.85] (n=200) at preference step 4 vs 0.55 [0.48, 0.62] (n=200) at sft step 2") in md
+    # every checkpoint in the evaluation tables and the plot, with the coin flip as the chance line
+    assert out / "eval_pairs.png" in report.eval_plots and (out / "eval_pairs.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert ("| pairs:tiny | pair_acc | 0.50 [0.43, 0.57] (n=200) | 0.55 [0.48, 0.62] (n=200) | 0.60 [0.53, 0.67] (n=200) | "
+            "0.80 [0.74, 0.85] (n=200) |") in md
+    _, points = points_of(pref_run, task="pairs:tiny")
+    assert {p.chance for p in points if p.metric != "margin"} == {0.5} and {p.chance for p in points if p.metric == "margin"} == {None}
+    # base vs SFT stays base vs SFT: the preference stage after it is not the SFT model
+    assert "Base: stage2 step 4 (the last evaluated pretraining checkpoint); SFT: sft step 2." in md
+    assert "| pairs:tiny | margin | -0.21 [-0.37, -0.05] (n=200) | 0.30 [0.10, 0.50] (n=200) | +0.510 | higher | better |" in md
+
+
+@pytest.mark.parametrize("accuracy", [0.60, 0.50])
+def test_preference_check_fails_inside_the_noise_or_below_sft(pref_run, accuracy):
+    write_eval(pref_run, "preference", 4, "pairs_tiny", {"pairs:tiny": pair_result(accuracy, 0.6, 0.4)}, tokens_seen=1024)
+    [(what, met)] = [(w, ok) for w, ok in checks_of(pref_run) if "pair accuracy" in w]
+    assert met is False and what.startswith(f"preference raises held-out pair accuracy over SFT (pairs:tiny, the intervals apart): "
+                                            f"pair_acc {accuracy:.2f} [")  # 120 vs 110 of 200 overlap; 100 is below
+
+
+def test_no_preference_result_no_preference_check(pref_run, tmp_path):
+    assert not [w for w, _ in checks_of(pref_run) if "pair accuracy" in w]  # base and SFT only
+    write_eval(pref_run, "preference", 4, "pairs_tiny", {"pairs:tiny": pair_result(0.9, 0.9, 3.0)}, tokens_seen=1024)
+    for path in (pref_run / "eval" / "sft").rglob("pairs_tiny.json"):  # nothing to compare it with
+        path.unlink()
+    assert not [w for w, _ in checks_of(pref_run) if "pair accuracy" in w]
+    write_report(pref_run, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| pairs:tiny | preference | preference step 4 | 0.90 [0.85, 0.93] |" in md and "| pairs:tiny | SFT |" not in md

@@ -254,7 +254,7 @@ def test_only_the_data_job_reaches_the_hub(monkeypatch, tmp_path, hub_server):
     assert hub_access(login, "prepare_data", in_job=False) == "online"  # run by hand: the login node
     with pytest.raises(UserError, match="cluster.data_job.hub"):  # a data job sbatch'ed by hand: its hub data is missing
         hub_access(login, "prepare_data", in_job=True)
-    write_manifests(login_path, which={name for name, s in login.sources.items() if s.hf} | {"sft"})
+    write_manifests(login_path, which={name for name, s in login.sources.items() if s.hf} | {"sft", "preference"})
     assert hub_access(login, "prepare_data", in_job=True) == "offline"  # the rest is local: it may prepare it offline
 
 

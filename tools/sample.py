@@ -1,9 +1,9 @@
-"""Answers of the base model and the SFT model to the same fixed prompts, side by side.
+"""Answers of the base model, the SFT model and the chat stages after it (preference) to the same fixed prompts.
 
     python tools/sample.py recipes/tiny.yaml            # -> <paths.runs>/<recipe>/samples.json + a table
 
 The base model is the final checkpoint of the last pretraining stage, the SFT model the final
-checkpoint of the SFT stage, both from the local backend (tools/train_local.py). Greedy decoding
+checkpoint of the SFT stage (and of each preference stage after it), all from the local backend (tools/train_local.py). Greedy decoding
 through the chat template; tools/report.py puts the table in the run's report.
 """
 
@@ -20,7 +20,7 @@ from smolrecipe import cli
 from smolrecipe.atomic import write_json
 from smolrecipe.backends.local.backend import BACKEND as LOCAL
 from smolrecipe.errors import UserError
-from smolrecipe.kinds import base_and_chat
+from smolrecipe.kinds import base_and_chat, is_chat_model
 from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
@@ -42,19 +42,21 @@ def main(argv: list[str] | None = None) -> int:
         if sft is None or base is None:
             raise UserError("stages", f"{recipe.name} has no chat stage (kind: sft) after a base stage to compare with",
                             "add a `kind: sft` stage after the pretraining stages")
-        checkpoints = {"base": LOCAL.final_checkpoint(recipe, base, args.recipe), "sft": LOCAL.final_checkpoint(recipe, sft, args.recipe)}
-        models = {label: answer(folder, DEMO_PROMPTS, args.max_new_tokens) for label, folder in checkpoints.items()}
+        # the chat stages after SFT (preference alignment) answer too, under their stage names
+        later = [s for s in plan.stages[plan.index(sft.name) + 1:] if is_chat_model(s.kind)]
+        checkpoints = {"base": base, "sft": sft, **{s.name: s for s in later}}
+        models = {label: answer(LOCAL.final_checkpoint(recipe, stage, args.recipe), DEMO_PROMPTS, args.max_new_tokens)
+                  for label, stage in checkpoints.items()}
     out = Path(run_dir(recipe)) / SAMPLES
     write_json(out, {"prompts": list(DEMO_PROMPTS), "models": models})
-    table = Table(title=f"{recipe.name}: base ({base.name}) vs SFT", show_lines=True)
-    for column in ("prompt", "base", "sft"):
+    table = Table(title=f"{recipe.name}: base ({base.name}) vs SFT" + "".join(f" vs {s.name}" for s in later), show_lines=True)
+    for column in ("prompt", *models):
         table.add_column(column, overflow="fold")
     for i, prompt in enumerate(DEMO_PROMPTS):
-        table.add_row(prompt, *(models[m]["answers"][i] + (" ⏎" if models[m]["ends_with_eot"][i] else "") for m in ("base", "sft")))
+        table.add_row(prompt, *(models[m]["answers"][i] + (" ⏎" if models[m]["ends_with_eot"][i] else "") for m in models))
     Console().print(table)
-    ended = {m: sum(models[m]["ends_with_eot"]) for m in models}
-    print(f"samples: {len(DEMO_PROMPTS)} prompts; ended with end-of-turn: base {ended['base']}/{len(DEMO_PROMPTS)}, "
-          f"sft {ended['sft']}/{len(DEMO_PROMPTS)} (⏎); wrote {out}")
+    ended = ", ".join(f"{m} {sum(models[m]['ends_with_eot'])}/{len(DEMO_PROMPTS)}" for m in models)
+    print(f"samples: {len(DEMO_PROMPTS)} prompts; ended with end-of-turn: {ended} (⏎); wrote {out}")
     return 0
 
 

@@ -31,9 +31,10 @@ from smolrecipe.backends.hf_folder import check_hf_folder
 from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
 from smolrecipe.eval.lighteval_session import lighteval_model_config, lighteval_session
+from smolrecipe.eval.pairs import load_pairs
 from smolrecipe.eval.qa import load_items
 from smolrecipe.kinds import is_chat_model
-from smolrecipe.recipe.envpaths import project_path
+from smolrecipe.recipe.envpaths import expand, project_path, unset_in
 from smolrecipe.recipe.suites import HUB_ID, Suite
 from smolrecipe.runs import read_json_if_any, results_dir, stage_of_backend_dir
 
@@ -78,6 +79,24 @@ def qa_specs(raw: dict[str, Any], suite: Suite) -> dict[str, Path]:
     a relative path is relative to the checkout, as every path of a recipe."""
     specs = {**raw.get("qa", {}), **{name: spec.model_dump() for name, spec in suite.qa.items()}}
     return {name: Path(project_path(os.path.expandvars(spec["source"]))) for name, spec in specs.items()}
+
+
+def pairs_specs(raw: dict[str, Any], suite: Suite) -> dict[str, str]:
+    """pairs:<name> -> its pair file as written, from the file's top-level `pairs:` and the suite's own
+    (which win). Expanded only when the task runs (pair_file): a recipe's variables need not be set
+    for the suites that do not read its pairs."""
+    specs = {**raw.get("pairs", {}), **{name: spec.model_dump() for name, spec in suite.pairs.items()}}
+    return {name: spec["source"] for name, spec in specs.items()}
+
+
+def pair_file(name: str, source: str) -> Path:
+    """A pair file's path: ${VAR} and ${VAR:-default} expanded as in a recipe's paths (the file is
+    where a recipe's paths.data puts it), a relative path relative to the checkout."""
+    field_name = f"pairs.{name}.source"
+    if missing := unset_in(source):
+        raise UserError(field_name, f"environment variable ${missing[0]} is not set ({source})",
+                        f"export {missing[0]} as for the recipe that prepared the pairs, or give an absolute path in eval/suites.yaml")
+    return Path(project_path(expand(source, field_name)))
 
 
 def hub_skips(names: list[str], suite: Suite, raw: dict[str, Any], specs: dict, copies: dict[str, Path]) -> dict[str, str]:
@@ -245,12 +264,14 @@ def generated_answers(details: dict) -> list[dict[str, Any]]:
     return records
 
 
-def _source(task: str, specs: dict, copies: dict[str, Path], qa_files: dict[str, Path]) -> str:
+def _source(task: str, specs: dict, copies: dict[str, Path], qa_files: dict[str, Path], pair_files: dict[str, Path]) -> str:
     key = task.split(":")[-1]
     if task.startswith("ppl:"):
         return specs[key].source
     if task.startswith("qa:"):
         return str(qa_files[key])
+    if task.startswith("pairs:"):
+        return str(pair_files[key])
     if task == "sft_suite":
         return str(copies.get(task, sft_checks.SUITE_PATH))
     return str(copies[key].resolve()) if key in copies else "hub"
@@ -285,14 +306,19 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
 
     from smolrecipe.eval.tasks import TaskContext, known_tasks
 
-    specs, qa_files = slice_specs(raw, suite, slices or {}), qa_specs(raw, suite)
+    specs, qa_files, pair_sources = slice_specs(raw, suite, slices or {}), qa_specs(raw, suite), pairs_specs(raw, suite)
     names = tasks or suite.tasks
-    unknown = [n for n in names if n not in known_tasks(specs, qa_files)]
-    if unknown:
-        raise UserError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known_tasks(specs, qa_files))}")
-    for name in names:  # a bad item file: one line now, not after the slices are scored
+    known = known_tasks(specs, qa_files, pair_sources)
+    if unknown := [n for n in names if n not in known]:
+        raise UserError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known)}")
+    pair_files: dict[str, Path] = {}
+    for name in names:  # a bad item or pair file: one line now, not after the slices are scored
         if name.startswith("qa:"):
             load_items(qa_files[name.removeprefix("qa:")])
+        elif name.startswith("pairs:"):
+            key = name.removeprefix("pairs:")
+            pair_files[key] = pair_file(key, pair_sources[key])
+            load_pairs(pair_files[key])
     copies = benchmark_copies(raw, local)
     skipped = hub_skips(names, suite, raw, specs, copies)  # before any work: nothing of theirs is loaded
     for name, why in skipped.items():
@@ -313,7 +339,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     if lighteval_names:
         metrics, answers = run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
             tokenizer=tokenizer, data_dir=Path(), local=copies, chat=chat, max_new_tokens=suite.max_new_tokens, qa=qa_files,
-            limit=limit), limit, batch_size)
+            limit=limit, pairs=pair_files), limit, batch_size)
         per_task |= metrics
     seconds = time.time() - start
     if "sft_suite" in per_task:
@@ -325,7 +351,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
         "suite": suite.name, "checkpoint": provenance.get("source", str(hf_dir)), "model": provenance, "chat_prompts": chat,
         "limit": limit, "tasks": per_task, "items": items, "seconds": round(seconds, 2),
         "items_per_s": round(items / seconds, 3) if seconds else None,
-        "sources": {name: _source(name, specs, copies, qa_files) for name in per_task},
+        "sources": {name: _source(name, specs, copies, qa_files, pair_files) for name in per_task},
         "lighteval_version": importlib.metadata.version("lighteval"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

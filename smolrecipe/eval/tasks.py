@@ -18,6 +18,9 @@
   template for chat models, "Question: ...\nAnswer:" otherwise) and matches the answer;
   `qa:<name>.mc` scores the items that have choices by conditional likelihood after their cloze.
   merge_parts folds both into one `qa:<name>` entry of the results.
+- `pairs:<name>`: held-out preference pairs from a local file (smolrecipe.eval.pairs), each scored by
+  the likelihood of its chosen and its rejected answer after the prompt, which is already rendered
+  with the chat template and so is given to lighteval as it is, chat model or not.
 
 A task reads a local copy when one is given (a folder in the author's layout, such as PIQA's
 `valid.jsonl` + `valid-labels.lst`, or JSONL in the hub layout), otherwise its hub dataset. Local
@@ -52,7 +55,7 @@ from lighteval.utils.language import Language
 from smolrecipe.atomic import staged_folder
 from smolrecipe.errors import UserError
 from smolrecipe.eval import checks as sft_checks
-from smolrecipe.eval import qa
+from smolrecipe.eval import pairs, qa
 from smolrecipe.eval.qa import final_number
 from smolrecipe.recipe.suites import HUB_ID
 
@@ -124,7 +127,7 @@ CHOICE_TASKS: dict[str, ChoiceTask] = {t.name: t for t in [
 ]}
 
 GSM8K_HUB = ("openai/gsm8k", "main", "test")
-TASK_PREFIX = {"choice": "mc:", "slice": "ppl:", "qa": "qa:"}
+TASK_PREFIX = {"choice": "mc:", "slice": "ppl:", "qa": "qa:", "pairs": "pairs:"}
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -290,7 +293,8 @@ class TaskContext:
     chat: bool  # render gsm8k and qa questions through the chat template (SFT models)
     max_new_tokens: int = 256
     qa: dict[str, Path] = field(default_factory=dict)  # qa:<name> -> its item file
-    limit: int | None = None  # the suite's items per task (qa applies it itself: qa_tasks)
+    limit: int | None = None  # the suite's items per task (qa and pairs apply it themselves: qa_tasks, pairs_task)
+    pairs: dict[str, Path] = field(default_factory=dict)  # pairs:<name> -> its pair file
 
 
 def _dataset(ctx: TaskContext, name: str, hub: str, subset: str | None, split: str,
@@ -417,6 +421,47 @@ def qa_tasks(ctx: TaskContext, name: str) -> list[LightevalTaskConfig]:
     return configs
 
 
+# --- pairs:<name>: held-out preference pairs, by likelihood -------------------------------------
+
+PAIR_METRICS = list(pairs.METRICS)
+
+
+class PairScores(SampleLevelComputation):
+    """pair_acc, pair_acc_norm and margin of one pair (smolrecipe.eval.pairs) from lighteval's
+    log-likelihoods of its continuations."""
+
+    def compute(self, doc: Doc, model_response, **kwargs) -> dict[str, float]:
+        # lighteval pads each continuation's token ids with -1 to the longest one's length
+        tokens = [[int(t) for t in ids if int(t) >= 0] for ids in model_response.output_tokens]
+        return pairs.pair_scores(*pairs.answer_sides(model_response.logprobs, tokens))
+
+
+def _pair_doc(line: dict, task_name: str, chosen: list[pairs.Pair], eos: str) -> Doc:
+    pair = chosen[line["id"]]
+    # The prompt is chat-rendered already: the query as it is, for base and chat models alike
+    # (lighteval adds no template of its own: override_chat_template=False, smolrecipe.eval.lighteval_session).
+    return Doc(task_name=task_name, query=pair.prompt, choices=pairs.continuations(pair, eos), gold_index=0,
+               specific={"pair": line["id"]})
+
+
+def pairs_task(ctx: TaskContext, name: str) -> LightevalTaskConfig:
+    """`pairs:<name>` over `limit` of the file's pairs (pairs.select: deterministic; lighteval's
+    max_samples would draw a random subset, and the same limit then keeps them all)."""
+    eos = ctx.tokenizer.eos_token
+    if not eos:
+        raise UserError("pairs", "the model's tokenizer has no eos token, which every answer is scored with",
+                        "give the tokenizer its end-of-turn token as eos_token, as the preference trainers need")
+    chosen = pairs.select(pairs.load_pairs(ctx.pairs[name]), ctx.limit)
+    repo = write_local_dataset(({"id": i} for i in range(len(chosen))), ctx.data_dir / f"pairs-{name}", "test")
+    return LightevalTaskConfig(
+        name=TASK_PREFIX["pairs"] + name, prompt_function=partial(_pair_doc, chosen=chosen, eos=eos), hf_repo=str(repo),
+        hf_subset=None, hf_avail_splits=["test"], evaluation_splits=["test"],
+        metrics=[SampleLevelMetricGrouping(metric_name=PAIR_METRICS, sample_level_fn=PairScores(), category=SamplingMethod.LOGPROBS,
+                                           corpus_level_fn=dict.fromkeys(PAIR_METRICS, np.mean),
+                                           higher_is_better=dict.fromkeys(PAIR_METRICS, True))],
+    )
+
+
 def task_of(part: str) -> str:
     """The suite task a lighteval task belongs to: qa:<name> for its .gen and .mc parts, else itself."""
     for suffix in QA_PARTS:
@@ -448,14 +493,15 @@ def merge_parts(metrics: dict[str, dict[str, Any]], categories: dict[str, Counte
 # --- the task list --------------------------------------------------------------------------------
 
 
-def known_tasks(slices: dict[str, Slice], qa_sets: dict[str, Path] | None = None) -> list[str]:
+def known_tasks(slices: dict[str, Slice], qa_sets: dict[str, Path] | None = None, pair_sets: dict[str, Any] | None = None) -> list[str]:
     return ([TASK_PREFIX["slice"] + s for s in slices] + [TASK_PREFIX["choice"] + t for t in CHOICE_TASKS]
-            + ["sft_suite", "gsm8k"] + [TASK_PREFIX["qa"] + q for q in qa_sets or {}])
+            + ["sft_suite", "gsm8k"] + [TASK_PREFIX["qa"] + q for q in qa_sets or {}]
+            + [TASK_PREFIX["pairs"] + p for p in pair_sets or {}])
 
 
 def hub_dataset(name: str, slices: dict[str, Slice], local: dict[str, Path]) -> str | None:
     """The hub dataset task `name` would download, or None when it reads only local files (a local
-    copy, a local slice, the SFT suite, a qa item file)."""
+    copy, a local slice, the SFT suite, a qa item file, a pair file)."""
     if name.startswith(TASK_PREFIX["choice"]):
         key = name.removeprefix(TASK_PREFIX["choice"])
         return None if key in local else CHOICE_TASKS[key].hub
@@ -480,6 +526,8 @@ def build_tasks(ctx: TaskContext, names: list[str]) -> list[LightevalTaskConfig]
             configs.append(gsm8k_task(ctx))
         elif name.startswith(TASK_PREFIX["qa"]) and name.removeprefix(TASK_PREFIX["qa"]) in ctx.qa:
             configs.extend(qa_tasks(ctx, name.removeprefix(TASK_PREFIX["qa"])))
+        elif name.startswith(TASK_PREFIX["pairs"]) and name.removeprefix(TASK_PREFIX["pairs"]) in ctx.pairs:
+            configs.append(pairs_task(ctx, name.removeprefix(TASK_PREFIX["pairs"])))
         else:
-            raise UserError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks({}, ctx.qa))}")
+            raise UserError("--tasks", f"unknown task '{name}'", f"use some of {', '.join(known_tasks({}, ctx.qa, ctx.pairs))}")
     return configs

@@ -36,6 +36,13 @@ class QASpec(BaseModel):
     source: str  # a JSONL file; relative to the checkout
 
 
+class PairsSpec(BaseModel):
+    """A file of held-out preference pairs (smolrecipe.eval.pairs), run as the task pairs:<name>."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str  # a Parquet or JSONL file; ${VAR} / ${VAR:-default} as in a recipe's paths; relative to the checkout
+
+
 class Suite(BaseModel):
     """One suite of eval/suites.yaml."""
 
@@ -47,6 +54,7 @@ class Suite(BaseModel):
     max_new_tokens: int = Field(default=256, gt=0)  # generation length of tier 4, GSM8K and qa
     slices: dict[str, SliceSpec] = {}  # this suite's own tier-2 slices, over the file's
     qa: dict[str, QASpec] = {}  # this suite's own qa item files, over the file's
+    pairs: dict[str, PairsSpec] = {}  # this suite's own pair files, over the file's
     # download: a task reads its hub dataset when no local copy is found; skip: such a task is
     # skipped, with a note in the results (for suites that must run offline, e.g. make demo's quick)
     hub: Literal["download", "skip"] = "download"
@@ -57,6 +65,7 @@ class SuitesFile(BaseModel):
     local_copies: list[str] = []
     slices: dict[str, SliceSpec] = {}
     qa: dict[str, QASpec] = {}
+    pairs: dict[str, PairsSpec] = {}
     suites: dict[str, dict[str, Any]]
 
 
@@ -75,7 +84,7 @@ def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, A
         field_name = ".".join([where, *(str(part) for part in err["loc"])])
         raise UserError(field_name, f"{err['msg']} (in {path})", "a suite takes tasks (at least one), limit, token_budget "
                           "and max_new_tokens (each > 0), slices ({name: {source, subset, split, text_field}}), "
-                          "qa ({name: {source}}) and hub (download or skip)") from None
+                          "qa and pairs ({name: {source}}) and hub (download or skip)") from None
     return suites, raw
 
 

@@ -7,6 +7,7 @@ intervals (smolrecipe.report.numbers), so a check does not pass or fail on sampl
   loss_checks        each finished stage: its smoothed loss falls (last W logged steps vs first W)
   clean_end_check    SFT ends more tier-4 answers on end-of-turn than the base model
   world_checks       qa:world: SFT beats base on exact match; the base model knows facts above chance
+  preference_checks  pairs:<name>: the preference stage raises held-out pair accuracy over SFT
   mixture_checks     a stage lowers the held-out loss of the domain whose share it raised most
   perplexity_kept    SFT keeps every held-out slice's bits per byte within PPL_KEPT of the base model's
 """
@@ -17,7 +18,7 @@ from itertools import pairwise
 from statistics import fmean
 
 from smolrecipe.kinds import is_chat_model
-from smolrecipe.report.evals import Comparison, EvalPoint
+from smolrecipe.report.evals import Comparison, EvalPoint, role
 from smolrecipe.report.mixture import Shares
 from smolrecipe.report.numbers import fmt_point
 from smolrecipe.runs import StageLog
@@ -81,6 +82,25 @@ def world_checks(points: list[EvalPoint], stages: list[StageLog], compared: Comp
         p = facts[-1]  # points are in training order
         checks.append((f"base model knows the facts better than chance: mc_fact at {p.stage} step {p.step} {fmt_point(p)}, "
                        f"lower bound {p.ci[0]:.2f} above chance {p.chance:.2f}", p.ci[0] > p.chance))
+    return checks
+
+
+def preference_checks(points: list[EvalPoint], stages: list[StageLog]) -> list[Check]:
+    """For each pairs:<name> task run on both: the preference stage's last evaluated checkpoint picks
+    the chosen answer more often than the SFT stage's, called better by the base-vs-SFT rule (the two
+    Wilson intervals apart, Comparison.verdict). No line without a preference stage's result."""
+    roles = {s.name: role(s.kind) for s in stages}
+    checks = []
+    for task in dict.fromkeys(p.task for p in points if p.task.startswith("pairs:")):
+        accuracy = [p for p in points if (p.task, p.metric) == (task, "pair_acc")]
+        sft = [p for p in accuracy if roles.get(p.stage) == "SFT"]
+        aligned = [p for p in accuracy if roles.get(p.stage) == "preference"]
+        if not (sft and aligned):
+            continue
+        before, after = sft[-1], aligned[-1]  # points are in training order
+        checks.append((f"{after.stage} raises held-out pair accuracy over SFT ({task}, the intervals apart): pair_acc "
+                       f"{fmt_point(after)} at {after.stage} step {after.step} vs {fmt_point(before)} at {before.stage} step {before.step}",
+                       Comparison(task, "pair_acc", before, after).verdict == "better"))
     return checks
 
 

@@ -9,6 +9,8 @@ smolrecipe.report.run_report draws and tabulates them.
   MC_CHANCE      a uniform guess's accuracy per tier-3 benchmark (the plots' dotted chance lines)
   read_evals     run folder + its stages -> EvalResults (points in training order, skipped files, warnings)
   checkpoints    points -> their (stage, step) in training order: the tables' columns
+  stage_ends     points -> each stage's last evaluated checkpoint, in training order
+  role           a stage's kind -> what its models are called (base, SFT, preference)
   base_vs_sft    points -> the last pretraining checkpoint's and the SFT checkpoint's values side by side
 """
 
@@ -20,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smolrecipe.eval import checks as sft_checks
-from smolrecipe.kinds import is_chat_model
-from smolrecipe.report.numbers import NO_CLEAR, PPL_MARGIN, apart, wilson
+from smolrecipe.kinds import base_and_chat
+from smolrecipe.report.numbers import NO_CLEAR, PPL_MARGIN, apart, normal_interval, wilson
 from smolrecipe.runs import EVAL_DIR, StageLog, read_json_if_any
 
 if TYPE_CHECKING:
@@ -37,6 +39,9 @@ class Tier:
     metrics: tuple[str, ...]  # every metric the report compares; the first `plotted` are drawn and tabulated
     plotted: int = 1  # 1: one line per task (its headline metric); more: one line per metric
     rates: bool = True  # values lie in [0, 1]
+    # Metrics of a rate tier that are means of unbounded per-item values (the pairs' margin, in nats):
+    # a normal 95% interval from the results' <metric>_stderr instead of Wilson's.
+    means: tuple[str, ...] = ()
 
     @property
     def png(self) -> str:
@@ -58,7 +63,13 @@ TIERS = (
     Tier("gsm8k", "GSM8K (exact match)", "gsm8k", ("exact_match",)),
     Tier("world", "World knowledge (qa:world: exact match per category, answer format, multiple choice)", "qa:world",
          ("em_fact", "em_arithmetic", "pass_format", "mc_fact", "mc_arithmetic", "em"), plotted=5),
+    Tier("pairs", "Held-out preference pairs (pair_acc: chosen likelier than rejected)", "pairs:",
+         ("pair_acc", "pair_acc_norm", "margin"), means=("margin",)),
 )
+PAIR_CHANCE = 0.5  # a coin flip between a pair's two answers
+
+# How the report names the models of a stage, by its kind (smolrecipe.kinds); another kind by its name.
+ROLES = {"pretrain": "base", "sft": "SFT", "preference": "preference"}
 
 # The accuracy of a uniform guess on each tier-3 benchmark: 1 / its answer choices (lighteval's
 # cloze formulation scores every choice, so acc and acc_norm share it). ARC has a few 3- and 5-choice
@@ -88,7 +99,7 @@ class EvalPoint:
     tokens: int  # cumulative tokens since the first stage began, as on loss.png's x axis
     value: float
     n: int | None  # items the value is over
-    ci: tuple[float, float] | None = None  # Wilson 95% interval, for a rate with a known item count
+    ci: tuple[float, float] | None = None  # 95% interval: Wilson's (a rate with a known item count) or normal (Tier.means)
     chance: float | None = None  # a uniform guess's value (multiple choice)
 
 
@@ -165,7 +176,7 @@ def read_evals(run_dir: Path, stages: list[StageLog], curves: list[Curve]) -> Ev
             value, n = _number(metrics.get(metric)), item_count(metrics, metric)
             if value is not None:
                 points.append(EvalPoint(tier.key, task, metric, stage_name, step, tokens, value, n,
-                                        ci=wilson(value, n) if tier.rates and n else None, chance=chance(task, metric, metrics)))
+                                        ci=interval(tier, metric, value, n, metrics), chance=chance(task, metric, metrics)))
     order = {name: i for i, name in enumerate(starts)}
     points.sort(key=lambda p: (order[p.stage], p.step))
     return EvalResults(points=points, files=len(files), skipped=skipped, warnings=warnings)
@@ -178,11 +189,23 @@ def item_count(metrics: dict, metric: str) -> int | None:
     return int(n) if n else None
 
 
+def interval(tier: Tier, metric: str, value: float, n: int | None, metrics: dict) -> tuple[float, float] | None:
+    """A metric's 95% interval: normal from its standard error for a mean (Tier.means), Wilson's for
+    a rate over a known item count; None when the results do not give what it needs."""
+    if metric in tier.means:
+        stderr = _number(metrics.get(f"{metric}_stderr"))
+        return normal_interval(value, stderr) if stderr is not None else None
+    return wilson(value, n) if tier.rates and n else None
+
+
 def chance(task: str, metric: str, metrics: dict) -> float | None:
     """A uniform guess's value: `chance_<category>` from the results for an `mc_<category>` rate
-    (qa:world's choices differ per item), else the benchmark's for an `mc:` task."""
+    (qa:world's choices differ per item), the benchmark's for an `mc:` task, a coin flip's for a
+    pair accuracy."""
     if metric.startswith("mc_"):
         return _number(metrics.get("chance_" + metric.removeprefix("mc_")))
+    if task.startswith("pairs:"):
+        return PAIR_CHANCE if metric in ("pair_acc", "pair_acc_norm") else None
     return MC_CHANCE.get(task.removeprefix("mc:")) if task.startswith("mc:") else None
 
 
@@ -201,6 +224,16 @@ def checkpoint_tokens(place: tuple[int, StageLog] | None, step: int, tokens_seen
 def checkpoints(points: list[EvalPoint]) -> list[tuple[str, int]]:
     """The (stage, step) of the points, in training order (points come in that order)."""
     return list(dict.fromkeys((p.stage, p.step) for p in points))
+
+
+def stage_ends(points: list[EvalPoint]) -> list[tuple[str, int]]:
+    """Each stage's last evaluated checkpoint (stage, step), in training order."""
+    return list({stage: (stage, step) for stage, step in checkpoints(points)}.values())
+
+
+def role(kind: str | None) -> str:
+    """What the report calls the models of a stage of this kind: base, SFT or preference."""
+    return ROLES.get(kind, kind or "?")
 
 
 def rows(points: list[EvalPoint]) -> list[tuple[str, str]]:
@@ -244,15 +277,16 @@ class Comparison:
 
 
 def base_vs_sft(points: list[EvalPoint], stages: list[StageLog]) -> tuple[tuple[str, int], tuple[str, int], list[Comparison]] | None:
-    """(base checkpoint, SFT checkpoint, every task/metric of either compared), where base is the
-    latest evaluated checkpoint of the last pretraining stage that has one, and SFT the SFT stage's
-    latest; None unless both were evaluated."""
-    sft_stages = {s.name for s in stages if is_chat_model(s.kind)}
-    base = checkpoints([p for p in points if p.stage not in sft_stages])
-    sft = checkpoints([p for p in points if p.stage in sft_stages])
-    if not (base and sft):
+    """(base checkpoint, SFT checkpoint, every task/metric of either compared), where SFT is the
+    latest evaluated checkpoint of the first evaluated chat stage (the SFT stage; a preference stage
+    after it is not SFT) and base the latest of the last evaluated stage before it of another kind
+    (smolrecipe.kinds.base_and_chat); None unless both were evaluated."""
+    evaluated = {p.stage for p in points}
+    base, chat = base_and_chat([s for s in stages if s.name in evaluated])
+    if base is None or chat is None:
         return None
-    base_ckpt, sft_ckpt = base[-1], sft[-1]
+    ends = dict(stage_ends(points))
+    base_ckpt, sft_ckpt = (base.name, ends[base.name]), (chat.name, ends[chat.name])
     at = {(p.stage, p.step, p.task, p.metric): p for p in points if (p.stage, p.step) in (base_ckpt, sft_ckpt)}
     return base_ckpt, sft_ckpt, [Comparison(task, metric, at.get((*base_ckpt, task, metric)), at.get((*sft_ckpt, task, metric)))
                                  for task, metric in rows(list(at.values()))]

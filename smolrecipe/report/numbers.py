@@ -2,11 +2,12 @@
 
 A small model is evaluated on few items (the demo: 24 PIQA questions), so a rate moves by several
 points between checkpoints from sampling noise alone. Every rate with a known item count carries a
-Wilson 95% interval (scipy's, not a hand-rolled formula), and two checkpoints are called different
-only outside the noise:
+Wilson 95% interval (scipy's, not a hand-rolled formula), a mean of per-item values with its
+standard error (the preference pairs' margin) the normal 95% interval, and two checkpoints are
+called different only outside the noise:
 
-  rates                     the two Wilson intervals do not overlap (stricter than a 5% two-proportion
-                            test: a difference it accepts is clear by either rule)
+  rates, means              the two intervals do not overlap (for rates, stricter than a 5%
+                            two-proportion test: a difference it accepts is clear by either rule)
   perplexity-type metrics   bits per byte and token perplexity are measured on the same texts for
                             both models (a paired comparison): a relative change above PPL_MARGIN
 """
@@ -37,6 +38,14 @@ def wilson(rate: float, n: int) -> tuple[float, float]:
     """The Wilson interval of a rate over n items; the rate is a share of items, so rate x n is
     rounded to the whole count it came from."""
     return _wilson(min(n, max(0, round(rate * n))), n)
+
+
+def normal_interval(mean: float, stderr: float) -> tuple[float, float]:
+    """The normal-approximation interval of a mean over many items, from its standard error."""
+    from scipy.stats import norm
+
+    half = float(norm.ppf(0.5 + CONFIDENCE / 2)) * stderr
+    return mean - half, mean + half
 
 
 def apart(a: tuple[float, float], b: tuple[float, float]) -> bool:

@@ -34,7 +34,7 @@ from smolrecipe.atomic import write_file
 from smolrecipe.errors import UserError
 from smolrecipe.report import checks as report_checks
 from smolrecipe.report.curves import Curve, loss_curves
-from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, rows
+from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, role, rows, stage_ends
 from smolrecipe.report.mixture import Shares, default_recipe, domain_shares
 from smolrecipe.report.numbers import CONFIDENCE, MISSING, NO_CLEAR, PPL_MARGIN, fmt_metric, fmt_point
 from smolrecipe.runs import EVAL_DIR, LOG, LOSS_PLOT, REPORT, SAMPLES, SUMMARY, StageLog, find_stages, read_json
@@ -267,15 +267,19 @@ def samples_section(r: ReportInputs) -> str | None:
         answers = (model or {}).get("answers") or []
         return answers[i] if i < len(answers) else None
 
-    rows = [[md_cell(p), md_cell(answer(base, i)), md_cell(answer(sft, i))] for i, p in enumerate(prompts)]
-    parts = ["## Base vs SFT", "Answers of the base model (end of the last pretraining stage) and the SFT model to the "
-             "same prompts."]
-    checkpoints = [f"{name}: `{shown_path(m['checkpoint'])}`" for name, m in (("base", base), ("SFT", sft)) if m and m.get("checkpoint")]
+    # the chat stages after SFT (preference alignment), under their stage names (tools/sample.py)
+    later = {name: m for name, m in models.items() if name not in ("base", "sft")}
+    shown = {"base": base, "SFT": sft, **later}
+    rows = [[md_cell(p), *(md_cell(answer(m, i)) for m in shown.values())] for i, p in enumerate(prompts)]
+    title = "## Base vs SFT" + "".join(f" vs {name}" for name in later)
+    parts = [title, "Answers of the base model (end of the last pretraining stage), the SFT model"
+             + "".join(f", the {name} model" for name in later) + " to the same prompts."]
+    checkpoints = [f"{name}: `{shown_path(m['checkpoint'])}`" for name, m in shown.items() if m and m.get("checkpoint")]
     if checkpoints:
         parts.append("Checkpoints: " + ", ".join(checkpoints) + ".")
-    parts.append(md_table(["prompt", "base answer", "SFT answer"], rows))
-    (sft_eot, sft_n), (base_eot, base_n) = eot_count(sft), eot_count(base)
-    parts.append(f"Ended with the end-of-turn token: SFT {sft_eot} of {sft_n} answers, base {base_eot} of {base_n}.")
+    parts.append(md_table(["prompt", *(f"{name} answer" for name in shown)], rows))
+    ended = ", ".join(f"{name} {eot} of {n}" for name, (eot, n) in ((k, eot_count(m)) for k, m in shown.items()))
+    parts.append(f"Ended with the end-of-turn token: {ended} answers.")
     return "\n\n".join(parts)
 
 
@@ -295,7 +299,8 @@ def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
     points = r.evals.points
     compared = base_vs_sft(points, r.stages)
     return (checks + report_checks.clean_end_check(compared) + report_checks.world_checks(points, r.stages, compared)
-            + report_checks.mixture_checks(points, r.stages, r.shares) + report_checks.perplexity_kept(compared))
+            + report_checks.preference_checks(points, r.stages) + report_checks.mixture_checks(points, r.stages, r.shares)
+            + report_checks.perplexity_kept(compared))
 
 
 def checks_section(r: ReportInputs) -> str | None:
@@ -336,6 +341,42 @@ def evaluation_section(r: ReportInputs) -> str | None:
     return "\n\n".join(parts + (["\n".join(notes)] if notes else []))
 
 
+PAIR_COLUMNS = ["task", "model", "checkpoint", "pair accuracy", "norm accuracy", "mean margin (nats)", "n"]
+
+
+def fmt_interval(p: EvalPoint | None, signed: bool = False) -> str:
+    """`0.54 [0.35, 0.72]`: a value with its interval, where the table gives n in a column of its own."""
+    if p is None:
+        return MISSING
+    sign = "+" if signed else ""
+    return f"{p.value:{sign}.2f}" + (f" [{p.ci[0]:{sign}.2f}, {p.ci[1]:{sign}.2f}]" if p.ci else "")
+
+
+def pairs_section(r: ReportInputs) -> str | None:
+    """Held-out preference pairs at each evaluated stage's last checkpoint, named by the stage's role."""
+    points = [p for p in r.evals.points if p.tier == "pairs"] if r.evals else []
+    if not points:
+        return None
+    kinds = {s.name: s.kind for s in r.stages}
+    table = []
+    for task in dict.fromkeys(p.task for p in points):
+        at = {(p.stage, p.step, p.metric): p for p in points if p.task == task}
+        for stage, step in stage_ends([p for p in points if p.task == task]):
+            acc, norm, margin = (at.get((stage, step, metric)) for metric in ("pair_acc", "pair_acc_norm", "margin"))
+            n = next((p.n for p in (acc, norm, margin) if p is not None and p.n is not None), None)
+            table.append([md_cell(task), role(kinds.get(stage)), fmt_checkpoint((stage, step)), fmt_interval(acc), fmt_interval(norm),
+                          fmt_interval(margin, signed=True), fmt_number(n)])
+    return "\n\n".join([
+        "## Preference pairs",
+        "Held-out pairs of the preference stage, each scored by the model's own log-likelihood of the chosen and the "
+        "rejected answer (+ end of turn) after the chat-rendered prompt: pair accuracy, the share of pairs whose chosen "
+        "answer is likelier (summed over its tokens); norm accuracy, the same by mean log-likelihood per token; mean margin, "
+        f"log p(chosen) − log p(rejected). Brackets: {CONFIDENCE:.0%} intervals (Wilson's for the accuracies, normal for the "
+        "margin); a coin flip scores 0.50. Each stage's last evaluated checkpoint.",
+        md_table(PAIR_COLUMNS, table, right={3, 4, 5, 6}),
+    ])
+
+
 def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
     """Every evaluated metric of the last pretraining checkpoint next to the SFT model's."""
     compared = base_vs_sft(r.evals.points, r.stages) if r.evals else None
@@ -348,7 +389,8 @@ def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
         "## Base vs SFT: evaluation",
         f"Base: {fmt_checkpoint(base)} (the last evaluated pretraining checkpoint); SFT: {fmt_checkpoint(sft)}. "
         f"A difference is called better or worse only outside the noise: for a rate, when the two Wilson {CONFIDENCE:.0%} "
-        f"intervals do not overlap; for bits_per_byte and token_ppl (the same texts for both models), when SFT differs "
+        f"intervals do not overlap (for a mean, the pairs' margin, its normal interval); for bits_per_byte and token_ppl "
+        f"(the same texts for both models), when SFT differs "
         f"from base by more than {PPL_MARGIN:.0%} of base. Otherwise: {NO_CLEAR}.",
         md_table(["task", "metric", "base", "SFT", "SFT − base", "better when", "SFT is"], table, right={2, 3, 4}),
     ])
@@ -357,7 +399,8 @@ def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
 # The report, in order: each is a function ReportInputs -> Markdown text, or None to leave itself
 # out; their data goes in ReportInputs. The evaluated comparison comes before the sampled answers.
 SECTIONS: list[Callable[[ReportInputs], str | None]] = [title_section, plot_section, stages_section, checks_section,
-                                                        evaluation_section, eval_base_vs_sft_section, samples_section]
+                                                        evaluation_section, pairs_section, eval_base_vs_sft_section,
+                                                        samples_section]
 
 
 def report_sections(r: ReportInputs, sections=None) -> list[str]:
