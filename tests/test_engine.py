@@ -224,7 +224,7 @@ def test_a_saved_checkpoint_converts_tensor_for_tensor(engine_chain, tmp_path):
 def test_the_report_draws_a_nanotron_run(engine_chain):
     _, recipe, _ = engine_chain
     stages = find_stages(Path(build_plan(recipe).stage("stage1").checkpoints_path).parents[1])
-    assert [s.name for s in stages] == ["stage1", "stage2", "stage3", "sft"]
+    assert [s.name for s in stages] == ["stage1", "stage2", "stage3", "sft", "preference"]  # preference: TRL under torchrun
     assert all(s.finished for s in stages)
 
 

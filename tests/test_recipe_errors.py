@@ -111,6 +111,14 @@ def _unknown_loss_type(d):
     d["stages"][4]["loss_type"] = "sigmoidd"
 
 
+def _unknown_loss_in_a_list(d):
+    d["stages"][4]["loss_type"] = ["sigmoid", "sftt"]
+
+
+def _loss_weights_miscounted(d):
+    d["stages"][4].update(loss_type=["sigmoid", "sft"], loss_weights=[1.0])
+
+
 def _pairs_longer_than_context(d):
     d["stages"][4]["max_length"] = 4096
 
@@ -131,6 +139,8 @@ CASES = [
     (_preference_from_base, "stages[4].init_from", "start from an SFT stage: ['sft']"),
     (_loss_type_for_orpo, "stages[4].loss_type", "remove loss_type, or set method: dpo"),
     (_unknown_loss_type, "stages[4].loss_type", "did you mean 'sigmoid'?"),
+    (_unknown_loss_in_a_list, "stages[4].loss_type", "did you mean 'sft'?"),
+    (_loss_weights_miscounted, "stages[4].loss_weights", "give one weight per loss_type"),
     (_pairs_longer_than_context, "stages[4].max_length", "use at most 128"),
     (_preference_carries_optimizer, "stages[4].load_optimizer", "set it to false"),
     (_unknown_method, "stages[4].method", "'dpo'"),

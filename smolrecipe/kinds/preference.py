@@ -60,7 +60,9 @@ class Preference(StageKind):
         settings: dict[str, Any] = {"beta": spec.beta, "max_length": spec.pair_length(recipe),
                                     "activation_checkpointing": recipe.training.recompute_layer}
         if spec.method == "dpo":
-            settings["loss_type"] = [spec.loss_type or "sigmoid"]
+            settings["loss_type"] = spec.loss_types() or ["sigmoid"]
+            if spec.loss_weights is not None:
+                settings["loss_weights"] = list(spec.loss_weights)
         return settings
 
     def prepare_data(self, recipe: "Recipe", spec: "PreferenceStage", say: Callable[[str], None]) -> bool:

@@ -420,13 +420,22 @@ class PreferenceStage(StageSpec):
     # DPO: how strongly the policy is held to the reference (higher: closer). ORPO: lambda, the
     # weight of the odds-ratio term against the SFT loss. TRL's default for both is 0.1.
     beta: float = Field(default=0.1, gt=0)
-    loss_type: Optional[str] = None  # DPO only: one of DPO_LOSS_TYPES (TRL's default: sigmoid)
+    # DPO only: one of DPO_LOSS_TYPES (TRL's default: sigmoid), or several, summed with `loss_weights`
+    # (e.g. [sigmoid, sft]: DPO plus the SFT loss on the chosen answers, RPO).
+    loss_type: Optional[Union[str, list[str]]] = None
+    loss_weights: Optional[list[float]] = None
     # Tokens of prompt + response; longer pairs are dropped when the data is prepared. Default and
     # maximum: training.sequence_length, the context the model was trained for.
     max_length: Optional[int] = Field(default=None, gt=0)
 
     def data_folder(self, recipe: "Recipe") -> Optional[str]:
         return f"{recipe.paths.data}/{recipe.name}/{self.name}"
+
+    def loss_types(self) -> list[str]:
+        """The DPO loss types as a list (TRL's DPOConfig.loss_type); [] when not set."""
+        if self.loss_type is None:
+            return []
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
 
     def compute_per_token(self) -> float:
         # A pair is two sequences (chosen, rejected), each a forward and backward pass (6N FLOPs per
@@ -446,14 +455,18 @@ class PreferenceStage(StageSpec):
             raise UserError(f"{where}.init_from", f"'{self.init_from}' is a {parent.kind} stage; preference training "
                             "starts from a chat model (its prompts are rendered with the chat template)",
                             f"start from an SFT stage: {chat}" if chat else "add an sft stage before it")
-        if self.loss_type is not None and self.method != "dpo":
-            raise UserError(f"{where}.loss_type", f"is a DPO setting; method is {self.method}",
-                            "remove loss_type, or set method: dpo")
-        if self.loss_type is not None and self.loss_type not in DPO_LOSS_TYPES:
-            close = difflib.get_close_matches(self.loss_type, DPO_LOSS_TYPES, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise UserError(f"{where}.loss_type", f"unknown DPO loss type '{self.loss_type}'",
-                            f"{hint}use one of {list(DPO_LOSS_TYPES)}")
+        for field in ("loss_type", "loss_weights"):
+            if getattr(self, field) is not None and self.method != "dpo":
+                raise UserError(f"{where}.{field}", f"is a DPO setting; method is {self.method}",
+                                f"remove {field}, or set method: dpo")
+        for loss in self.loss_types():
+            if loss not in DPO_LOSS_TYPES:
+                close = difflib.get_close_matches(loss, DPO_LOSS_TYPES, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise UserError(f"{where}.loss_type", f"unknown DPO loss type '{loss}'", f"{hint}use one of {list(DPO_LOSS_TYPES)}")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_types()):
+            raise UserError(f"{where}.loss_weights", f"{len(self.loss_weights)} weight(s) for {len(self.loss_types())} loss type(s)",
+                            "give one weight per loss_type")
         if self.max_length is not None and self.max_length > recipe.training.sequence_length:
             raise UserError(f"{where}.max_length", f"{self.max_length} tokens is longer than the context the model "
                             f"was trained for (training.sequence_length {recipe.training.sequence_length})",
