@@ -45,11 +45,12 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
 
 # The whole path at toy scale on this machine: generate the tiny recipe's corpus, prepare its data
-# with datatrove (nanoset folders + SFT records), render + check both recipes' configs, train
-# stage1 -> stage2 -> stage3 -> SFT with the local backend (finished stages are skipped, an
-# interrupted one resumes), answer fixed prompts with the base and the SFT model, score every
-# stage's final checkpoint with its eval suites (quick: held-out perplexity from a corpus of another
-# seed, PIQA, the SFT prompt suite), write the report with its plots.
+# with datatrove (nanoset folders + SFT records + preference pairs), render + check both recipes'
+# configs, train stage1 -> stage2 -> stage3 -> SFT -> preference (DPO, with TRL) with the local
+# backend (finished stages are skipped, an interrupted one resumes), answer fixed prompts with the
+# base, SFT and preference models, score every stage's final checkpoint with its eval suites (quick:
+# held-out perplexity from a corpus of another seed, PIQA, the SFT prompt suite; world; held-out
+# preference pairs), write the report with its plots.
 demo: $(STAMP)
 	$(PY) tools/make_demo_corpus.py
 	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05

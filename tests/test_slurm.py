@@ -511,6 +511,7 @@ def short_chain_with_eval(data):
     for stage in data["stages"]:
         stage["lr"]["warmup_steps"] = 2
     sft_stage(data).update(steps=8, eval_suites=["tier4"])  # the SFT prompt suite ships with the repo
+    next(s for s in data["stages"] if s["kind"] == "preference").update(steps=8, eval_suites=["tier4"])
     data["cluster"]["cpus_per_task"] = os.cpu_count() or 1
 
 
@@ -534,6 +535,8 @@ def test_submit_runs_the_whole_chain_in_order(slurm, prepared, tmp_path, capsys,
         assert json.loads((stage_dir(recipe, stage.name) / "summary.json").read_text())["steps"] == stage.train_steps
     tier4 = json.loads((Path(recipe.paths.runs) / "tiny" / "eval" / "sft" / "step-8" / "tier4.json").read_text())
     assert tier4["tasks"]["sft_suite"]["n"] == 50 and tier4["model"]["stage"] == "sft"
+    aligned = json.loads((Path(recipe.paths.runs) / "tiny" / "eval" / "preference" / "step-8" / "tier4.json").read_text())
+    assert aligned["tasks"]["sft_suite"]["n"] == 50 and aligned["model"]["kind"] == "preference"
     assert "up to date" in (logs / f"tiny-prepare_data-{ids[0][0]}.out").read_text()  # the data was prepared
 
 
