@@ -149,6 +149,28 @@ def test_preference_resumes_after_a_kill_to_the_same_losses(chain, tmp_path):
     assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
 
 
+def test_preference_job_stops_at_its_stop_file_and_resumes(chain, tmp_path):
+    """The cluster's preference job (tools/train_preference.py): its own stage folder and starting
+    folder, and the stop file the job writes on SLURM's warning: a checkpoint at the end of the step,
+    then the rerun finishes from it."""
+    from smolrecipe.backends.local.train import run_stage
+    from smolrecipe.runs import STOP_FILE
+
+    path, recipe = chain
+    plan = build_plan(recipe)
+    out = tmp_path / "preference"
+    out.mkdir()
+    (out / STOP_FILE).write_text("test\n")
+    parent = stage_dir(recipe, "sft") / "checkpoint-6"
+    first = run_stage(recipe, plan, "preference", resume=True, out=out, parent_folder=parent, stop_file=out / STOP_FILE)
+    assert first.stopped and first.summary["steps"] == 1 and (out / "checkpoint-1").is_dir()
+    (out / STOP_FILE).unlink()
+    done = run_stage(recipe, plan, "preference", resume=True, out=out, parent_folder=parent, stop_file=out / STOP_FILE)
+    assert not done.stopped and done.summary["init_from"] == str(parent) and (out / "checkpoint-6").is_dir()
+    ours, reference = read_log(out / "log.jsonl")[0], read_log(stage_dir(recipe, "preference") / "log.jsonl")[0]
+    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
+
+
 def test_a_finished_stage_is_not_run_again(chain, capsys):
     path, recipe = chain
     before = (stage_dir(recipe, "stage1") / "summary.json").read_text()
