@@ -113,11 +113,13 @@ def test_metadata_names_the_tokenizer_exactly_as_the_stage_configs_do(prepared):
 
 def test_rerun_is_a_no_op(prepared, capsys):
     recipe, data = prepared
-    outputs = [*(data / "tiny").rglob("*.ds"), data / "tiny" / "sft" / "train.parquet"]
+    outputs = [*(data / "tiny").rglob("*.ds"), data / "tiny" / "sft" / "train.parquet",
+               *(data / "tiny" / "preference").glob("*.parquet")]
     before = {p: p.stat().st_mtime_ns for p in outputs}
     capsys.readouterr()
     assert prepare_data.main([str(recipe)]) == 0 and prepare_data.main([str(recipe), "--sft"]) == 0
-    assert capsys.readouterr().out.count("up to date") == len(SOURCES) + 3  # + the tokenizer twice + sft
+    # + the tokenizer twice + the two stages' own datasets (sft, preference)
+    assert capsys.readouterr().out.count("up to date") == len(SOURCES) + 4
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
 
 
