@@ -130,16 +130,8 @@ def test_preference_resumes_after_a_kill_to_the_same_losses(chain, tmp_path):
     other = resolve_recipe(load_recipe(variant))
     copy_parent(recipe, other)
     out = stage_dir(other, "preference")
-    cmd = [sys.executable, str(ROOT / "tools" / "train_local.py"), str(variant), "--stage", "preference"]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoint-4").is_dir():
-        assert proc.poll() is None, "the run ended before writing checkpoint-4"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cmd, env = train_command(variant, "preference")
+    kill_once_written(cmd, env, out / "checkpoint-4")
     assert not (out / "summary.json").exists()
     done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -179,6 +171,24 @@ def test_a_finished_stage_is_not_run_again(chain, capsys):
     assert (stage_dir(recipe, "stage1") / "summary.json").read_text() == before
 
 
+def train_command(recipe, stage: str) -> tuple[list[str], dict[str, str]]:
+    """tools/train_local.py for one stage, as a user runs it, and its environment (wandb off)."""
+    return ([sys.executable, str(ROOT / "tools" / "train_local.py"), str(recipe), "--stage", stage],
+            {**os.environ, "WANDB_MODE": "disabled"})
+
+
+def kill_once_written(cmd: list[str], env: dict[str, str], checkpoint) -> None:
+    """Start `cmd` and SIGKILL it as soon as `checkpoint` is in place (mid-stage, as a node failure would)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not checkpoint.is_dir():
+        assert proc.poll() is None, f"the run ended before writing {checkpoint.name}"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_resume_after_a_kill_reaches_the_same_loss(chain, tmp_path):
     """SIGKILL a run once its step-8 checkpoint is in place; --resume finishes it with the losses
     of the uninterrupted run."""
@@ -186,16 +196,8 @@ def test_resume_after_a_kill_reaches_the_same_loss(chain, tmp_path):
     copy = recipe_variant(path, tmp_path / "tiny.yaml")
     resumed = resolve_recipe(load_recipe(copy))
     out = stage_dir(resumed, "stage1")
-    cmd = [sys.executable, str(ROOT / "tools" / "train_local.py"), str(copy), "--stage", "stage1"]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoint-8").is_dir():
-        assert proc.poll() is None, "the run ended before writing checkpoint-8"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cmd, env = train_command(copy, "stage1")
+    kill_once_written(cmd, env, out / "checkpoint-8")
     assert not (out / "summary.json").exists()
     assert not (out / "checkpoint-16").exists()
 

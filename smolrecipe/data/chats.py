@@ -130,12 +130,9 @@ def read_conversations(data) -> Iterator[Any]:
 
 def check_sft_source(data) -> None:
     """Raise UserError before any output when the chat data cannot be read as the recipe says."""
-    from smolrecipe.data.sources import first_record, matching_files
+    from smolrecipe.data.sources import first_stage_record
 
-    if data.path is not None and not matching_files(data.path):
-        raise UserError("sft.data.path", f"no JSONL or Parquet files at {data.path}",
-                          "point it at chat records with a `messages` list (the tiny recipe's: tools/make_demo_corpus.py)")
-    first = first_record(data, "sft.data")
+    first = first_stage_record(data, "sft.data", "chat records with a `messages` list (the tiny recipe's: tools/make_demo_corpus.py)")
     if data.messages_field not in first:
         raise UserError("sft.data.messages_field", f"field '{data.messages_field}' is not in the records",
                           f"use one of {sorted(first)}")

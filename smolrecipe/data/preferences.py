@@ -113,12 +113,9 @@ def convert(records: Iterable[dict], data, tokenizer, max_tokens: int, stats: Pa
 
 def check_preference_source(data, where: str) -> None:
     """Raise UserError before any output when the pairs cannot be read as the recipe says."""
-    from smolrecipe.data.sources import first_record, matching_files
+    from smolrecipe.data.sources import first_stage_record
 
-    if data.path is not None and not matching_files(data.path):
-        raise UserError(f"{where}.path", f"no JSONL or Parquet files at {data.path}",
-                        "point it at records with prompt/chosen/rejected (the tiny recipe's: tools/make_demo_corpus.py)")
-    first = first_record(data, where)
+    first = first_stage_record(data, where, "records with prompt/chosen/rejected (the tiny recipe's: tools/make_demo_corpus.py)")
     for name in ("prompt_field", "chosen_field", "rejected_field"):
         column = getattr(data, name)
         needed = name != "prompt_field" or isinstance(first.get(data.chosen_field), str)  # message lists carry the prompt

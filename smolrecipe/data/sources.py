@@ -213,6 +213,14 @@ def iter_records(origin) -> Iterator[dict]:
         yield from iter_local(path)
 
 
+def first_stage_record(data, where: str, example: str) -> dict:
+    """The first record of a stage's own data (`where`: its recipe field), to check its fields before
+    any output; a local `path` must hold files (`example`: what they should be)."""
+    if data.path is not None and not matching_files(data.path):
+        raise UserError(f"{where}.path", f"no JSONL or Parquet files at {data.path}", f"point it at {example}")
+    return first_record(data, where)
+
+
 def first_record(origin, field: str) -> dict:
     """The first raw record, to check its fields before a pipeline starts; UserError on `field`
     when there is none or it cannot be read."""

@@ -20,7 +20,10 @@ A kind's recipe fields and checks are its StageSpec subclass in smolrecipe.recip
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from smolrecipe.data.pipeline import fingerprint, read_manifest, tokenizer_folder
 
 if TYPE_CHECKING:
     from smolrecipe.recipe.plan import StagePlan
@@ -63,3 +66,15 @@ class StageKind:
     def prepare_data(self, recipe: "Recipe", spec: "StageSpec", say: Callable[[str], None]) -> bool:
         """Build the stage's own dataset if it has one and it is not up to date; False when the kind has none."""
         return False
+
+
+def own_dataset(recipe: "Recipe", spec: "StageSpec", say: Callable[[str], None], **settings: Any) -> tuple[Path, dict] | None:
+    """(folder, the provenance its manifest records) of a stage's own dataset that must be built, or
+    None, said, when the folder's manifest already has the fingerprint of `settings` and the tokenizer."""
+    out = Path(spec.data_folder(recipe))
+    fp = fingerprint(recipe, **settings)
+    if (read_manifest(out) or {}).get("fingerprint") == fp:
+        say(f"{spec.name}: up to date ({out})")
+        return None
+    return out, {"recipe": recipe.name, "recipe_hash": recipe.hash(), "fingerprint": fp, "tokenizer": tokenizer_folder(recipe),
+                 "data": spec.data.model_dump(mode="json")}

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import importlib
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from smolrecipe.data.pipeline import fingerprint, read_manifest, tokenizer_folder
+from smolrecipe.data.pipeline import tokenizer_folder
 from smolrecipe.data.preferences import check_preference_source, read_pairs, write_preference_dataset
 from smolrecipe.data.tokenizer import load_tokenizer
-from smolrecipe.kinds.base import StageKind
+from smolrecipe.kinds.base import StageKind, own_dataset
 
 if TYPE_CHECKING:
     from smolrecipe.recipe.plan import StagePlan
@@ -66,24 +65,18 @@ class Preference(StageKind):
         return settings
 
     def prepare_data(self, recipe: "Recipe", spec: "PreferenceStage", say: Callable[[str], None]) -> bool:
-        out = Path(spec.data_folder(recipe))
-        data = spec.data.model_dump(mode="json")
         max_tokens = spec.pair_length(recipe)
-        fp = fingerprint(recipe, preference=data, max_tokens=max_tokens)
-        if (read_manifest(out) or {}).get("fingerprint") == fp:
-            say(f"{spec.name}: up to date ({out})")
+        build = own_dataset(recipe, spec, say, preference=spec.data.model_dump(mode="json"), max_tokens=max_tokens)
+        if build is None:
             return True
+        out, provenance = build
         where = f"{spec.name}.data"
         check_preference_source(spec.data, where)
         from smolrecipe.data.sources import iter_records
 
         tokenizer = load_tokenizer(tokenizer_folder(recipe))
         start = time.time()
-        manifest = write_preference_dataset(
-            iter_records(spec.data), spec.data, tokenizer, max_tokens, out,
-            {"recipe": recipe.name, "recipe_hash": recipe.hash(), "fingerprint": fp, "tokenizer": tokenizer_folder(recipe),
-             "data": data}, where=where,
-        )
+        manifest = write_preference_dataset(iter_records(spec.data), spec.data, tokenizer, max_tokens, out, provenance, where=where)
         dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items()) or "none"
         say(f"{spec.name}: {manifest['read']:,} pairs read -> {manifest['records']:,} to train on, {manifest['heldout']:,} "
             f"held out (dropped: {dropped}) -> {out} in {time.time() - start:.1f}s")

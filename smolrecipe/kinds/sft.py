@@ -8,14 +8,13 @@ rows of those records (smolrecipe.data.batches.SFTRows).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from smolrecipe.data.batches import SFTRows, collate_sft, sft_batch
 from smolrecipe.data.chats import check_sft_source, read_conversations, write_sft_dataset
-from smolrecipe.data.pipeline import fingerprint, read_manifest, tokenizer_folder
+from smolrecipe.data.pipeline import tokenizer_folder
 from smolrecipe.data.tokenizer import load_tokenizer
-from smolrecipe.kinds.base import StageKind
+from smolrecipe.kinds.base import StageKind, own_dataset
 
 if TYPE_CHECKING:
     from smolrecipe.recipe.plan import StagePlan
@@ -56,20 +55,14 @@ class SFT(StageKind):
         return rows, collate_sft
 
     def prepare_data(self, recipe: "Recipe", spec: "SFTStage", say: Callable[[str], None]) -> bool:
-        out = Path(spec.data_folder(recipe))
-        data = spec.data.model_dump(mode="json")
-        fp = fingerprint(recipe, sft=data, max_tokens=recipe.training.sequence_length)
-        if (read_manifest(out) or {}).get("fingerprint") == fp:
-            say(f"{spec.name}: up to date ({out})")
+        build = own_dataset(recipe, spec, say, sft=spec.data.model_dump(mode="json"), max_tokens=recipe.training.sequence_length)
+        if build is None:
             return True
+        out, provenance = build
         check_sft_source(spec.data)
         tokenizer = load_tokenizer(tokenizer_folder(recipe))
         start = time.time()
-        manifest = write_sft_dataset(
-            read_conversations(spec.data), tokenizer, recipe.training.sequence_length, out,
-            {"recipe": recipe.name, "recipe_hash": recipe.hash(), "fingerprint": fp, "tokenizer": tokenizer_folder(recipe),
-             "data": data},
-        )
+        manifest = write_sft_dataset(read_conversations(spec.data), tokenizer, recipe.training.sequence_length, out, provenance)
         dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items()) or "none"
         say(f"{spec.name}: {manifest['conversations']:,} conversations -> {manifest['kept']:,} kept, "
             f"{manifest['records']:,} prompt/completion records (dropped: {dropped}) -> {out} "

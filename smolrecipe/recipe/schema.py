@@ -345,27 +345,27 @@ class PretrainStage(StageSpec):
                                 f"replay one of the earlier pretraining stages: {replayable}")
 
 
-class SFTData(_Strict):
+class StageData(_Strict):
+    """Where a stage's own dataset comes from: a hub dataset (with subset, revision, split) or local files."""
+
     hf: Optional[str] = None
     path: Optional[str] = None
     subset: Optional[str] = None
     revision: Optional[str] = None
     split: str = "train"
-    messages_field: str = "messages"
+    _local: typing.ClassVar[str] = "local JSONL/Parquet"  # what `path` holds, for the error
 
     @model_validator(mode="after")
-    def _one_origin(self) -> "SFTData":
+    def _one_origin(self) -> "StageData":
         if (self.hf is None) == (self.path is None):
-            raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local chat JSONL)")
+            raise ValueError(f"give exactly one of `hf` (hub dataset id) or `path` ({self._local})")
         return self
 
 
-class SFTStage(StageSpec):
-    """Supervised fine-tuning on chats, rendered with the recipe's chat template: the loss is on the
-    assistant's turns only."""
+class OwnDataStage(StageSpec):
+    """A stage that trains on a dataset of its own (`data:`), prepared into <paths.data>/<recipe>/<stage>/."""
 
-    kind: Literal["sft"]
-    data: SFTData
+    data: StageData
     init_from: str
 
     def data_folder(self, recipe: "Recipe") -> Optional[str]:
@@ -377,22 +377,30 @@ class SFTStage(StageSpec):
                             f"{recipe.paths.data}/{recipe.name}/{self.name}", "rename the stage or the source")
 
 
+class SFTData(StageData):
+    messages_field: str = "messages"
+    _local: typing.ClassVar[str] = "local chat JSONL"
+
+
+class SFTStage(OwnDataStage):
+    """Supervised fine-tuning on chats, rendered with the recipe's chat template: the loss is on the
+    assistant's turns only."""
+
+    kind: Literal["sft"]
+    data: SFTData
+
+
 # The loss types of TRL's DPOTrainer (trl.trainer.dpo_config.DPOConfig.loss_type at trl 1.x; a test
 # holds this list against the installed TRL), so that a typo fails at load time, not in the job.
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
-class PreferenceData(_Strict):
+class PreferenceData(StageData):
     """Preference pairs: a prompt, a chosen and a rejected response, either as message lists (the
     layout of HuggingFaceH4/ultrafeedback_binarized: `chosen`/`rejected` are whole conversations that
     end in the assistant turn) or as plain strings (a user prompt and two answers)."""
 
-    hf: Optional[str] = None
-    path: Optional[str] = None
-    subset: Optional[str] = None
-    revision: Optional[str] = None
-    split: str = "train"
     prompt_field: str = "prompt"
     chosen_field: str = "chosen"
     rejected_field: str = "rejected"
@@ -400,22 +408,16 @@ class PreferenceData(_Strict):
     # Pairs kept out of training for the held-out pair accuracy (smolrecipe.eval pairs:<name>),
     # chosen by a hash of the prompt, so a prompt is never on both sides and a rerun splits the same.
     heldout_fraction: float = Field(default=0.05, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _one_origin(self) -> "PreferenceData":
-        if (self.hf is None) == (self.path is None):
-            raise ValueError("give exactly one of `hf` (hub dataset id) or `path` (local JSONL/Parquet pairs)")
-        return self
+    _local: typing.ClassVar[str] = "local JSONL/Parquet pairs"
 
 
-class PreferenceStage(StageSpec):
+class PreferenceStage(OwnDataStage):
     """Preference alignment of a chat model (smolrecipe.kinds.preference): DPO against the stage it
     starts from as the reference model, or ORPO (no reference model: an SFT loss plus an odds-ratio
     penalty), trained with TRL's trainers on both backends."""
 
     kind: Literal["preference"]
     data: PreferenceData
-    init_from: str
     method: Literal["dpo", "orpo"]
     # DPO: how strongly the policy is held to the reference (higher: closer). ORPO: lambda, the
     # weight of the odds-ratio term against the SFT loss. TRL's default for both is 0.1.
@@ -427,9 +429,6 @@ class PreferenceStage(StageSpec):
     # Tokens of prompt + response; longer pairs are dropped when the data is prepared. Default and
     # maximum: training.sequence_length, the context the model was trained for.
     max_length: Optional[int] = Field(default=None, gt=0)
-
-    def data_folder(self, recipe: "Recipe") -> Optional[str]:
-        return f"{recipe.paths.data}/{recipe.name}/{self.name}"
 
     def loss_types(self) -> list[str]:
         """The DPO loss types as a list (TRL's DPOConfig.loss_type); [] when not set."""
@@ -446,9 +445,7 @@ class PreferenceStage(StageSpec):
         return self.max_length or recipe.training.sequence_length
 
     def check(self, recipe: "Recipe", where: str, earlier: list[StageSpec]) -> None:
-        if self.name in recipe.sources:
-            raise UserError(f"{where}.name", f"'{self.name}' is also a source name; both would be prepared into "
-                            f"{recipe.paths.data}/{recipe.name}/{self.name}", "rename the stage or the source")
+        super().check(recipe, where, earlier)
         parent = next(s for s in earlier if s.name == self.init_from)
         chat = [s.name for s in earlier if s.kind in ("sft", "preference")]
         if parent.kind not in ("sft", "preference"):

@@ -58,11 +58,20 @@ def fmt_metric(x: float | None, signed: bool = False) -> str:
     return MISSING if x is None else f"{x:{'+' if signed else ''},.{1 if abs(x) >= 100 else 3}f}"
 
 
+def fmt_interval(p: EvalPoint | None, signed: bool = False) -> str:
+    """`0.54 [0.35, 0.72]`: a value with its interval, where a table gives n in a column of its own
+    (two decimals: the interval is wider than the third)."""
+    if p is None:
+        return MISSING
+    sign = "+" if signed else ""
+    return f"{p.value:{sign}.2f}" + (f" [{p.ci[0]:{sign}.2f}, {p.ci[1]:{sign}.2f}]" if p.ci else "")
+
+
 def fmt_point(p: EvalPoint | None) -> str:
-    """`0.54 [0.35, 0.72] (n=24)` for a rate with its interval (two decimals: the interval is wider
-    than the third), otherwise the value and, when known, its item count."""
+    """`0.54 [0.35, 0.72] (n=24)` for a rate with its interval, otherwise the value and, when known,
+    its item count."""
     if p is None:
         return MISSING
     if p.ci is not None:
-        return f"{p.value:.2f} [{p.ci[0]:.2f}, {p.ci[1]:.2f}] (n={p.n:,})"
+        return f"{fmt_interval(p)} (n={p.n:,})"
     return fmt_metric(p.value) + (f" (n={p.n:,})" if p.n is not None else "")

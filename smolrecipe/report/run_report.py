@@ -36,7 +36,7 @@ from smolrecipe.report import checks as report_checks
 from smolrecipe.report.curves import Curve, loss_curves
 from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, role, rows, stage_ends
 from smolrecipe.report.mixture import Shares, default_recipe, domain_shares
-from smolrecipe.report.numbers import CONFIDENCE, MISSING, NO_CLEAR, PPL_MARGIN, fmt_metric, fmt_point
+from smolrecipe.report.numbers import CONFIDENCE, MISSING, NO_CLEAR, PPL_MARGIN, fmt_interval, fmt_metric, fmt_point
 from smolrecipe.runs import EVAL_DIR, LOG, LOSS_PLOT, REPORT, SAMPLES, SUMMARY, StageLog, find_stages, read_json
 
 CELL_CHARS = 200  # longer answers are shortened in the Markdown table
@@ -342,14 +342,6 @@ def evaluation_section(r: ReportInputs) -> str | None:
 
 
 PAIR_COLUMNS = ["task", "model", "checkpoint", "pair accuracy", "norm accuracy", "mean margin (nats)", "n"]
-
-
-def fmt_interval(p: EvalPoint | None, signed: bool = False) -> str:
-    """`0.54 [0.35, 0.72]`: a value with its interval, where the table gives n in a column of its own."""
-    if p is None:
-        return MISSING
-    sign = "+" if signed else ""
-    return f"{p.value:{sign}.2f}" + (f" [{p.ci[0]:{sign}.2f}, {p.ci[1]:{sign}.2f}]" if p.ci else "")
 
 
 def pairs_section(r: ReportInputs) -> str | None:
