@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.quiet:
         print_preflight(plan, console)
+        from smolrecipe.sweeps.flow import cost_line, sweeps_of
+
+        for sweep in sweeps_of(args.recipe):  # what answering "which size, which mixture" first would cost
+            console.print(cost_line(sweep), highlight=False)
     if uses is not None:
         if not args.quiet:
             console.print(data_table(uses, recipe.max_epochs))

@@ -223,7 +223,7 @@ def print_summary(recipe: Recipe, names: list[str], console: Console, seconds: f
         total_lost += lost
     console.print(table)
     console.print(f"data: {len(names)} source(s), {total_docs:,} documents, {human(total_tokens)} tokens "
-                  f"({total_tokens:,}), {total_lost:,} records unreadable, ready under {Path(recipe.paths.data) / recipe.name} "
+                  f"({total_tokens:,}), {total_lost:,} records unreadable, ready under {Path(recipe.paths.data) / recipe.data_name} "
                   f"in {seconds:.1f}s")
 
 

@@ -68,6 +68,8 @@ def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
     out = {}
     for name, spec in specs.items():
         source = spec["source"]
+        if "$" in source:  # ${VAR} / ${VAR:-default}, as in a recipe's paths (where make demo writes held-out text)
+            source = expand(source, f"slices.{name}.source")
         if not Path(source).is_absolute() and Path(project_path(source)).exists() and not Path(source).exists():
             source = project_path(source)
         out[name] = Slice(name=name, **{**spec, "source": source})

@@ -197,10 +197,11 @@ def log_dir(recipe: Recipe, root: Path = PROJECT_ROOT) -> Path:
     return root / recipe.paths.runs / recipe.name / "slurm"
 
 
-def submit(jobs: list[Job], recipe_path: Path, cwd: Path = PROJECT_ROOT) -> list[tuple[Job, str, list[str]]]:
-    """sbatch each job after the previous one; on a refusal, cancel what was submitted and raise."""
+def submit(jobs: list[Job], recipe_path: Path, cwd: Path = PROJECT_ROOT,
+           after: str | None = None) -> list[tuple[Job, str, list[str]]]:
+    """sbatch each job after the previous one (the first after job `after`, if given); on a refusal,
+    cancel what was submitted and raise."""
     submitted: list[tuple[Job, str, list[str]]] = []
-    after = None
     for job in jobs:
         command = job.command(recipe_path, after)
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)

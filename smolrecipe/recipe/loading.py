@@ -90,7 +90,7 @@ def recipe_from_dict(data: object, source: str | None = None) -> Recipe:
     except UserError as err:
         raise err.with_source(source) if source else err from None
     except ValidationError as exc:
-        raise _first_error(exc, source) from None
+        raise first_error(exc, source) from None
 
 
 def _check_eval_suites(recipe: "Recipe") -> None:
@@ -102,7 +102,7 @@ def _check_eval_suites(recipe: "Recipe") -> None:
             raise UserError(f"{where}.eval_suites", f"unknown suite(s) {unknown}", f"use some of {', '.join(known)} (eval/suites.yaml)")
 
 
-def _first_error(exc: ValidationError, source: str | None) -> UserError:
+def first_error(exc: ValidationError, source: str | None, root: type[BaseModel] = Recipe) -> UserError:
     # A misspelt key shows up twice (unknown + missing); the unknown one is the better report.
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
@@ -115,14 +115,15 @@ def _first_error(exc: ValidationError, source: str | None) -> UserError:
             return UserError(f"{field}.kind", "required field is missing", f"add `kind:` with one of: {kinds}", source)
         return UserError(f"{field}.kind", f"unknown stage kind {err['input'].get('kind')!r}", f"use one of: {kinds}", source)
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(Recipe, loc[:-1])
+        allowed = _allowed_keys(root, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"remove it or correct the spelling (allowed here: {', '.join(allowed)})" if allowed else "remove it"
         if close:
             hint = f"did you mean '{close[0]}'? " + hint
         return UserError(field, f"unknown key '{loc[-1]}'", hint, source)
     if kind == "missing":
-        return UserError(field, "required field is missing", f"add `{loc[-1]}:` (recipes/tiny.yaml shows every field)", source)
+        example = "recipes/tiny.yaml" if root is Recipe else "sweeps/tiny_scaling.yaml"
+        return UserError(field, "required field is missing", f"add `{loc[-1]}:` ({example} shows every field)", source)
     message = err["msg"].removeprefix("Value error, ")
     ctx = err.get("ctx", {})
     fixes = {
@@ -134,7 +135,7 @@ def _first_error(exc: ValidationError, source: str | None) -> UserError:
         "string_pattern_mismatch": "use lower-case letters, digits and underscores, starting with a letter",
         "int_parsing": "write a whole number" + (", e.g. 14_024_704_000 or \"14.0B\"" if loc[-1] == "tokens" else ""),
     }
-    fix = fixes.get(kind, "give a value of the type shown in recipes/tiny.yaml")
+    fix = fixes.get(kind, "give a value of the type shown in " + ("recipes/tiny.yaml" if root is Recipe else "sweeps/tiny_scaling.yaml"))
     if kind == "value_error":
         fix = "see the message"
         if ";" in message:

@@ -96,7 +96,7 @@ class RunPlan:
 
 def source_folder(recipe: Recipe, source: str) -> str:
     """Where prepare_data writes a source's nanoset folder, and where nanotron reads it."""
-    return f"{recipe.paths.data}/{recipe.name}/{source}"
+    return f"{recipe.paths.data}/{recipe.data_name}/{source}"
 
 
 def steps_for(tokens: Optional[int], steps: Optional[int], tokens_per_step: int) -> tuple[int, int]:

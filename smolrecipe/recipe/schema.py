@@ -151,6 +151,9 @@ class Paths(_Strict):
 
     data: str
     runs: str
+    # The folder under `data` that holds this recipe's prepared data (<data>/<dataset>/<source>/);
+    # default: the recipe's name. A sweep's variants share their sweep's (smolrecipe.sweeps).
+    dataset: Optional[str] = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$")
 
 
 class OptimizerSpec(_Strict):
@@ -369,12 +372,12 @@ class OwnDataStage(StageSpec):
     init_from: str
 
     def data_folder(self, recipe: "Recipe") -> Optional[str]:
-        return f"{recipe.paths.data}/{recipe.name}/{self.name}"
+        return f"{recipe.paths.data}/{recipe.data_name}/{self.name}"
 
     def check(self, recipe: "Recipe", where: str, earlier: list[StageSpec]) -> None:
         if self.name in recipe.sources:
             raise UserError(f"{where}.name", f"'{self.name}' is also a source name; both would be prepared into "
-                            f"{recipe.paths.data}/{recipe.name}/{self.name}", "rename the stage or the source")
+                            f"{recipe.paths.data}/{recipe.data_name}/{self.name}", "rename the stage or the source")
 
 
 class SFTData(StageData):
@@ -563,11 +566,18 @@ class Recipe(_Strict):
                 return stage
         raise KeyError(name)
 
+    @property
+    def data_name(self) -> str:
+        """The folder under paths.data with this recipe's prepared data."""
+        return self.paths.dataset or self.name
+
     def hash(self) -> str:
         """Content hash of the validated recipe (comments and key order do not change it)."""
         data = self.model_dump(mode="json", by_alias=True)
         if data["tokenizer"]["train"] is None:  # a recipe with a `base` keeps the hash it had before `train` existed
             del data["tokenizer"]["train"]
+        if data["paths"]["dataset"] is None:  # and one without `paths.dataset` the hash it had before that
+            del data["paths"]["dataset"]
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
