@@ -259,3 +259,95 @@ def test_fit_before_the_points_are_measured_says_what_to_run(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "['h32', 'h64', 'h96'] are not trained and scored yet" in err and "--run first" in err
     assert not (tmp_path / "runs" / "sweeps" / "tiny_scaling" / "forecast.json").exists()
+
+
+# ---- a sweep run for real, killed and resumed ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_where_it_stopped(prepared, tmp_path):
+    """Kill the whole sweep (its process group, as a lost node would) while the second scale trains;
+    the rerun keeps the first scale as it was, resumes the second from its checkpoint, forecasts,
+    trains the holdout and writes the result."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from demo.corpus import write_demo_corpus
+
+    recipe_path, data = prepared
+    write_demo_corpus(data / "heldout", seed=1, scale=0.05)  # what sweep_tiny scores, under $SMOLRECIPE_DATA
+    base = yaml.safe_load(recipe_path.read_text())
+    base["paths"]["runs"] = str(tmp_path / "runs")
+    base["tracking"]["wandb_mode"] = "disabled"
+    base["training"]["checkpoint_interval"] = 8
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    spec_path = tmp_path / "mini.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "mini", "kind": "scaling", "recipe": str(tmp_path / "base.yaml"), "stage": "stage1", "eval_suite": "sweep_tiny",
+        "tokens": [16 * 2048], "law": "power", "bootstrap": 50,
+        "scales": [{"name": "a", "hidden_size": 32, "num_layers": 1}, {"name": "b", "hidden_size": 64, "num_layers": 1}],
+        "holdout": [{"name": "c", "hidden_size": 64, "num_layers": 2}],
+        "lr": {"peak": 4e-3, "warmup_steps": 2, "min": 4e-4, "decay": "cosine"}}, sort_keys=False))
+    folder = tmp_path / "runs" / "sweeps" / "mini"
+    env = {**os.environ, "SMOLRECIPE_DATA": str(data), "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, str(ROOT / "tools" / "sweep.py"), str(spec_path), "--run"]
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = folder / "mini-b" / "stage1" / "local" / "checkpoint-8"
+    deadline = time.monotonic() + 600
+    while not checkpoint.is_dir():
+        assert proc.poll() is None, "the sweep ended before the second scale's first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = folder / "mini-a" / "stage1" / "local" / "summary.json"
+    scored = folder / "mini-a" / "eval" / "stage1" / "step-16" / "sweep_tiny.json"
+    stamps = (first.stat().st_mtime_ns, scored.stat().st_mtime_ns)
+    assert not (folder / "mini-b" / "stage1" / "local" / "summary.json").exists()
+    assert not (folder / "forecast.json").exists()
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = again.stdout
+    assert "[1/2] a: done before" in out and "[2/2] b: resuming" in out, out
+    assert (first.stat().st_mtime_ns, scored.stat().st_mtime_ns) == stamps  # the finished scale is not redone
+    steps = [json.loads(line)["step"] for line in (folder / "mini-b" / "stage1" / "local" / "log.jsonl").read_text().splitlines()]
+    assert sorted(set(steps)) == list(range(1, 17))
+    result = json.loads((folder / "sweep.json").read_text())
+    assert result["predicted_before_training"] and result["measured_loss"] > 0 and result["predicted_loss"] > 0
+    assert [p["status"] for p in result["points"]] == ["done", "done", "done"]
+    assert out.strip().splitlines()[-1].startswith("mini: 3 variant(s)") and "held-out scale predicted" in out
+    # once more: everything is done, nothing trains, the numbers are the same
+    third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert third.returncode == 0 and third.stdout.count("done before") == 3
+    assert json.loads((folder / "sweep.json").read_text())["measured_loss"] == result["measured_loss"]
+
+
+@pytest.mark.parametrize("name, variants, stage", [("llama500m_scaling", 3, "stage1"), ("llama500m_mixture", 7, "stage2")])
+def test_reference_sweeps_dry_run_as_slurm_chains(name, variants, stage, monkeypatch, capsys, tmp_path):
+    import sweep
+
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    assert sweep.main([str(SWEEPS / f"{name}.yaml"), "--dry-run", "--slurm"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sbatch ")]
+    data_jobs = [line for line in lines if line.endswith(".yaml") and "/slurm/prepare_data.sh " in line]
+    stages = [line for line in lines if f"/slurm/{stage}.sh " in line]
+    evals = [line for line in lines if "/slurm/eval.sh " in line]
+    assert len(data_jobs) == 1 and len(stages) == len(evals) == variants and len(lines) == 1 + 2 * variants
+    first = f"<{'n10m' if 'scaling' in name else 'mix1'}-prepare_data>"
+    assert all(f"--dependency=afterok:{first}" in line for line in stages)  # one data job serves every variant
+    assert all("--gpus-per-node=4" in line for line in stages) and all("--gpus-per-node=1" in line for line in evals)
+    assert all(str(tmp_path / "scratch" / "smolrecipe" / "runs" / "sweeps" / name / "recipes") in line for line in lines)
+
+
+def test_the_preflight_shows_what_each_sweep_costs(tmp_path, capsys):
+    import make_config
+
+    assert make_config.main([str(ROOT / "recipes" / "llama500m.yaml"), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sweep llama500m_scaling: 3 variant(s)" in out and "sweep llama500m_mixture: 8 variant(s)" in out
+    assert "A100-hours at 30% MFU" in out and "of the main run's 243" in out
