@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--run without --slurm trains here, with the local backend; add --slurm for nanotron")
     with cli.blame(args.spec):
         from smolrecipe.sweeps import flow  # the recipe stack loads only once the arguments are valid
+        from smolrecipe.sweeps.variants import plan_sweep
 
         sweep = load_sweep(args.spec)
-        plan = flow.plan(sweep)
+        plan = plan_sweep(sweep)
         flow.print_plan(plan, backend)
         if args.dry_run:
             if args.slurm:

@@ -22,8 +22,8 @@ from smolrecipe.recipe.estimates import count_params
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 from smolrecipe.sweeps.fits import ScalingFit, fit_mixing_laws, fit_scaling, recommend_mixture
-from smolrecipe.sweeps.points import Point
-from smolrecipe.sweeps.variants import SweepPlan, effective_mixture
+from smolrecipe.sweeps.points import Point, point_of
+from smolrecipe.sweeps.variants import SweepPlan, effective_mixture, recommended_variant
 
 FORECAST = "forecast.json"
 RECOMMENDATION = "recommendation.json"
@@ -146,8 +146,9 @@ def recommend(plan: SweepPlan, points: list[Point]) -> dict[str, Any]:
     fits = fit_mixing_laws(shares, losses, plan.domains)
     bounds = {d: (float(shares[:, i].min()), float(shares[:, i].max())) for i, d in enumerate(plan.domains)}
     best = recommend_mixture(fits, plan.weights, bounds, starts=shares)
+    status = point_of(plan, recommended_variant(plan, best.shares)).status  # "pending", unless these shares ran before
     out = {"written": _now(), "inputs": inputs, "fits": {d: f.to_json() for d, f in fits.items()}, "bounds": bounds,
-           **best.to_json()}
+           **best.to_json(), "status_when_recommended": status}
     write_json(path, out)
     return out
 
@@ -161,7 +162,7 @@ def mixture_result(plan: SweepPlan, points: list[Point], made: dict[str, Any]) -
     return {**_header(plan, points), "fits": made["fits"], "bounds": made["bounds"], "recommendation_written": made["written"],
             "recommended": {"shares": made["shares"], "predicted": made["predicted"], "predicted_objective": made["objective"],
                             "measured": trained.loss if measured is not None else None, "measured_objective": measured,
-                            "proxies_beaten": beaten, "status_when_recommended": "pending"},
+                            "proxies_beaten": beaten, "status_when_recommended": made["status_when_recommended"]},
             "best_proxy": {"label": best_proxy.label, "shares": best_proxy.mixture, "objective": best_proxy.objective},
             "mixture_yaml": mixture_yaml(plan, made["shares"])}
 

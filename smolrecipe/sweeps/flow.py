@@ -19,12 +19,8 @@ from smolrecipe.report.preflight import human
 from smolrecipe.sweeps import analysis, runner
 from smolrecipe.sweeps.points import Point, point_of
 from smolrecipe.sweeps.report import write_result
-from smolrecipe.sweeps.spec import Sweep, load_sweep
+from smolrecipe.sweeps.spec import load_sweep
 from smolrecipe.sweeps.variants import SweepPlan, Variant, plan_sweep, recommended_variant, write_variants
-
-
-def plan(sweep: Sweep) -> SweepPlan:
-    return plan_sweep(sweep)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,8 @@ def _mixture_lines(plan: SweepPlan, result: dict[str, Any]) -> list[str]:
     out = ["## Mixing laws", "", *law_rows, "", "## Recommended mixture", "",
            f"Shares {shares}, within the range the proxies tried per domain "
            f"({', '.join(f'{d} {lo:.2f}-{hi:.2f}' for d, (lo, hi) in result['bounds'].items())}); "
-           f"written {result['recommendation_written']}.", "",
+           f"written {result['recommendation_written']}"
+           + (", before it was trained." if rec["status_when_recommended"] == "pending" else " (after it was trained)."), "",
            "| | " + " | ".join(plan.domains) + " | objective |", "|---|" + "---|" * (len(plan.domains) + 1),
            "| predicted | " + " | ".join(f"{rec['predicted'][d]:.4f}" for d in plan.domains) + f" | {rec['predicted_objective']:.4f} |"]
     if rec["measured_objective"] is not None:
