@@ -352,3 +352,17 @@ def test_the_preflight_shows_what_each_sweep_costs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "sweep llama500m_scaling: 3 variant(s)" in out and "sweep llama500m_mixture: 8 variant(s)" in out
     assert "A100-hours at 30% MFU" in out and "of the main run's 243" in out
+
+
+@pytest.mark.parametrize("name", ["llama500m_scaling", "llama500m_mixture"])
+def test_reference_sweep_variants_render_nanotron_configs(name, monkeypatch, tmp_path):
+    from smolrecipe.backends.nanotron.generate import render
+
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    plan = plan_sweep(load_sweep(SWEEPS / f"{name}.yaml"))
+    for variant, path in zip(plan.variants, write_variants(plan), strict=True):
+        rendered = render(path)  # checked against nanotron's config schema before it is returned
+        model = yaml.safe_load(rendered.files[f"{plan.stage}.yaml"])["model"]["model_config"]
+        assert model["hidden_size"] == variant.recipe.model.hidden_size
+        assert model["num_attention_heads"] // model["num_key_value_heads"] == 4  # GQA 4:1 kept at every scale
+        assert model["vocab_size"] == plan.base.model.vocab_size
