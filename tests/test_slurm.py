@@ -541,6 +541,48 @@ def test_submit_runs_the_whole_chain_in_order(slurm, prepared, tmp_path, capsys,
 
 
 @pytest.mark.slow
+def test_a_sweep_runs_as_one_chain_per_variant(slurm, prepared, tmp_path, capsys, monkeypatch):
+    """tools/sweep.py --run --slurm: one data job, one stage + eval chain per scale; once they are
+    measured, the same command writes the forecast and submits the holdout; --fit compares."""
+    import sweep
+
+    from demo.corpus import write_demo_corpus
+
+    recipe_path, data = prepared
+    write_demo_corpus(data / "heldout", seed=1, scale=0.05)  # what the eval jobs score, under $SMOLRECIPE_DATA
+    base = recipe_variant(recipe_path, tmp_path / "base.yaml", lambda d: d["cluster"].update(cpus_per_task=os.cpu_count() or 1))
+    spec = tmp_path / "mini.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "mini", "kind": "scaling", "recipe": str(base), "stage": "stage1", "eval_suite": "sweep_tiny",
+        "tokens": [8 * 2048], "law": "power", "bootstrap": 20,
+        "scales": [{"name": "a", "hidden_size": 32, "num_layers": 1}, {"name": "b", "hidden_size": 64, "num_layers": 1}],
+        "holdout": [{"name": "c", "hidden_size": 64, "num_layers": 2}],
+        "lr": {"peak": 4e-3, "warmup_steps": 2, "min": 4e-4, "decay": "cosine"}}))
+    for name, value in {**slurm, "SMOLRECIPE_DATA": str(data)}.items():
+        monkeypatch.setenv(name, value)
+
+    def submitted() -> list[tuple[str, str, str]]:
+        assert sweep.main([str(spec), "--run", "--slurm"]) == 0
+        out = capsys.readouterr().out
+        jobs = re.findall(r"^\s+(\d+)\s+(\S+)\s+(\S+)$", out, flags=re.M)
+        infos = wait_for(slurm, [job_id for job_id, _, _ in jobs])
+        logs = tmp_path / "runs" / "sweeps" / "mini"
+        for job_id, label, name in jobs:
+            log = next(logs.glob(f"mini-{label}/slurm/mini-{label}-{name}-{job_id}.out"))
+            assert infos[job_id]["JobState"] == "COMPLETED", log.read_text()[-3000:]
+        return [(label, name) for _, label, name in jobs], out
+
+    jobs, _ = submitted()
+    assert jobs == [("a", "prepare_data"), ("a", "stage1"), ("a", "eval"), ("b", "stage1"), ("b", "eval")]
+    jobs, out = submitted()  # the points are measured: the forecast, then the holdout's chain
+    assert "forecast for c" in out and [j for _, j in jobs] == ["prepare_data", "stage1", "eval"] and {lab for lab, _ in jobs} == {"c"}
+    assert sweep.main([str(spec), "--fit"]) == 0
+    result = json.loads((tmp_path / "runs" / "sweeps" / "mini" / "sweep.json").read_text())
+    assert result["predicted_before_training"] and result["measured_loss"] > 0
+    assert [p["status"] for p in result["points"]] == ["done", "done", "done"]
+
+
+@pytest.mark.slow
 def test_a_requeued_data_job_continues_from_its_finished_tasks(slurm, prepared, tmp_path):
     """`sbatch slurm/prepare_data.sh` on one CPU, sent SIGUSR1 (as SLURM does before the time limit) once
     some datatrove tasks have finished: the job requeues itself, the rerun skips the finished tasks, and
