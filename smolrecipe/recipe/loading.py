@@ -103,6 +103,7 @@ def _check_eval_suites(recipe: "Recipe") -> None:
 
 
 def first_error(exc: ValidationError, source: str | None, root: type[BaseModel] = Recipe) -> UserError:
+    example = "recipes/tiny.yaml" if root is Recipe else "sweeps/tiny_scaling.yaml"  # a file that shows every field
     # A misspelt key shows up twice (unknown + missing); the unknown one is the better report.
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
@@ -122,7 +123,6 @@ def first_error(exc: ValidationError, source: str | None, root: type[BaseModel] 
             hint = f"did you mean '{close[0]}'? " + hint
         return UserError(field, f"unknown key '{loc[-1]}'", hint, source)
     if kind == "missing":
-        example = "recipes/tiny.yaml" if root is Recipe else "sweeps/tiny_scaling.yaml"
         return UserError(field, "required field is missing", f"add `{loc[-1]}:` ({example} shows every field)", source)
     message = err["msg"].removeprefix("Value error, ")
     ctx = err.get("ctx", {})
@@ -135,7 +135,7 @@ def first_error(exc: ValidationError, source: str | None, root: type[BaseModel] 
         "string_pattern_mismatch": "use lower-case letters, digits and underscores, starting with a letter",
         "int_parsing": "write a whole number" + (", e.g. 14_024_704_000 or \"14.0B\"" if loc[-1] == "tokens" else ""),
     }
-    fix = fixes.get(kind, "give a value of the type shown in " + ("recipes/tiny.yaml" if root is Recipe else "sweeps/tiny_scaling.yaml"))
+    fix = fixes.get(kind, f"give a value of the type shown in {example}")
     if kind == "value_error":
         fix = "see the message"
         if ";" in message:
