@@ -133,12 +133,7 @@ def test_preference_resumes_after_a_kill_to_the_same_losses(chain, tmp_path):
     cmd, env = train_command(variant, "preference")
     kill_once_written(cmd, env, out / "checkpoint-4")
     assert not (out / "summary.json").exists()
-    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    ours = read_log(out / "log.jsonl")[0]
-    reference = read_log(stage_dir(recipe, "preference") / "log.jsonl")[0]
-    assert [r["step"] for r in ours] == list(range(1, 7))
-    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
+    resume_to_the_same_losses(cmd, env, out, stage_dir(recipe, "preference"), steps=6)
 
 
 def test_preference_job_stops_at_its_stop_file_and_resumes(chain, tmp_path):
@@ -189,6 +184,18 @@ def kill_once_written(cmd: list[str], env: dict[str, str], checkpoint) -> None:
     proc.wait()
 
 
+def resume_to_the_same_losses(cmd: list[str], env: dict[str, str], out, uninterrupted, steps: int) -> list[dict]:
+    """Run `cmd --resume` to the end; its log in `out` must have every step once, with the losses of
+    the uninterrupted run's log in `uninterrupted` (returned)."""
+    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = read_log(out / "log.jsonl")[0]
+    reference = read_log(uninterrupted / "log.jsonl")[0]
+    assert [r["step"] for r in ours] == list(range(1, steps + 1))
+    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
+    return reference
+
+
 def test_resume_after_a_kill_reaches_the_same_loss(chain, tmp_path):
     """SIGKILL a run once its step-8 checkpoint is in place; --resume finishes it with the losses
     of the uninterrupted run."""
@@ -204,12 +211,7 @@ def test_resume_after_a_kill_reaches_the_same_loss(chain, tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr  # never silently starts over
 
-    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    ours = read_log(out / "log.jsonl")[0]
-    reference = read_log(stage_dir(recipe, "stage1") / "log.jsonl")[0]
-    assert [r["step"] for r in ours] == list(range(1, 17))
-    assert [r["loss"] for r in ours] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
+    reference = resume_to_the_same_losses(cmd, env, out, stage_dir(recipe, "stage1"), steps=16)
     assert json.loads((out / "summary.json").read_text())["final_loss"] == pytest.approx(reference[-1]["loss"], rel=1e-5)
 
 

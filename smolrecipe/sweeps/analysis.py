@@ -23,7 +23,7 @@ from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 from smolrecipe.sweeps.fits import ScalingFit, fit_mixing_laws, fit_scaling, recommend_mixture
 from smolrecipe.sweeps.points import Point, point_of
-from smolrecipe.sweeps.variants import SweepPlan, effective_mixture, recommended_variant
+from smolrecipe.sweeps.variants import SweepPlan, domain_sources, effective_mixture, recommended_variant
 
 FORECAST = "forecast.json"
 RECOMMENDATION = "recommendation.json"
@@ -95,7 +95,8 @@ def _target(plan: SweepPlan, fit: ScalingFit, points: list[Point]) -> dict[str, 
     count = count_params(target)
     n = count.non_embedding if plan.sweep.parameters == "non_embedding" else count.total
     if fit.law == "chinchilla":
-        stage = build_plan(target).stage(plan.stage) if plan.stage in [s.name for s in target.stages] else build_plan(target).stages[0]
+        stages = build_plan(target).stages
+        stage = next((s for s in stages if s.name == plan.stage), stages[0])
         tokens, note = stage.tokens, f"at {target.name}'s {stage.name} budget"
     else:
         tokens = max(p.tokens for p in points)
@@ -173,8 +174,7 @@ def mixture_yaml(plan: SweepPlan, shares: dict[str, float]) -> str:
     lines = ["mixture:"]
     for domain, share in shares.items():
         if share > 0:
-            total = sum(stage_mix[domain].values())
-            sources = ", ".join(f"{s}: {float(w / total):.3g}" for s, w in stage_mix[domain].items())
+            sources = ", ".join(f"{s}: {w:.3g}" for s, w in domain_sources(stage_mix, domain).items())
             lines.append(f"  {domain}: {{share: {share:g}, sources: {{{sources}}}}}")
     return "\n".join(lines) + "\n"
 

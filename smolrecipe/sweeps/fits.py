@@ -264,21 +264,30 @@ def _fit_law(law: str, n: np.ndarray, loss: np.ndarray, d: np.ndarray | None, re
     terms = 2 if law == "chinchilla" else 1
     lower = np.array([0.0] + [LOG_TERM[0], 0.0] * terms)
     upper = np.array([E_BELOW_MIN * loss.min()] + [LOG_TERM[1], EXPONENT_MAX] * terms)
-    best = None
+    theta0s = []
     for start in starts:
         theta0 = start.copy()
         if np.isnan(start).any():  # a fresh start: split what E leaves of the mean loss evenly between the terms
             theta0[1::2] = np.log(max(loss.mean() - start[0], 1e-3) / terms)
         else:
             theta0 = ref.to_theta(law, start)
-        theta0 = np.clip(theta0, lower, upper)
+        theta0s.append(theta0)
+    best = _best_least_squares(residuals, theta0s, lower, upper)
+    return None if best is None else ref.from_theta(law, best)
+
+
+def _best_least_squares(residuals, starts: list[np.ndarray], lower: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
+    """scipy's least_squares from every start (clipped into the bounds); the converged solution with
+    the lowest cost, or None when none converged."""
+    best = None
+    for theta0 in starts:
         try:
-            result = least_squares(residuals, theta0, bounds=(lower, upper), xtol=1e-12, ftol=1e-12, gtol=1e-12)
+            result = least_squares(residuals, np.clip(theta0, lower, upper), bounds=(lower, upper), xtol=1e-12, ftol=1e-12, gtol=1e-12)
         except (ValueError, FloatingPointError):
             continue
         if result.status > 0 and np.isfinite(result.cost) and (best is None or result.cost < best.cost):
             best = result
-    return None if best is None else ref.from_theta(law, best.x)
+    return None if best is None else best.x
 
 
 def _bootstrap(law: str, n: np.ndarray, loss: np.ndarray, d: np.ndarray | None, ref: _Reference, full: np.ndarray,
@@ -330,6 +339,11 @@ class MixingLawFit:
     def _raw(self, matrix: np.ndarray) -> np.ndarray:
         t = np.array([self.params[f"t_{d}"] for d in self.domains])
         return self.params["c"] + np.exp(self.params["log_k"] + matrix @ t)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "MixingLawFit":
+        """The law as to_json wrote it (recommendation.json keeps the laws a recommendation came from)."""
+        return cls(data["domain"], list(data["domains"]), dict(data["params"]), data["rmse"], data["loo_rmse"])
 
     def to_json(self) -> dict:
         return {"domain": self.domain, "domains": list(self.domains), "formula": MIXING_FORMULA, "params": dict(self.params),
@@ -407,18 +421,12 @@ def _fit_mixing(matrix: np.ndarray, loss: np.ndarray) -> np.ndarray | None:
     def residuals(theta: np.ndarray) -> np.ndarray:
         return theta[0] + np.exp(design @ theta[1:]) - loss
 
-    best = None
+    starts = []
     for fraction in C_STARTS:
         c = fraction * E_BELOW_MIN * loss.min()
         line, *_ = np.linalg.lstsq(design, np.log(loss - c), rcond=None)
-        theta0 = np.clip(np.concatenate([[c], line]), lower, upper)
-        try:
-            result = least_squares(residuals, theta0, bounds=(lower, upper), xtol=1e-12, ftol=1e-12, gtol=1e-12)
-        except (ValueError, FloatingPointError):
-            continue
-        if result.status > 0 and np.isfinite(result.cost) and (best is None or result.cost < best.cost):
-            best = result
-    return None if best is None else best.x
+        starts.append(np.concatenate([[c], line]))
+    return _best_least_squares(residuals, starts, lower, upper)
 
 
 def _mixing_params(theta: np.ndarray, domains: list[str]) -> dict[str, float]:

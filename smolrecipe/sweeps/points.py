@@ -69,7 +69,8 @@ def point_of(plan: SweepPlan, variant: Variant, backend: str = "local") -> Point
     if not summary or summary.get("fingerprint") != fingerprint:
         return point
     point.status, point.final_train_loss, point.seconds = "trained", summary.get("final_loss"), summary.get("seconds")
-    result = runs.read_json_if_any(results_file(plan, variant))
+    scored = runs.results_dir(Path(runs.run_dir(recipe)), stage.name, stage.train_steps) / f"{plan.sweep.eval_suite}.json"
+    result = runs.read_json_if_any(scored)
     if result.get("model", {}).get("fingerprint") != summary.get("fingerprint"):
         return point  # not scored yet, or a result of an earlier training
     tasks = result.get("tasks", {})
@@ -81,8 +82,3 @@ def point_of(plan: SweepPlan, variant: Variant, backend: str = "local") -> Point
     point.status = "done"
     return point
 
-
-def results_file(plan: SweepPlan, variant: Variant) -> Path:
-    recipe = resolve_recipe(variant.recipe)
-    stage = build_plan(recipe).stages[0]
-    return runs.results_dir(Path(runs.run_dir(recipe)), stage.name, stage.train_steps) / f"{plan.sweep.eval_suite}.json"

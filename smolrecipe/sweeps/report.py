@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from smolrecipe.atomic import write_file, write_json
 from smolrecipe.report.preflight import human
 from smolrecipe.sweeps import plots
 from smolrecipe.sweeps.analysis import RESULT, scaling_fit
-from smolrecipe.sweeps.fits import MixingLawFit, Recommendation, fit_mixing_laws
+from smolrecipe.sweeps.fits import MixingLawFit, Recommendation
 from smolrecipe.sweeps.points import Point
 from smolrecipe.sweeps.variants import SweepPlan
 
@@ -108,9 +106,7 @@ def _plot(plan: SweepPlan, result: dict[str, Any], points: list[Point], path: Pa
                                   measured=first["measured_loss"] if first else None, labels=[p.label for p in fitted],
                                   parameters=plan.sweep.parameters.replace("_", "-"),
                                   title=f"{plan.sweep.name}: held-out loss vs {plan.sweep.parameters.replace('_', '-')} parameters")
-    shares = np.array([[p.mixture.get(d, 0.0) for d in plan.domains] for p in fitted])
-    fits: dict[str, MixingLawFit] = fit_mixing_laws(shares, {d: np.array([p.loss[d] for p in fitted]) for d in plan.domains},
-                                                    plan.domains)
+    fits = {d: MixingLawFit.from_json(f) for d, f in result["fits"].items()}  # the laws the recommendation came from
     rec = result["recommended"]
     recommendation = Recommendation(rec["shares"], rec["predicted"], rec["predicted_objective"])
     proxies = [{"name": p.label, "shares": p.mixture, "loss": p.loss} for p in fitted]

@@ -69,8 +69,10 @@ def run_local(plan: SweepPlan, variants: list[Variant], say: Callable[[str], Non
 
 
 def _has_checkpoints(plan: SweepPlan, variant: Variant) -> bool:
+    from transformers.trainer_utils import get_last_checkpoint  # what the local trainer resumes from
+
     folder = runs.local_dir(resolve_recipe(variant.recipe), plan.stage)
-    return any(folder.glob(runs.LOCAL_CHECKPOINT.format(step="*")))
+    return folder.is_dir() and get_last_checkpoint(str(folder)) is not None
 
 
 def _step(plan: SweepPlan, variant: Variant, what: str, command: list[str], log: Path) -> None:

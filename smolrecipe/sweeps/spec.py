@@ -82,9 +82,8 @@ class Sweep(_Strict):
             if len(self.scales) < 2:
                 raise UserError("scales", f"{len(self.scales)} scale(s): a scaling fit needs at least two",
                                 "list three or more, e.g. {name: s1, params: 1M}")
-            for field in ("mixtures",):
-                if getattr(self, field):
-                    raise UserError(field, "is a mixture sweep's setting", "remove it, or set kind: mixture")
+            if self.mixtures:
+                raise UserError("mixtures", "is a mixture sweep's setting", "remove it, or set kind: mixture")
         else:
             for field in ("holdout", "target"):
                 if getattr(self, field):

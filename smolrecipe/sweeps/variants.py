@@ -193,6 +193,12 @@ def effective_mixture(recipe: Recipe, stage: PretrainStage) -> dict[str, dict[st
     return out
 
 
+def domain_sources(stage_mix: dict[str, dict[str, Decimal]], domain: str) -> dict[str, float]:
+    """A domain's sources in the stage's proportions, summing to 1."""
+    total = sum(stage_mix[domain].values())
+    return {source: float(weight / total) for source, weight in stage_mix[domain].items()}
+
+
 def _variant(sweep: Sweep, raw: dict, base: Recipe, label: str, role: str, scale: Scale | None, tokens: int,
              shares: dict[str, float] | None) -> Variant:
     stage_spec = base.stage(sweep.stage)
@@ -216,10 +222,8 @@ def _variant(sweep: Sweep, raw: dict, base: Recipe, label: str, role: str, scale
         if domain not in stage_mix:
             raise UserError("mixtures", f"domain {domain!r} is not in {sweep.stage}'s mixture (it has {sorted(stage_mix)})",
                             "sweep a stage that draws from every domain the proxies use")
-        in_domain = stage_mix[domain]
-        total = sum(in_domain.values())
         stage["mixture"][domain] = {"share": round(share, 6),
-                                    "sources": {s: round(float(w / total), 6) for s, w in in_domain.items()}}
+                                    "sources": {s: round(w, 6) for s, w in domain_sources(stage_mix, domain).items()}}
     stage["eval_suites"] = [sweep.eval_suite]
     if sweep.lr is not None:
         stage["lr"] = sweep.lr.model_dump(exclude_none=True)
