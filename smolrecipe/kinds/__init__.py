@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Sequence, TypeVar
 
 from smolrecipe.errors import UserError
-from smolrecipe.kinds import preference, pretrain, sft
+from smolrecipe.kinds import anneal, long_context, preference, pretrain, sft
 from smolrecipe.kinds.base import StageKind
 
-KINDS: dict[str, StageKind] = {kind.name: kind for kind in (pretrain.KIND, sft.KIND, preference.KIND)}
+KINDS: dict[str, StageKind] = {kind.name: kind for kind in (pretrain.KIND, anneal.KIND, long_context.KIND, sft.KIND, preference.KIND)}
 T = TypeVar("T")
 
 

@@ -48,7 +48,7 @@ class Pretrain(StageKind):
         return rows, collate
 
     def local_data(self, recipe: "Recipe", stage: "StagePlan", tokenizer):
-        return PretrainSamples.for_stage(stage, recipe.training.sequence_length, recipe.training.seed), collate_pretrain
+        return PretrainSamples.for_stage(stage, stage.sequence_length, recipe.training.seed), collate_pretrain
 
     def data_stats(self, rows: PretrainSamples) -> dict[str, Any]:
         return {"samples_per_folder": rows.samples_per_folder()}

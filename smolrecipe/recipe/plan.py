@@ -46,6 +46,9 @@ class StagePlan:
     load_optimizer: bool
     load_lr_scheduler: bool
     init_from: Optional[str]
+    sequence_length: int  # tokens per window (a context-extension stage's own, else training.sequence_length)
+    rope_theta: float  # the RoPE base (a context-extension stage's, inherited by the stages after it)
+    max_position: int  # the longest window the model has been trained on, this stage included
     dataset: Optional[str] = None  # the stage's own prepared dataset (SFT records), if it has one
 
     @property
@@ -147,7 +150,7 @@ def _folder_weights(recipe: Recipe, stage: StageSpec) -> tuple[FolderWeight, ...
 
 
 def _stage_plan(recipe: Recipe, stage: StageSpec, earlier: list[StagePlan]) -> StagePlan:
-    batch = recipe.batch(stage)
+    batch, context = recipe.batch(stage), recipe.context(stage.name)
     steps, requested = steps_for(stage.tokens, stage.steps, batch.tokens_per_step)
     checkpoints = runs.checkpoints_dir(recipe, stage.name)
     if stage.init_from is None:
@@ -165,7 +168,8 @@ def _stage_plan(recipe: Recipe, stage: StageSpec, earlier: list[StagePlan]) -> S
         global_batch=batch.global_batch, tokens_per_step=batch.tokens_per_step,
         weights=_folder_weights(recipe, stage), lr=stage.lr, lr_decay_steps=steps - stage.lr.decay_start,
         checkpoints_path=checkpoints, resume_checkpoint_path=resume, load_optimizer=load_opt, load_lr_scheduler=load_lr,
-        init_from=stage.init_from, dataset=stage.data_folder(recipe),
+        init_from=stage.init_from, sequence_length=context.sequence_length, rope_theta=context.rope_theta,
+        max_position=context.max_position, dataset=stage.data_folder(recipe),
     )
 
 

@@ -15,13 +15,17 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from smolrecipe.errors import UserError
+from smolrecipe.recipe.plan import StagePlan
 from smolrecipe.recipe.schema import Recipe
 
 RESIDUAL_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj")
 
 
-def llama_config(recipe: Recipe) -> LlamaConfig:
+def llama_config(recipe: Recipe, stage: StagePlan | None = None) -> LlamaConfig:
+    """The transformers config of the recipe's model, at `stage`'s context (RoPE base, longest
+    window) when given, else at the first stage's."""
     m = recipe.model
+    theta, positions = (stage.rope_theta, stage.max_position) if stage else (m.rope_theta, recipe.training.sequence_length)
     if m.rope_interleaved:
         raise UserError("model.rope_interleaved", "transformers' LLaMA rotates half-dimensions (LLaMA-3 style); "
                           "the local backend cannot train interleaved RoPE", "set `rope_interleaved: false`")
@@ -33,9 +37,9 @@ def llama_config(recipe: Recipe) -> LlamaConfig:
         num_attention_heads=m.num_attention_heads,
         num_key_value_heads=m.num_key_value_heads,
         hidden_act=m.hidden_act,
-        max_position_embeddings=recipe.training.sequence_length,
+        max_position_embeddings=positions,
         rms_norm_eps=m.rms_norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta},
+        rope_parameters={"rope_type": "default", "rope_theta": theta},
         tie_word_embeddings=m.tie_word_embeddings,
         initializer_range=m.init_std,
         bos_token_id=recipe.tokenizer.bos_token_id,

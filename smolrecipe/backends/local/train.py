@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -259,8 +259,13 @@ def load_parent(recipe: Recipe, plan: RunPlan, stage: StagePlan, folder: Path | 
     if not folder.is_dir():
         raise UserError(f"{stage.name}.init_from", f"{stage.init_from} has not finished: {folder} does not exist",
                           f"train it first: python tools/train_local.py RECIPE --stage {stage.init_from}")
-    model = LlamaForCausalLM.from_pretrained(folder)
-    expected = llama_config(recipe)
+    # The stage's own RoPE base and length: a context extension's parent was saved with the old ones,
+    # and RoPE has no weights, so the same weights load under the new config.
+    expected = llama_config(recipe, stage)
+    saved = LlamaConfig.from_pretrained(folder)
+    saved.rope_parameters = expected.rope_parameters
+    saved.max_position_embeddings = expected.max_position_embeddings
+    model = LlamaForCausalLM.from_pretrained(folder, config=saved)
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "vocab_size"):
         if getattr(model.config, key) != getattr(expected, key):

@@ -31,7 +31,7 @@ def render_stage(plan: RunPlan, stage: StagePlan) -> dict[str, Any]:
     return {
         "general": _general(recipe, stage),
         "parallelism": _parallelism(recipe),
-        "model": _model(recipe),
+        "model": _model(recipe, stage),
         "tokenizer": {
             "tokenizer_name_or_path": recipe.tokenizer.path,
             "tokenizer_revision": None,
@@ -50,7 +50,7 @@ def render_stage(plan: RunPlan, stage: StagePlan) -> dict[str, Any]:
         "logging": {"log_level": "info", "log_level_replica": "info", "iteration_step_info_interval": 1},
         "metrics_logging": None,
         "tokens": {
-            "sequence_length": recipe.training.sequence_length,
+            "sequence_length": stage.sequence_length,
             "train_steps": stage.train_steps,
             "micro_batch_size": stage.micro_batch_size,
             "batch_accumulation_per_replica": stage.grad_accumulation,
@@ -105,7 +105,8 @@ def _parallelism(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def _model(recipe: Recipe) -> dict[str, Any]:
+def _model(recipe: Recipe, stage: StagePlan) -> dict[str, Any]:
+    """The model section at the stage's context: a context extension's RoPE base and length, kept by the stages after it."""
     m, tok = recipe.model, recipe.tokenizer
     return {
         "model_config": {
@@ -116,7 +117,7 @@ def _model(recipe: Recipe) -> dict[str, Any]:
             "initializer_range": float(m.init_std),
             "intermediate_size": m.intermediate_size,
             "is_llama_config": True,
-            "max_position_embeddings": recipe.training.sequence_length,
+            "max_position_embeddings": stage.max_position,
             "num_attention_heads": m.num_attention_heads,
             "num_hidden_layers": m.num_layers,
             "attention_bias": False,
@@ -125,7 +126,7 @@ def _model(recipe: Recipe) -> dict[str, Any]:
             "pretraining_tp": 1,
             "rms_norm_eps": float(m.rms_norm_eps),
             "rope_scaling": None,
-            "rope_theta": float(m.rope_theta),
+            "rope_theta": float(stage.rope_theta),
             "rope_interleaved": m.rope_interleaved,
             "tie_word_embeddings": m.tie_word_embeddings,
             "use_cache": True,
