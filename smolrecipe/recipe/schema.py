@@ -404,7 +404,8 @@ class AnnealStage(PretrainStage):
     def check(self, recipe: "Recipe", where: str, earlier: list[StageSpec]) -> None:
         super().check(recipe, where, earlier)
         if self.init_from is None:
-            raise UserError(f"{where}.init_from", "annealing decays a stable stage's LR", "start it from a stable stage: init_from: <stage>")
+            raise UserError(f"{where}.init_from", "annealing decays a stable stage's LR",
+                            "start it from a stable stage: init_from: <stage>")
         parent = recipe.stage(self.init_from)
         if not isinstance(parent, PretrainStage):
             raise UserError(f"{where}.init_from", f"'{parent.name}' is a {parent.kind} stage; annealing continues pretraining",
