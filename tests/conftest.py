@@ -41,8 +41,8 @@ def tiny_recipe_at(data: Path, tokenizer: Path, write_to: Path, **changes) -> Pa
     recipe = copy.deepcopy(yaml.safe_load((RECIPES / "tiny.yaml").read_text()))
     recipe["paths"] = {"data": str(data), "runs": str(data / "runs")}
     recipe["tokenizer"]["path"] = str(tokenizer)
-    for name, source in recipe["sources"].items():
-        source["path"] = str(data / "corpus" / name)
+    for source in recipe["sources"].values():  # corpus/<name> (prose_long reads prose's), generated/<needles>
+        source["path"] = source["path"].replace("${SMOLRECIPE_DATA:-runs/data}", str(data))
     sft_stage(recipe)["data"]["path"] = str(data / "corpus" / "chats")
     recipe.update(changes)
     write_to.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -110,7 +110,7 @@ def sft_stage(data: dict) -> dict:
 
 
 def pretrain_stages(data: dict) -> list[dict]:
-    return [stage for stage in data["stages"] if stage["kind"] == "pretrain"]
+    return [stage for stage in data["stages"] if "mixture" in stage]  # pretrain, anneal, long_context
 
 
 def step_tokens(data: dict) -> int:

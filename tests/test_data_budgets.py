@@ -49,7 +49,7 @@ def _recipe(tmp_path, tokenizer, budget: int | None = 30_000, hub: bool = False,
     origin = {"hf": str(tmp_path / "big")} if hub else {"path": str(tmp_path / "big")}
     data["sources"] = {"big": {"domain": "web", **origin, **({"max_tokens": budget} if budget else {}), **source}}
     for stage in data["stages"]:
-        if stage["kind"] == "pretrain":
+        if "mixture" in stage:
             stage["mixture"] = {"web": {"share": 1.0, "sources": {"big": 1.0}}}
             stage.pop("replay", None)
     data["max_epochs"] = 1000  # the stages draw ~3.5M tokens; a budget of 30k is read >100 times

@@ -161,7 +161,7 @@ def test_suites_name_only_known_tasks():
     assert {"tier2", "tier3", "tier4", "gsm8k", "quick"} <= set(suites)
     for suite in suites.values():
         known = eval_tasks.known_tasks(evaluate.slice_specs(raw, suite, {}), evaluate.qa_specs(raw, suite),
-                                       evaluate.pairs_specs(raw, suite))
+                                       evaluate.pairs_specs(raw, suite), evaluate.needle_specs(raw, suite))
         assert set(suite.tasks) <= set(known), suite.name
     assert {t.removeprefix("mc:") for t in suites["tier3"].tasks} == set(CHOICE_TASKS)
     assert [s.name for s in suites_registry.expand_suite("all", suites)] == ["tier2", "tier3", "tier4", "gsm8k"]

@@ -23,7 +23,8 @@ def test_every_recipe_kind_has_its_behaviour_and_back():
 @pytest.mark.parametrize("recipe_name", ["tiny", "llama500m"])
 def test_each_stage_renders_the_dataset_section_of_its_kind(root, recipe_name):
     plan = build_plan(load_recipe(root / "recipes" / f"{recipe_name}.yaml"))
-    assert [s.kind for s in plan.stages] == ["pretrain", "pretrain", "pretrain", "sft", "preference"]
+    assert [s.kind for s in plan.stages][:5] == ["pretrain", "pretrain", "pretrain", "sft", "preference"]
+    assert [s.kind for s in plan.stages][5:] == ["long_context"]  # both: the extension to 1,024 / 16,384 tokens
     for stage in plan.stages:
         config = render_stage(plan, stage)
         if KINDS[stage.kind].engine == "trl":  # not a nanotron config: test_trl_stage_renders_what_trl_accepts

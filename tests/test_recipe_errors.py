@@ -151,7 +151,7 @@ CASES = [
     (_pretrain_field_in_sft_stage, "stages[3].mixture", "allowed here: name, kind, tokens, steps, lr, init_from"),
     (_sft_field_missing, "stages[3].data", "add `data:`"),
     (_sft_without_init_from, "stages[3].init_from", "add `init_from:`"),
-    (_replay_of_sft, "stages[5].replay.from", "replay one of the earlier pretraining stages: ['stage1', 'stage2', 'stage3']"),
+    (_replay_of_sft, "stages[6].replay.from", "replay one of the earlier pretraining stages: ['stage1', 'stage2', 'stage3', 'long']"),
     (_sft_named_like_source, "stages[3].name", "rename the stage or the source"),
     (_unknown_top, "trainig", "remove it or correct the spelling"),
     (_unknown_nested, "training.optimiser", "allowed here:"),

@@ -34,6 +34,7 @@ from rich.table import Table
 
 from smolrecipe import cli
 from smolrecipe.data.data_plan import TOKENS_PER_CORE_SECOND, TOKENS_PER_TASK, data_plan, default_tasks
+from smolrecipe.data.needle_source import build_needle_source
 from smolrecipe.data.pipeline import (
     clear_stale_work,
     document_end_token,
@@ -110,6 +111,9 @@ def prepare_sources(recipe: Recipe, args, console: Console) -> int:
     names = [n for n in names if n not in unused]
     tokenizer = load_tokenizer(tokenizer_folder(recipe)).backend_tokenizer
     document_end = document_end_token(recipe, tokenizer)
+    for name in names:  # needle documents are written first: from here on they are a local source like any other
+        if recipe.sources[name].needles is not None:
+            build_needle_source(recipe, name, budgets[name].budget, say=console.print)
     for name in names:  # every check first: a bad source stops the run before any output exists
         check_source(name, recipe.sources[name])
 

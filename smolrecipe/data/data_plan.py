@@ -109,7 +109,7 @@ def _measure(source: Source, tokenizer) -> SampleStats:
     pipeline uses (document-end token included)."""
     documents = list(build_reader(source, limit=SAMPLE_DOCUMENTS).run(None, rank=0, world_size=1))
     kept = iter(documents)
-    for step in build_filters(source):
+    for step in build_filters(source, tokenizer):
         kept = step.run(kept, rank=0, world_size=1)
     texts = [doc.text for doc in kept]
     if not texts:

@@ -49,6 +49,42 @@ class FieldIn(BaseFilter):
         return False, f"{self.field}_not_in_values" if value is not None else f"{self.field}_missing"
 
 
+class TokenLength(BaseFilter):
+    """Keep documents of at least `min_tokens` (and at most `max_tokens`) tokens of the recipe's
+    tokenizer: the long documents a context-extension stage should read. The pipeline hands it the
+    tokenizer (build_filters); the recipe gives only the bounds."""
+
+    name = "📏 token length"
+
+    def __init__(self, min_tokens: int = 0, max_tokens: int | None = None, tokenizer=None, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.min_tokens, self.max_tokens = min_tokens, max_tokens
+        self._tokenizer = tokenizer  # a tokenizers.Tokenizer or its folder
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            raise UserError("filters", "the min_tokens filter counts tokens with the recipe's tokenizer, which was not given",
+                            "build the tokenizer first: python tools/prepare_data.py RECIPE --build-tokenizer")
+        if isinstance(self._tokenizer, (str, Path)):
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_file(os.path.join(self._tokenizer, "tokenizer.json"))
+        return self._tokenizer
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        # A document shorter in characters cannot be longer in tokens (a byte-level BPE token is at
+        # least one character): most short documents are dropped without being encoded.
+        if len(doc.text) < self.min_tokens:
+            return False, "too_few_tokens"
+        tokens = len(self.tokenizer.encode(doc.text, add_special_tokens=False).ids)
+        if tokens < self.min_tokens:
+            return False, "too_few_tokens"
+        if self.max_tokens is not None and tokens > self.max_tokens:
+            return False, "too_many_tokens"
+        return True
+
+
 def template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
@@ -262,6 +298,8 @@ def check_source(name: str, source: Source) -> None:
         if problem:
             raise UserError(f"{field}.filters[{i}].args", f"do not fit filter '{spec.name}' ({problem})",
                               "see the datatrove class's constructor for its arguments")
+    if source.needles is not None and not os.path.exists(source.path or ""):
+        return  # prepare_data generates it from its haystack source before reading it (smolrecipe.data.needle_source)
     if source.path is not None:
         if not os.path.exists(local_files(source.path)[0] if _is_glob(source.path) else source.path):
             raise UserError(f"{field}.path", f"{source.path} does not exist",
@@ -278,5 +316,11 @@ def check_source(name: str, source: Source) -> None:
                           f"use one of {sorted(record)}")
 
 
-def build_filters(source: Source) -> list:
-    return [build_filter(spec.name, spec.args) for spec in source.filters]
+TOKENIZER_FILTERS = {"min_tokens"}  # filters that count tokens: the pipeline hands them the recipe's tokenizer
+
+
+def build_filters(source: Source, tokenizer=None) -> list:
+    """The source's filter steps; `tokenizer` (a tokenizers.Tokenizer or the recipe's tokenizer folder)
+    for those that count tokens."""
+    return [build_filter(spec.name, {**spec.args, "tokenizer": tokenizer} if spec.name in TOKENIZER_FILTERS else spec.args)
+            for spec in source.filters]

@@ -49,8 +49,9 @@ class Corpus:
 
 
 def training_sources(recipe: Recipe) -> list[str]:
-    """The sources the tokenizer learns from, in reading order (default: every source, by name)."""
-    return list(recipe.tokenizer.train.sources or sorted(recipe.sources))
+    """The sources the tokenizer learns from, in reading order (default: every source, by name, but the
+    needle sources: they are generated with the tokenizer, from another source's text)."""
+    return list(recipe.tokenizer.train.sources or sorted(n for n, s in recipe.sources.items() if s.needles is None))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ scores it on the GPU when there is one, otherwise on the CPU.
 What we change in lighteval's defaults is in smolrecipe.eval.lighteval_session; each run also
 gets a fresh prediction cache (lighteval keys it by the model's path, not its weights, so
 re-evaluating a retrained checkpoint would read stale answers).
+
+The ppl: slices and needle: grids are not lighteval tasks: smolrecipe.eval.perplexity and
+smolrecipe.eval.needle score them here, with the model loaded once for each kind.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from smolrecipe.eval.pairs import load_pairs
 from smolrecipe.eval.qa import load_items
 from smolrecipe.kinds import is_chat_model
 from smolrecipe.recipe.envpaths import expand, project_path, unset_in
-from smolrecipe.recipe.suites import HUB_ID, Suite
+from smolrecipe.recipe.suites import HUB_ID, NeedleSpec, Suite
 from smolrecipe.runs import read_json_if_any, results_dir, stage_of_backend_dir
 
 
@@ -99,6 +102,28 @@ def pair_file(name: str, source: str) -> Path:
         raise UserError(field_name, f"environment variable ${missing[0]} is not set ({source})",
                         f"export {missing[0]} as for the recipe that prepared the pairs, or give an absolute path in eval/suites.yaml")
     return Path(project_path(expand(source, field_name)))
+
+
+def needle_specs(raw: dict[str, Any], suite: Suite) -> dict[str, NeedleSpec]:
+    """needle:<name> -> its grid, from the file's top-level `needles:` and the suite's own (which win).
+    The haystack is expanded only when the task runs (needle_haystack), as a pair file is."""
+    specs = {**raw.get("needles", {}), **{name: spec.model_dump() for name, spec in suite.needles.items()}}
+    return {name: NeedleSpec(**spec) for name, spec in specs.items()}
+
+
+def needle_haystack(name: str, source: str) -> Path:
+    """A needle grid's haystack file or folder: ${VAR} and ${VAR:-default} expanded as in a recipe's
+    paths, a relative path relative to the checkout; it must exist (a haystack is never downloaded)."""
+    field_name = f"needles.{name}.haystack"
+    if missing := unset_in(source):
+        raise UserError(field_name, f"environment variable ${missing[0]} is not set ({source})",
+                        "export it as for the recipe whose held-out text it names, or give an absolute path in eval/suites.yaml")
+    path = Path(project_path(expand(source, field_name)))
+    if not path.exists():
+        raise UserError(field_name, f"{path} does not exist",
+                        "make demo writes the demo's held-out text there (tools/make_demo_corpus.py --out runs/data/heldout --seed 1 "
+                        "--scale 0.05); otherwise point it at a local JSONL or text file or folder of held-out text")
+    return path
 
 
 def hub_skips(names: list[str], suite: Suite, raw: dict[str, Any], specs: dict, copies: dict[str, Path]) -> dict[str, str]:
@@ -186,21 +211,44 @@ def default_output_dir(provenance: dict[str, Any], hf_dir: Path) -> Path:
     return PROJECT_ROOT / "results" / hf_dir.name
 
 
-def score_slices(hf_dir: Path, tokenizer, specs: list, token_budget: int) -> dict[str, dict[str, Any]]:
+def causal_lm(hf_dir: Path):
+    """The checkpoint as a transformers causal LM in eval mode: bf16 on the GPU when there is one, else fp32 on the CPU."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16 if cuda else torch.float32)
+    return model.to("cuda" if cuda else "cpu").eval()
+
+
+def score_slices(hf_dir: Path, tokenizer, specs: list, token_budget: int) -> dict[str, dict[str, Any]]:
     from smolrecipe.eval.perplexity import score_texts
     from smolrecipe.eval.tasks import slice_texts
 
-    cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16 if cuda else torch.float32)
-    model.to("cuda" if cuda else "cpu").eval()
+    model = causal_lm(hf_dir)
     out = {}
     for spec in specs:
         scored = score_texts(model, tokenizer, slice_texts(spec, tokenizer, token_budget), desc=f"ppl:{spec.name}")
         out[f"ppl:{spec.name}"] = scored.metrics() | {"n": scored.documents}
     return out
+
+
+def score_needle_tasks(hf_dir: Path, tokenizer, grids: dict[str, tuple[NeedleSpec, Path]], limit: int | None,
+                       batch_size: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(per-task results, answer records) of the needle:<name> tasks `grids` (name -> spec and haystack),
+    the model loaded once for all of them."""
+    from smolrecipe.eval.needle import EXTRA_TOKENS, grid_items, model_generate, score_needles
+
+    items = {name: grid_items(name, spec, path, tokenizer, limit) for name, (spec, path) in grids.items()}  # a bad haystack: before loading
+    model = causal_lm(hf_dir)
+    out, answers = {}, []
+    for name, (spec, _path) in grids.items():
+        generate = model_generate(model, tokenizer, spec.digits + EXTRA_TOKENS)
+        metrics, records = score_needles(f"needle:{name}", spec, items[name], generate, batch_size,
+                                         context=getattr(model.config, "max_position_embeddings", None))
+        out[f"needle:{name}"] = metrics
+        answers += records
+    return out, answers
 
 
 def run_lighteval(hf_dir: Path, tokenizer, names: list[str], ctx, limit: int | None,
@@ -266,10 +314,13 @@ def generated_answers(details: dict) -> list[dict[str, Any]]:
     return records
 
 
-def _source(task: str, specs: dict, copies: dict[str, Path], qa_files: dict[str, Path], pair_files: dict[str, Path]) -> str:
+def _source(task: str, specs: dict, copies: dict[str, Path], qa_files: dict[str, Path], pair_files: dict[str, Path],
+            haystacks: dict[str, Path] | None = None) -> str:
     key = task.split(":")[-1]
     if task.startswith("ppl:"):
         return specs[key].source
+    if task.startswith("needle:"):
+        return str((haystacks or {})[key])
     if task.startswith("qa:"):
         return str(qa_files[key])
     if task.startswith("pairs:"):
@@ -309,13 +360,18 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     from smolrecipe.eval.tasks import TaskContext, known_tasks
 
     specs, qa_files, pair_sources = slice_specs(raw, suite, slices or {}), qa_specs(raw, suite), pairs_specs(raw, suite)
+    needles = needle_specs(raw, suite)
     names = tasks or suite.tasks
-    known = known_tasks(specs, qa_files, pair_sources)
+    known = known_tasks(specs, qa_files, pair_sources, needles)
     if unknown := [n for n in names if n not in known]:
         raise UserError("--tasks", f"unknown task(s) {unknown}", f"use some of {', '.join(known)}")
     pair_files: dict[str, Path] = {}
-    for name in names:  # a bad item or pair file: one line now, not after the slices are scored
-        if name.startswith("qa:"):
+    haystacks: dict[str, Path] = {}
+    for name in names:  # a bad item or pair file, a missing haystack: one line now, not after the slices are scored
+        if name.startswith("needle:"):
+            key = name.removeprefix("needle:")
+            haystacks[key] = needle_haystack(key, needles[key].haystack)
+        elif name.startswith("qa:"):
             load_items(qa_files[name.removeprefix("qa:")])
         elif name.startswith("pairs:"):
             key = name.removeprefix("pairs:")
@@ -336,13 +392,19 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
     ppl_names = [n for n in names if n.startswith("ppl:")]
     if ppl_names:
         per_task |= score_slices(hf_dir, tokenizer, [specs[n.removeprefix("ppl:")] for n in ppl_names], suite.token_budget)
-    lighteval_names = [n for n in names if not n.startswith("ppl:")]
     answers: list[dict[str, Any]] = []
+    needle_keys = [n.removeprefix("needle:") for n in names if n.startswith("needle:")]
+    if needle_keys:
+        grids = {key: (needles[key], haystacks[key]) for key in needle_keys}
+        metrics, answers = score_needle_tasks(hf_dir, tokenizer, grids, limit, batch_size)
+        per_task |= metrics
+    lighteval_names = [n for n in names if not n.startswith(("ppl:", "needle:"))]
     if lighteval_names:
-        metrics, answers = run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
+        metrics, generated = run_lighteval(hf_dir, tokenizer, lighteval_names, TaskContext(
             tokenizer=tokenizer, data_dir=Path(), local=copies, chat=chat, max_new_tokens=suite.max_new_tokens, qa=qa_files,
             limit=limit, pairs=pair_files), limit, batch_size)
         per_task |= metrics
+        answers += generated
     seconds = time.time() - start
     if "sft_suite" in per_task:
         per_task["sft_suite"]["per_category"] = suite_categories(answers, copies.get("sft_suite"))
@@ -353,7 +415,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
         "suite": suite.name, "checkpoint": provenance.get("source", str(hf_dir)), "model": provenance, "chat_prompts": chat,
         "limit": limit, "tasks": per_task, "items": items, "seconds": round(seconds, 2),
         "items_per_s": round(items / seconds, 3) if seconds else None,
-        "sources": {name: _source(name, specs, copies, qa_files, pair_files) for name in per_task},
+        "sources": {name: _source(name, specs, copies, qa_files, pair_files, haystacks) for name in per_task},
         "lighteval_version": importlib.metadata.version("lighteval"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

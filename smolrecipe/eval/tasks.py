@@ -21,6 +21,8 @@
 - `pairs:<name>`: held-out preference pairs from a local file (smolrecipe.eval.pairs), each scored by
   the likelihood of its chosen and its rejected answer after the prompt, which is already rendered
   with the chat template and so is given to lighteval as it is, chat model or not.
+- `needle:<name>`: needle-in-a-haystack retrieval over a grid of lengths x depths, haystacks from a
+  local text folder (smolrecipe.eval.needle); not a lighteval task: the runner scores it itself.
 
 A task reads a local copy when one is given (a folder in the author's layout, such as PIQA's
 `valid.jsonl` + `valid-labels.lst`, or JSONL in the hub layout), otherwise its hub dataset. Local
@@ -127,7 +129,7 @@ CHOICE_TASKS: dict[str, ChoiceTask] = {t.name: t for t in [
 ]}
 
 GSM8K_HUB = ("openai/gsm8k", "main", "test")
-TASK_PREFIX = {"choice": "mc:", "slice": "ppl:", "qa": "qa:", "pairs": "pairs:"}
+TASK_PREFIX = {"choice": "mc:", "slice": "ppl:", "qa": "qa:", "pairs": "pairs:", "needle": "needle:"}
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -493,15 +495,16 @@ def merge_parts(metrics: dict[str, dict[str, Any]], categories: dict[str, Counte
 # --- the task list --------------------------------------------------------------------------------
 
 
-def known_tasks(slices: dict[str, Slice], qa_sets: dict[str, Path] | None = None, pair_sets: dict[str, Any] | None = None) -> list[str]:
+def known_tasks(slices: dict[str, Slice], qa_sets: dict[str, Path] | None = None, pair_sets: dict[str, Any] | None = None,
+                needle_sets: dict[str, Any] | None = None) -> list[str]:
     return ([TASK_PREFIX["slice"] + s for s in slices] + [TASK_PREFIX["choice"] + t for t in CHOICE_TASKS]
             + ["sft_suite", "gsm8k"] + [TASK_PREFIX["qa"] + q for q in qa_sets or {}]
-            + [TASK_PREFIX["pairs"] + p for p in pair_sets or {}])
+            + [TASK_PREFIX["pairs"] + p for p in pair_sets or {}] + [TASK_PREFIX["needle"] + n for n in needle_sets or {}])
 
 
 def hub_dataset(name: str, slices: dict[str, Slice], local: dict[str, Path]) -> str | None:
     """The hub dataset task `name` would download, or None when it reads only local files (a local
-    copy, a local slice, the SFT suite, a qa item file, a pair file)."""
+    copy, a local slice, the SFT suite, a qa item file, a pair file, a needle haystack)."""
     if name.startswith(TASK_PREFIX["choice"]):
         key = name.removeprefix(TASK_PREFIX["choice"])
         return None if key in local else CHOICE_TASKS[key].hub
@@ -514,8 +517,8 @@ def hub_dataset(name: str, slices: dict[str, Slice], local: dict[str, Path]) -> 
 
 
 def build_tasks(ctx: TaskContext, names: list[str]) -> list[LightevalTaskConfig]:
-    """lighteval configs for `names` (as listed by known_tasks, less the ppl: slices, which
-    smolrecipe.eval.perplexity scores)."""
+    """lighteval configs for `names` (as listed by known_tasks, less the ppl: slices and needle:
+    grids, which smolrecipe.eval.perplexity and smolrecipe.eval.needle score)."""
     configs = []
     for name in names:
         if name.startswith(TASK_PREFIX["choice"]):

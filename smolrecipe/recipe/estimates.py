@@ -83,8 +83,12 @@ class MemoryEstimate:
         return self.weights + self.grads + self.optimizer + self.activations + self.logits + self.overhead
 
 
-def estimate_memory(recipe: Recipe, micro_batch_size: int | None = None, recompute: bool | None = None) -> MemoryEstimate:
-    """Bytes per rank for a micro-batch (default: the recipe's) with or without layer recompute."""
+def estimate_memory(recipe: Recipe, micro_batch_size: int | None = None, recompute: bool | None = None,
+                    sequence_length: int | None = None) -> MemoryEstimate:
+    """Bytes per rank for a micro-batch (default: the recipe's) of windows of `sequence_length`
+    (default: training.sequence_length) with or without layer recompute. Activations grow linearly
+    with the window: flash-attention (and SDPA's memory-efficient kernel) never hold the
+    sequence x sequence score matrix."""
     m, t = recipe.model, recipe.training
     mbs = t.micro_batch_size if micro_batch_size is None else micro_batch_size
     recompute = t.recompute_layer if recompute is None else recompute
@@ -97,7 +101,7 @@ def estimate_memory(recipe: Recipe, micro_batch_size: int | None = None, recompu
     grads = 4 * params
 
     act_bytes = 2 if m.dtype == "bfloat16" else 4
-    tokens = mbs * t.sequence_length
+    tokens = mbs * (sequence_length or t.sequence_length)
     h, kv, i, layers = m.hidden_size, m.kv_size, m.intermediate_size, m.num_layers
     per_layer = tokens * (7 * h + 3 * kv + 4 * i) * act_bytes
     layer_input = tokens * h * act_bytes
@@ -180,9 +184,10 @@ class FlopsPerToken:
         return self.dense + self.attention
 
 
-def flops_per_token(recipe: Recipe) -> FlopsPerToken:
-    m = recipe.model
-    return FlopsPerToken(6 * matmul_params(recipe), 12 * m.num_layers * recipe.training.sequence_length * m.hidden_size)
+def flops_per_token(recipe: Recipe, sequence_length: int | None = None) -> FlopsPerToken:
+    """At windows of `sequence_length` (default: training.sequence_length): attention's share grows with it."""
+    m, window = recipe.model, sequence_length or recipe.training.sequence_length
+    return FlopsPerToken(6 * matmul_params(recipe), 12 * m.num_layers * window * m.hidden_size)
 
 
 UINT16_IDS = 65_536  # datatrove stores 2-byte tokens up to this vocabulary size, 4-byte ones above
@@ -272,7 +277,7 @@ def run_cost(plan: RunPlan, mfu: float = ASSUMED_MFU) -> RunCost:
     gpus = recipe.cluster.gpus_per_node * recipe.cluster.nodes
     stages = []
     for s in plan.stages:
-        flops = float(s.tokens) * per_token.total * recipe.stage(s.name).compute_per_token()
+        flops = float(s.tokens) * flops_per_token(recipe, s.sequence_length).total * recipe.stage(s.name).compute_per_token()
         gpu_hours = None if peak is None else flops / (peak * 1e12 * mfu) / 3600
         stages.append(StageCost(s.name, s.tokens, flops, gpu_hours, None if gpu_hours is None else gpu_hours / gpus,
                                 checkpoints_saved(s.train_steps, recipe.training.checkpoint_interval)))

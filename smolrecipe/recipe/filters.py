@@ -2,9 +2,10 @@
 
 A recipe says `filters: [{name: gopher_quality, args: {min_doc_words: 50}}]`; the args go to
 the datatrove class's constructor unchanged, so datatrove's documentation is the reference for
-them. The one filter of our own, `field_in`, keeps documents whose metadata field takes one of
-the listed values (FineWeb-Edu's `int_score` in {4, 5}); it is a few lines over datatrove's
-BaseFilter so that it shows up under its own name in datatrove's stats.
+them. Two filters are our own, each a few lines over datatrove's BaseFilter so that it shows up
+under its own name in datatrove's stats: `field_in` keeps documents whose metadata field takes one
+of the listed values (FineWeb-Edu's `int_score` in {4, 5}); `min_tokens` keeps documents of at least
+`min_tokens` tokens of the recipe's tokenizer (the long documents of a context-extension stage).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 # name -> "module:Class" (imported only when a pipeline is built, so loading a recipe stays light)
 FILTER_CLASSES = {
     "field_in": "smolrecipe.data.sources:FieldIn",
+    "min_tokens": "smolrecipe.data.sources:TokenLength",  # args: min_tokens, max_tokens (the recipe's tokenizer)
     "gopher_quality": "datatrove.pipeline.filters:GopherQualityFilter",
     "gopher_repetition": "datatrove.pipeline.filters:GopherRepetitionFilter",
     "c4_quality": "datatrove.pipeline.filters:C4QualityFilter",

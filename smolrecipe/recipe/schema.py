@@ -831,6 +831,9 @@ def _check_trained_tokenizer(recipe: Recipe) -> None:
         if name not in recipe.sources:
             raise UserError("tokenizer.train.sources", f"unknown source '{name}'",
                             f"use some of {sorted(recipe.sources)} (or leave it out: every source)")
+        if recipe.sources[name].needles is not None:
+            raise UserError("tokenizer.train.sources", f"'{name}' is a needle source, generated with the tokenizer",
+                            f"train on its haystack source '{recipe.sources[name].needles.haystack}' instead")
     if train.sources and len(set(train.sources)) < len(train.sources):
         raise UserError("tokenizer.train.sources", "a source is listed twice", "list each source once")
     if recipe.model.vocab_size != train.vocab_size:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from smolrecipe import PROJECT_ROOT
 from smolrecipe.errors import UserError
@@ -43,6 +43,26 @@ class PairsSpec(BaseModel):
     source: str  # a Parquet or JSONL file; ${VAR} / ${VAR:-default} as in a recipe's paths; relative to the checkout
 
 
+class NeedleSpec(BaseModel):
+    """A needle-in-a-haystack grid (smolrecipe.eval.needle), run as the task needle:<name>."""
+
+    model_config = ConfigDict(extra="forbid")
+    haystack: str  # a local JSONL / text file or folder of plain text; ${VAR} / ${VAR:-default}; relative to the checkout
+    text_field: str = "text"
+    lengths: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)  # prompt tokens, question included
+    depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)  # 0: the haystack's start, 1: its end
+    per_cell: int = Field(default=4, gt=0)  # items per (length, depth)
+    seed: int = 0
+    digits: int = Field(default=4, ge=1, le=18)  # of the needle's value (smolrecipe.data.needles.MAX_DIGITS)
+
+    @field_validator("lengths", "depths")
+    @classmethod
+    def _distinct(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError("the values must be distinct (each is a row or column of the grid)")
+        return values
+
+
 class Suite(BaseModel):
     """One suite of eval/suites.yaml."""
 
@@ -55,6 +75,7 @@ class Suite(BaseModel):
     slices: dict[str, SliceSpec] = {}  # this suite's own tier-2 slices, over the file's
     qa: dict[str, QASpec] = {}  # this suite's own qa item files, over the file's
     pairs: dict[str, PairsSpec] = {}  # this suite's own pair files, over the file's
+    needles: dict[str, NeedleSpec] = {}  # this suite's own needle grids, over the file's
     # download: a task reads its hub dataset when no local copy is found; skip: such a task is
     # skipped, with a note in the results (for suites that must run offline, e.g. make demo's quick)
     hub: Literal["download", "skip"] = "download"
@@ -66,6 +87,7 @@ class SuitesFile(BaseModel):
     slices: dict[str, SliceSpec] = {}
     qa: dict[str, QASpec] = {}
     pairs: dict[str, PairsSpec] = {}
+    needles: dict[str, NeedleSpec] = {}
     suites: dict[str, dict[str, Any]]
 
 
@@ -84,7 +106,8 @@ def load_suites(path: Path = SUITES_FILE) -> tuple[dict[str, Suite], dict[str, A
         field_name = ".".join([where, *(str(part) for part in err["loc"])])
         raise UserError(field_name, f"{err['msg']} (in {path})", "a suite takes tasks (at least one), limit, token_budget "
                           "and max_new_tokens (each > 0), slices ({name: {source, subset, split, text_field}}), "
-                          "qa and pairs ({name: {source}}) and hub (download or skip)") from None
+                          "qa and pairs ({name: {source}}), needles ({name: {haystack, text_field, lengths (> 0), "
+                          "depths (in [0, 1]), per_cell (> 0), seed, digits (1 to 18)}}) and hub (download or skip)") from None
     return suites, raw
 
 

@@ -65,6 +65,8 @@ TIERS = (
          ("em_fact", "em_arithmetic", "pass_format", "mc_fact", "mc_arithmetic", "em"), plotted=5),
     Tier("pairs", "Held-out preference pairs (pair_acc: chosen likelier than rejected)", "pairs:",
          ("pair_acc", "pair_acc_norm", "margin"), means=("margin",)),
+    # the overall rate over the training tokens; the grid per stage is smolrecipe.report.needles' heatmap
+    Tier("niah", "Needle-in-a-haystack retrieval (acc: exact match over every length and depth)", "needle:", ("acc",)),
 )
 PAIR_CHANCE = 0.5  # a coin flip between a pair's two answers
 

@@ -56,7 +56,7 @@ def model_table(plan: RunPlan) -> Table:
 
 def stages_table(plan: RunPlan) -> Table:
     t = Table(title="stages (steps and decay are computed from the token budgets)", title_justify="left")
-    for col in ("stage", "steps", "tokens", *DOMAINS, "LR peak/min", "warmup", "decay steps", "starts from"):
+    for col in ("stage", "steps", "tokens", "window", *DOMAINS, "LR peak/min", "warmup", "decay steps", "starts from"):
         t.add_column(col, justify="left" if col in ("stage", "starts from") else "right")
     for s in plan.stages:
         by_domain = s.tokens_by("domain")
@@ -66,8 +66,10 @@ def stages_table(plan: RunPlan) -> Table:
         start = "scratch (resumes itself)" if s.init_from is None else (
             f"{s.init_from} final, " + ("with" if s.load_optimizer else "fresh") + " optimizer"
         )
-        t.add_row(s.name, f"{s.train_steps:,}", human(s.tokens), *shares, f"{s.lr.peak:g}/{s.lr.min:g}",
-                  str(s.lr.warmup_steps), f"{s.lr_decay_steps:,} {s.lr.decay}", start)
+        window = f"{s.sequence_length:,}" + (f", RoPE {s.rope_theta:g}" if s.rope_theta != plan.recipe.model.rope_theta else "")
+        decay = "stable (min = peak)" if s.lr.min == s.lr.peak else f"{s.lr_decay_steps:,} {s.lr.decay}"
+        t.add_row(s.name, f"{s.train_steps:,}", human(s.tokens), window, *shares, f"{s.lr.peak:g}/{s.lr.min:g}",
+                  str(s.lr.warmup_steps), decay, start)
     return t
 
 
@@ -114,12 +116,47 @@ def memory_table(plan: RunPlan) -> Table:
     return t
 
 
+def longer_context_stages(plan: RunPlan) -> list:
+    """The stages that train at windows other than training.sequence_length (context extensions)."""
+    return [s for s in plan.stages if s.sequence_length != plan.recipe.training.sequence_length]
+
+
+def largest_fitting(r, sequence_length: int, recompute: bool) -> int | None:
+    fitting = [mbs for mbs in MICRO_BATCHES if fits(r, estimate_memory(r, mbs, recompute, sequence_length))]
+    return max(fitting) if fitting else None
+
+
+def context_memory_table(plan: RunPlan) -> Table | None:
+    """Memory of the stages at another window length: their own micro-batch, and the largest that fits."""
+    r, stages = plan.recipe, longer_context_stages(plan)
+    if not stages:
+        return None
+    recompute = r.training.recompute_layer
+    t = Table(title=f"memory per {r.cluster.gpu_name} rank at each context extension's windows "
+                    f"(recompute {'on' if recompute else 'off'}, as training.recompute_layer)", title_justify="left")
+    for col in ("stage", "window", "micro-batch", "tokens per micro-batch", "activations+logits", "total", "verdict",
+                "largest micro-batch that fits (recompute on / off)"):
+        t.add_column(col, justify="left" if col in ("stage", "verdict") else "right")
+    for s in stages:
+        e = estimate_memory(r, s.micro_batch_size, recompute, s.sequence_length)
+        on, off = (largest_fitting(r, s.sequence_length, flag) for flag in (True, False))
+        t.add_row(s.name, f"{s.sequence_length:,}", str(s.micro_batch_size), f"{s.micro_batch_size * s.sequence_length:,}",
+                  f"{(e.activations + e.logits) / GB:.1f} GB", f"{e.total / GB:.1f} GB", "fits" if fits(r, e) else "DOES NOT FIT",
+                  f"{on or 'none'} / {off or 'none'}")
+    return t
+
+
 def memory_verdict(plan: RunPlan) -> str:
     r = plan.recipe
     e = estimate_memory(r)
     verdict = "fits" if fits(r, e) else "DOES NOT FIT"
-    return (f"micro-batch {e.micro_batch_size}, recompute {'on' if e.recompute else 'off'}: "
+    line = (f"micro-batch {e.micro_batch_size}, recompute {'on' if e.recompute else 'off'}: "
             f"{e.total / GB:.1f} of {r.cluster.gpu_memory_gb:g} GB, {verdict}")
+    for s in longer_context_stages(plan):
+        e = estimate_memory(r, s.micro_batch_size, None, s.sequence_length)
+        line += (f"; {s.name} at {s.sequence_length:,}: micro-batch {s.micro_batch_size}, {e.total / GB:.1f} GB, "
+                 f"{'fits' if fits(r, e) else 'DOES NOT FIT'}")
+    return line
 
 
 def size(n: float) -> str:
@@ -206,7 +243,9 @@ def cost_lines(plan: RunPlan, cost: RunCost, budgets: dict[str, SourceBudget]) -
 
 def print_preflight(plan: RunPlan, console: Console | None = None) -> None:
     console = console or Console(width=160)
-    for table in (model_table(plan), stages_table(plan), sources_table(plan), memory_table(plan)):
+    for table in (model_table(plan), stages_table(plan), sources_table(plan), memory_table(plan), context_memory_table(plan)):
+        if table is None:
+            continue
         console.print(table)
     budgets, cost = source_budgets(plan), run_cost(plan)
     console.print(budgets_table(plan, budgets))

@@ -1,4 +1,5 @@
-"""A run folder's training logs and evaluation results -> plots (loss.png, eval_<tier>.png) and a Markdown report (report.md).
+"""A run folder's training logs and evaluation results -> plots (loss.png, eval_<tier>.png, the needle heatmap
+eval_needle.png) and a Markdown report (report.md).
 
 Reads what either backend writes for each stage, in <run>/<stage>/local/ (the local backend) or
 <run>/<stage>/ (our nanotron entry point, smolrecipe.backends.nanotron.train):
@@ -33,6 +34,7 @@ from smolrecipe import shown_path
 from smolrecipe.atomic import write_file
 from smolrecipe.errors import UserError
 from smolrecipe.report import checks as report_checks
+from smolrecipe.report import needles as report_needles
 from smolrecipe.report.curves import Curve, loss_curves
 from smolrecipe.report.evals import TIERS, EvalPoint, EvalResults, Tier, base_vs_sft, checkpoints, read_evals, role, rows, stage_ends
 from smolrecipe.report.mixture import Shares, default_recipe, domain_shares
@@ -56,6 +58,7 @@ class ReportInputs:
     evals: EvalResults | None = None
     shares: Shares | None = None  # stage -> domain -> share of its tokens, from the run's recipe
     recipe_note: str | None = None  # why the recipe's mixtures are not used, when a recipe file was found
+    needles: list[report_needles.NeedleResult] = field(default_factory=list)  # needle:* grids, each stage's last
 
 
 # ---- reading the logs ----------------------------------------------------------------------------
@@ -369,6 +372,19 @@ def pairs_section(r: ReportInputs) -> str | None:
     ])
 
 
+def needle_section(r: ReportInputs) -> str | None:
+    """The needle-in-a-haystack heatmap (smolrecipe.report.needles), overall and per-length accuracy, example answers."""
+    if not r.needles:
+        return None
+    header, table, right = report_needles.summary_table(r.needles)
+    example_header, examples = report_needles.example_table(r.needles)
+    parts = ["## Needle in a haystack", report_needles.INTRO, f"![needle]({report_needles.PLOT})",
+             md_table(header, [[md_cell(c) for c in row] for row in table], right=right)]
+    if examples:
+        parts.append(md_table(example_header, [[md_cell(c) for c in row] for row in examples]))
+    return "\n\n".join(parts)
+
+
 def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
     """Every evaluated metric of the last pretraining checkpoint next to the SFT model's."""
     compared = base_vs_sft(r.evals.points, r.stages) if r.evals else None
@@ -391,8 +407,8 @@ def eval_base_vs_sft_section(r: ReportInputs) -> str | None:
 # The report, in order: each is a function ReportInputs -> Markdown text, or None to leave itself
 # out; their data goes in ReportInputs. The evaluated comparison comes before the sampled answers.
 SECTIONS: list[Callable[[ReportInputs], str | None]] = [title_section, plot_section, stages_section, checks_section,
-                                                        evaluation_section, pairs_section, eval_base_vs_sft_section,
-                                                        samples_section]
+                                                        evaluation_section, pairs_section, needle_section,
+                                                        eval_base_vs_sft_section, samples_section]
 
 
 def report_sections(r: ReportInputs, sections=None) -> list[str]:
@@ -435,10 +451,10 @@ class Report:
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None, recipe: Path | None = None) -> Report:
-    """Read a run folder's logs and evaluation results and write report.md, loss.png and an
-    eval_<tier>.png per tier with results into `out_dir` (default: the run folder). `recipe` (default:
-    recipes/<run name>.yaml) gives the stage mixtures, used when the run recorded its hash. Every
-    input is read and checked before anything is written."""
+    """Read a run folder's logs and evaluation results and write report.md, loss.png, an
+    eval_<tier>.png per tier with results and, with needle:* results, eval_needle.png into `out_dir`
+    (default: the run folder). `recipe` (default: recipes/<run name>.yaml) gives the stage mixtures,
+    used when the run recorded its hash. Every input is read and checked before anything is written."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     name = run_dir.resolve().name
@@ -452,8 +468,11 @@ def write_report(run_dir: Path, out_dir: Path | None = None, recipe: Path | None
     plots = {out_dir / LOSS_PLOT: plot_loss(curves, name)}
     end = sum(s.tokens for s in stages)
     plots |= {out_dir / tier.png: plot_eval(points, tier, curves, end, name) for tier in TIERS if (points := evals.tier_points(tier))}
+    needles = report_needles.read_needles(run_dir, stages)
+    if needles:
+        plots[out_dir / report_needles.PLOT] = report_needles.plot_needles(needles, name)
     inputs = ReportInputs(name=name, stages=stages, samples=samples, plot=LOSS_PLOT, evals=evals, shares=shares,
-                          recipe_note=recipe_note)
+                          recipe_note=recipe_note, needles=needles)
     markdown = render_report(inputs)
     for path, png in plots.items():
         write_file(path, png)
