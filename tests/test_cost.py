@@ -18,7 +18,7 @@ from smolrecipe.recipe.estimates import (
 )
 from smolrecipe.recipe.loading import load_recipe, recipe_from_dict
 from smolrecipe.recipe.plan import build_plan
-from smolrecipe.report.preflight import cost_lines, human
+from smolrecipe.report.preflight import cost_lines, human, size
 
 # A shape small enough to multiply out by hand: 2 layers, hidden 8, 2 of 4 heads for KV (kv size 4),
 # SwiGLU 16, vocabulary 100, sequence 32. A trained tokenizer has more entries than 100 (the byte
@@ -79,13 +79,17 @@ def test_gpu_hours_and_wall_clock(reference):
     assert stage1.gpu_hours == pytest.approx(4.7051745e19 / (312e12 * 0.30) / 3600, rel=1e-6)
     assert stage1.gpu_hours == pytest.approx(139.64, abs=0.01)
     assert stage1.wall_hours == pytest.approx(139.64 / 4, abs=0.01)
-    sft, preference = cost.stages[3:]
+    sft, preference = cost.stages[3:5]
     assert sft.tokens == 5000 * 16 * 1024  # the SFT stage counts its own steps x tokens per step
     # DPO: 128 pairs x 1,024 tokens per step, each pair two sequences through the policy (6N) and the reference (2N)
     assert preference.tokens == 900 * 128 * 1024
     assert preference.flops == pytest.approx(preference.tokens * per_token * 2 * 8 / 6)
-    assert cost.flops == pytest.approx(sum(s.tokens for s in plan.stages[:4]) * per_token + preference.flops)
-    assert cost.gpu_hours == pytest.approx(239.57 + 3.13, abs=0.01)
+    # the context extension: 3,815 steps of 16 windows of 16,384 tokens; attention's FLOPs at that window
+    long = cost.stages[5]
+    assert long.tokens == 3815 * 16 * 16_384 and long.flops == pytest.approx(long.tokens * (6 * 492_044_288 + 12 * 32 * 16_384 * 1024))
+    assert cost.flops == pytest.approx(sum(s.tokens for s in plan.stages[:4]) * per_token + preference.flops + long.flops)
+    assert long.gpu_hours == pytest.approx(27.9, abs=0.05)
+    assert cost.gpu_hours == pytest.approx(239.57 + 3.13 + long.gpu_hours, abs=0.01)
     assert cost.wall_hours == pytest.approx(cost.gpu_hours / 4)
     # a faster GPU, the same FLOPs
     h100 = run_cost(build_plan(reference.model_copy(update={"cluster": reference.cluster.model_copy(
@@ -126,8 +130,8 @@ def test_checkpoint_disk(reference, small):
     assert weights == 2 * params  # bf16
     assert optimizer == 12 * params  # fp32 exp_avg + exp_avg_sq + the accumulator's fp32 master weights
     cost = run_cost(build_plan(reference))
-    assert cost.checkpoints == 54 + 23 + 16 + 5 + 1  # the preference stage's 900 steps: its last
-    assert cost.checkpoints * cost.checkpoint_size == 99 * 14 * params  # 682 GB
+    assert cost.checkpoints == 54 + 23 + 16 + 5 + 1 + 4  # long: 3,815 steps; the preference stage's 900 steps: its last
+    assert cost.checkpoints * cost.checkpoint_size == 103 * 14 * params  # 710 GB
     # float32 weights (which nanotron only trains without fp32 accumulation): 4 + 4 + 4 bytes
     recipe = small(model={"dtype": "float32"}, training={"optimizer": {"accumulate_grad_in_fp32": False}})
     assert checkpoint_bytes(recipe) == (4 * count_params(recipe).total, 8 * count_params(recipe).total)
@@ -152,13 +156,13 @@ def test_preflight_prints_budgets_and_cost(root, reference, tmp_path, monkeypatc
             if line.count("│") > 5}
     for b in budgets.values():
         cells = [c.strip() for c in rows[b.source].split("│")[2:-1]]
-        assert cells[-5:] == [human(b.drawn), human(b.budget), "plan", f"{b.epochs:.2f}", f"{b.budget * 4 / 1e9:.3g} GB"]
+        assert cells[-5:] == [human(b.drawn), human(b.budget), "plan", f"{b.epochs:.2f}", size(b.budget * 4)]
     # cosmopedia: 52% of stage1's web, 0.5 x 52% + 16% replay in stage2, 68% x 44% + 0.8% replay in stage3
-    assert rows["cosmopedia"].split("│")[2].strip() == "7.29B" and "10.90B" in rows["cosmopedia"]
+    assert rows["cosmopedia"].split("│")[2].strip() == "7.29B" and "11.00B" in rows["cosmopedia"]  # cosmopedia feeds long too
     assert f"{total / 1e9:.2f}B tokens x 4 B = {total * 4 / 1e9:.3g} GB" in out
     table = out[out.index("cost: "):out.index("disk, prepared data")]
     lines = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 5}
     assert "4.71e+19" in lines["stage1"] and "139.6" in lines["stage1"] and "34.9 h" in lines["stage1"]
-    assert "8.18e+19" in lines["total"] and "242.7" in lines["total"] and "60.7 h (2.5 d)" in lines["total"]
+    assert "9.12e+19" in lines["total"] and "270.6" in lines["total"] and "67.6 h (2.8 d)" in lines["total"]
     assert "A100 at 312 TFLOP/s dense bf16 x assumed MFU 30%" in out
-    assert "99 checkpoint folders, preference's transformers ones" in out and "x 6.89 GB" in out and "= 682 GB" in out
+    assert "103 checkpoint folders, preference's transformers ones" in out and "x 6.89 GB" in out and "= 710 GB" in out

@@ -30,7 +30,7 @@ def test_cli_regenerates_byte_identically(root, tmp_path, monkeypatch, capsys):
         assert (out / committed.name).read_bytes() == committed.read_bytes()
     assert "492,110,848" in printed and "DOES NOT FIT" in printed
     summary = printed.strip().splitlines()[-1]
-    assert "wrote 5 configs" in summary and "492.11M params" in summary and "fits" in summary
+    assert "wrote 6 configs" in summary and "492.11M params" in summary and "fits" in summary
 
 
 def test_write_is_atomic_and_prunes_only_generated_stale_files(tmp_path):

@@ -80,7 +80,7 @@ def test_post_init_rules_hold(reference):
         lr = config["optimizer"]["learning_rate_scheduler"]
         assert lr["lr_warmup_style"] in ("linear", "constant") and lr["lr_decay_style"] in ("linear", "cosine", "1-sqrt")
         assert mc["_attn_implementation"] in ns.ATTENTION
-    assert len(set(reference)) == 4  # stage names are unique across the run too
+    assert len(set(reference)) == 5  # stage names are unique across the run too
 
 
 # The checker must be able to fail: each mutation is something nanotron's parser rejects.

@@ -35,8 +35,8 @@ from smolrecipe.runs import local_dir as stage_dir
 from smolrecipe.runs import read_log
 
 SLURM = ROOT / "slurm"
-JOB_SCRIPTS = ["prepare_data", "stage1", "stage2", "stage3", "sft", "preference", "eval"]
-TRAINING = ["stage1", "stage2", "stage3", "sft", "preference"]
+JOB_SCRIPTS = ["prepare_data", "stage1", "stage2", "stage3", "sft", "preference", "long", "eval"]
+TRAINING = ["stage1", "stage2", "stage3", "sft", "preference", "long"]
 
 
 def sbatch_defaults(script: Path) -> dict[str, str]:
@@ -121,7 +121,7 @@ def test_submit_dry_run_is_the_chain_with_the_recipe_flags(capsys, monkeypatch):
     monkeypatch.setenv("SCRATCH", "/cluster/scratch")
     monkeypatch.delenv("SMOLRECIPE_BACKEND", raising=False)
     lines = dry_run(capsys, str(ROOT / "recipes" / "llama500m.yaml"))
-    assert len(lines) == 8 and lines[-1].startswith("dry run: 7 job(s) for llama500m (nanotron backend)")
+    assert len(lines) == 9 and lines[-1].startswith("dry run: 8 job(s) for llama500m (nanotron backend)")
     jobs = [re.search(r"slurm/(\w+)\.sh", line).group(1) for line in lines[:-1]]
     assert jobs == JOB_SCRIPTS
     recipe = yaml.safe_load((ROOT / "recipes" / "llama500m.yaml").read_text())["cluster"]
@@ -139,10 +139,11 @@ def test_submit_dry_run_is_the_chain_with_the_recipe_flags(capsys, monkeypatch):
     assert "--gpus" not in lines[0] and "--gres" not in lines[0] and f"--partition={recipe['partition']} " not in lines[0]
     assert "--gpus-per-node=4 --cpus-per-task=32" in lines[1]
     assert "--gpus-per-node=4 --cpus-per-task=32" in lines[5]  # preference: TRL on the node's GPUs, after sft
-    assert "--gpus-per-node=1 --cpus-per-task=8" in lines[6]
+    assert "--gpus-per-node=4 --cpus-per-task=32" in lines[6]  # long: the 16k context extension, a branch off stage3
+    assert "--gpus-per-node=1 --cpus-per-task=8" in lines[7]
 
     later = dry_run(capsys, str(ROOT / "recipes" / "llama500m.yaml"), "--from", "stage3")
-    assert [re.search(r"slurm/(\w+)\.sh", line).group(1) for line in later[:-1]] == ["stage3", "sft", "preference", "eval"]
+    assert [re.search(r"slurm/(\w+)\.sh", line).group(1) for line in later[:-1]] == ["stage3", "sft", "preference", "long", "eval"]
     assert "--dependency" not in later[0]
 
 
@@ -236,7 +237,7 @@ def closed_port() -> str:
 def test_only_the_data_job_reaches_the_hub(monkeypatch, tmp_path, hub_server):
     tiny = resolve_recipe(load_recipe(ROOT / "recipes" / "tiny.yaml"))  # local sources only
     for in_job in (False, True):
-        assert [hub_access(tiny, step, in_job) for step in JOB_SCRIPTS] == ["online", *["offline"] * 6]
+        assert [hub_access(tiny, step, in_job) for step in JOB_SCRIPTS] == ["online", *["offline"] * 7]
 
     online = resolve_recipe(load_recipe(llama_variant(tmp_path, monkeypatch, hub="online")))
     monkeypatch.setenv("HF_ENDPOINT", hub_server)

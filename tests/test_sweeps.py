@@ -351,7 +351,7 @@ def test_the_preflight_shows_what_each_sweep_costs(tmp_path, capsys):
     assert make_config.main([str(ROOT / "recipes" / "llama500m.yaml"), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "sweep llama500m_scaling: 3 variant(s)" in out and "sweep llama500m_mixture: 8 variant(s)" in out
-    assert "A100-hours at 30% MFU" in out and "of the main run's 243" in out
+    assert "A100-hours at 30% MFU" in out and "of the main run's 271" in out
 
 
 @pytest.mark.parametrize("name", ["llama500m_scaling", "llama500m_mixture"])
