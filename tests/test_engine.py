@@ -56,7 +56,7 @@ def torchrun(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
 
 def short_engine_chain(data: dict) -> None:
     """Two steps a stage (three for stage 1, which is stopped after one and resumed), a checkpoint every step."""
-    shorten(data, steps=(3, 2, 2), sft_steps=2, warmup=1, checkpoint_interval=1)
+    shorten(data, steps=(3, 2, 2, 2), sft_steps=2, warmup=1, checkpoint_interval=1)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def engine_chain(prepared, tmp_path_factory):
         first = torchrun(str(ROOT / "tools" / "train_nanotron.py"), "--config-file", str(run_dir / "config.yaml"))
         outputs["stage1-stopped"] = first
         assert "stage1: stopped at step 1 of 3 with a checkpoint" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
-        for stage in ("stage1", "stage2", "stage3", "sft", "preference"):  # the requeued job, then the chain
+        for stage in ("stage1", "stage2", "stage3", "sft", "preference", "long"):  # the requeued job, then the chain
             rc = run_stage.main([str(path), stage, "--backend", "nanotron", "--gpus", "1"])
             assert rc == 0, stage
     return path, recipe, outputs
@@ -97,14 +97,18 @@ def hf_folder(checkpoint: Path, recipe, out: Path) -> Path:
 
 def local_loss(recipe, stage_name: str, weights: Path, step: int, out: Path) -> float:
     """The local backend's loss at `step` of a stage from `weights`: its Trainer, data and collation."""
-    from transformers import LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from smolrecipe.backends.local.model import llama_config
     from smolrecipe.backends.local.train import build_trainer
     from smolrecipe.data.tokenizer import load_tokenizer
 
     stage = build_plan(recipe).stage(stage_name)
     tokenizer = load_tokenizer(recipe.tokenizer.path)
-    model = LlamaForCausalLM.from_pretrained(weights, dtype=torch.float32)
+    # under the stage's RoPE base, as load_parent does (a context extension's parent was saved with the old one)
+    config, expected = LlamaConfig.from_pretrained(weights), llama_config(recipe, stage)
+    config.rope_parameters, config.max_position_embeddings = expected.rope_parameters, expected.max_position_embeddings
+    model = LlamaForCausalLM.from_pretrained(weights, config=config, dtype=torch.float32)
     dataset, collate = kind_of(stage.kind).local_data(recipe, stage, tokenizer)
     trainer, _ = build_trainer(recipe, stage, model, dataset, collate, tokenizer, out, [])
     accumulation = stage.global_batch // stage.micro_batch_size
@@ -158,13 +162,34 @@ def test_reference_configs_load_with_nanotron_and_its_lr_is_ours(root, tmp_path)
     # the preference stage's config is TRL's (checked by its DPOConfig), the others nanotron's, twice
     assert [line.split(":")[1].strip() for line in lines] == ["preference.yaml", *nanotron * 2]
     assert all(": ok: " in line for line in lines), lines
-    assert "ok: accepted by trl.DPOConfig" in lines[0] and "ok: LR at all 53,500 steps" in lines[5]
+    assert "ok: accepted by trl.DPOConfig" in lines[0] and "ok: LR at all 53,500 steps" in lines[len(nanotron) + 1]
+
+
+def test_warmup_stable_decay_configs_load_with_nanotron_and_their_lr_is_ours(root, tmp_path):
+    """recipes/tiny_wsd.yaml: nanotron's own scheduler gives each arm the LR our plan gives it, so the
+    anneal stage starts where the stable stage ends (test_midtraining holds the plan's LRs continuous)."""
+    from smolrecipe.backends.nanotron.generate import render
+
+    env = {"SMOLRECIPE_DATA": str(tmp_path / "data"), "SMOLRECIPE_RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "configs")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("SMOLRECIPE_DATA", "SMOLRECIPE_RUNS"):
+            mp.setenv(key, env[key])
+        rendered = render(root / "recipes" / "tiny_wsd.yaml", resolve=True)
+    recipe = rendered.plan.recipe
+    _stand_in_tokenizer(Path(recipe.tokenizer.path), recipe.model.vocab_size)
+    for stage in rendered.plan.stages:
+        for fw in stage.weights:
+            Path(fw.folder).mkdir(parents=True, exist_ok=True)
+            (Path(fw.folder) / "000_tokenized.ds.metadata").write_text(f"{recipe.tokenizer.path}|2\n")
+    lines = make_config_check(root / "recipes" / "tiny_wsd.yaml", **env)
+    assert len(lines) == 8 and all(": ok: " in line for line in lines), lines
+    assert any(line.startswith("check: anneal.yaml") and "ok: LR at all 100 steps" in line for line in lines), lines
 
 
 def test_tiny_configs_load_with_nanotron_on_their_prepared_data(prepared, tmp_path):
     recipe = recipe_variant(prepared[0], tmp_path / "tiny.yaml")
     lines = make_config_check(recipe, OUT=str(tmp_path / "configs"))
-    assert len(lines) == 9 and all(": ok: " in line for line in lines), lines
+    assert len(lines) == 11 and all(": ok: " in line for line in lines), lines
     assert "ok: loaded by nanotron's get_config_from_file" in lines[1]  # stage 1: reads its folders' metadata
 
 
@@ -192,7 +217,7 @@ def test_stage1_stops_at_a_checkpoint_and_resumes_to_the_local_backends_loss(eng
     assert summary["first_loss"] == records[0]["loss"] and summary["final_loss"] == records[-1]["loss"]
 
 
-@pytest.mark.parametrize("name", ["stage2", "stage3", "sft"])
+@pytest.mark.parametrize("name", ["stage2", "stage3", "sft", "long"])
 def test_chained_stage_starts_from_its_parent_with_the_local_backends_loss(engine_chain, name, tmp_path):
     _, recipe, _ = engine_chain
     plan = build_plan(recipe)
@@ -203,6 +228,10 @@ def test_chained_stage_starts_from_its_parent_with_the_local_backends_loss(engin
     ours = local_loss(recipe, name, hf_folder(parent, recipe, tmp_path / "hf"), 1, tmp_path / "local")
     assert records[0]["loss"] == pytest.approx(ours, rel=1e-4)
     assert Path(stage.final_checkpoint()).is_dir()
+    if name == "long":  # nanotron trained 1,024-token windows under the new RoPE base, and saved it
+        config = json.loads((Path(stage.final_checkpoint()) / "model_config.json").read_text())
+        assert config["rope_theta"] == 100_000.0 and config["max_position_embeddings"] == 1024
+        assert records[0]["tokens"] == stage.global_batch * 1024
 
 
 def test_a_saved_checkpoint_converts_tensor_for_tensor(engine_chain, tmp_path):

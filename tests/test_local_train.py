@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def short_chain(data: dict) -> None:
     """The tiny recipe with fewer steps, so the chain runs in seconds; stage2 carries the optimizer."""
-    shorten(data, steps=(16, 8, 4), sft_steps=6, warmup=2, checkpoint_interval=4)
+    shorten(data, steps=(16, 8, 4, 2), sft_steps=6, warmup=2, checkpoint_interval=4)
     data["stages"][1]["load_optimizer"] = True
 
 
@@ -37,6 +37,23 @@ def chain(prepared, tmp_path_factory):
     path = recipe_variant(recipe_path, tmp_path_factory.mktemp("chain") / "tiny.yaml", short_chain)
     assert train_local.main([str(path), "--stage", "all"]) == 0
     return path, resolve_recipe(load_recipe(path))
+
+
+def test_the_context_extension_trains_its_windows_under_its_rope_base(chain):
+    """The long_context stage loads stage3's weights under its own RoPE base and trains 1,024-token
+    windows; its checkpoint says so, and its first loss is the parent's weights under the new base."""
+    from transformers import LlamaConfig
+
+    _, recipe = chain
+    plan = build_plan(recipe)
+    long, parent = plan.stage("long"), plan.stage("stage3")
+    saved = LlamaConfig.from_pretrained(stage_dir(recipe, "long") / f"checkpoint-{long.train_steps}")
+    assert saved.rope_parameters["rope_theta"] == long.rope_theta == 100_000.0 and saved.max_position_embeddings == 1024
+    before = LlamaConfig.from_pretrained(stage_dir(recipe, "stage3") / f"checkpoint-{parent.train_steps}")
+    assert before.rope_parameters["rope_theta"] == 10_000.0 and before.max_position_embeddings == 128
+    summary = json.loads((stage_dir(recipe, "long") / "summary.json").read_text())
+    assert summary["tokens"] == long.train_steps * long.global_batch * 1024
+    assert any("needles" in folder for folder in summary["samples_per_folder"])
 
 
 def test_every_stage_finishes_from_its_parent(chain):
@@ -55,7 +72,7 @@ def test_every_stage_finishes_from_its_parent(chain):
             assert summary["init_from"] == str(stage_dir(recipe, parent.name) / f"checkpoint-{parent.train_steps}")
             # stage2 carries stage1's AdamW moments (short_chain), the others start fresh
             assert summary["optimizer_from"] == (f"{summary['init_from']}/optimizer.pt" if stage.load_optimizer else None)
-        if stage.kind == "pretrain":
+        if stage.reads_sources:
             assert summary["tokens"] == stage.tokens
             assert set(summary["samples_per_folder"]) == {fw.folder for fw in stage.weights}
     assert not list(stage_dir(recipe, "stage1").glob(".staging*"))

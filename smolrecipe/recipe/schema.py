@@ -376,7 +376,6 @@ class LongContextStage(PretrainStage):
     rope_theta: float = Field(gt=0)
 
     def check(self, recipe: "Recipe", where: str, earlier: list[StageSpec]) -> None:
-        super().check(recipe, where, earlier)
         if self.init_from is None:
             raise UserError(f"{where}.init_from", "context extension continues a trained model",
                             "start it from a pretraining stage: init_from: <stage>")
@@ -391,6 +390,7 @@ class LongContextStage(PretrainStage):
                             "so the longer positions fall further outside what the model has seen",
                             f"raise it with the length, e.g. {parent.rope_theta * self.sequence_length / parent.max_position:g} "
                             "(x the length ratio) or more (SmolLM2: 10k -> 130k for 2k -> 8k)")
+        super().check(recipe, where, earlier)  # the mixture after: its needle lengths are checked against the windows
 
 
 class AnnealStage(PretrainStage):

@@ -121,14 +121,32 @@ def _png(fig) -> bytes:
 
 
 def plot_loss(curves: list[Curve], title: str) -> bytes:
-    """The loss figure as PNG bytes: one coloured line per stage, dashed lines at the boundaries."""
-    fig, ax = _axes()
+    """The loss figure as PNG bytes: one coloured line per stage, dashed lines at the boundaries; below
+    it, when the logs have it, the LR each step trained with, so that a schedule across stages
+    (warmup-stable-decay: an annealing stage continues its stable parent's LR) can be seen whole."""
+    with_lr = any(v is not None for c in curves for v in (c.lr or []))
+    if not with_lr:
+        fig, ax = _axes()
+    else:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(9, 6.4), dpi=110, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax, lr_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
     token_axis(ax, curves)
     for i, curve in enumerate(curves):
         ax.plot(curve.tokens, curve.loss, color=f"C{i % 10}", label=curve.label, marker="." if len(curve.tokens) < 40 else None)
     ax.set_ylabel("training loss")
-    ax.set_title(f"{title}: training loss")
+    ax.set_title(f"{title}: training loss" + (" and learning rate" if with_lr else ""))
     ax.legend(title="stage")
+    if with_lr:
+        token_axis(lr_ax, curves)
+        for i, curve in enumerate(curves):
+            steps = [(t, v) for t, v in zip(curve.tokens, curve.lr or [None] * len(curve.tokens), strict=True) if v is not None]
+            lr_ax.plot([t for t, _ in steps], [v for _, v in steps], color=f"C{i % 10}")
+        lr_ax.set_ylabel("learning rate")
+        ax.set_xlabel("")
     return _png(fig)
 
 
@@ -238,7 +256,9 @@ def title_section(r: ReportInputs) -> str:
 
 
 def plot_section(r: ReportInputs) -> str:
-    return f"## Training loss\n\n![loss]({r.plot})"
+    return (f"## Training loss\n\n![loss]({r.plot})\n\nStages follow one another on the token axis in the recipe's order "
+            "(a branch, such as a context extension off stage 3, is drawn after the stages before it in the file); the lower "
+            "panel is the learning rate each step trained with, as logged.")
 
 
 def stages_section(r: ReportInputs) -> str:
