@@ -15,7 +15,7 @@ ENGINE := $(VENV)/.engine
 # eval stack cannot use; its code runs on NumPy 2. triton is imported (not run) by its ring attention.
 ENGINE_DEPS := dacite==1.9.2 einops==0.8.2 numba==0.68.1 llvmlite==0.50.0 triton==3.9.0
 
-.PHONY: install test test-fast demo sweeps configs check lint bench clean
+.PHONY: install test test-fast demo sweeps midtrain configs check lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,8 @@ test-fast: $(STAMP)
 
 # The whole path at toy scale on this machine: generate the tiny recipe's corpus, prepare its data
 # with datatrove (nanoset folders + SFT records + preference pairs), render + check both recipes'
-# configs, train stage1 -> stage2 -> stage3 -> SFT -> preference (DPO, with TRL) with the local
+# configs, train stage1 -> stage2 -> stage3 -> SFT -> preference (DPO, with TRL), and the context
+# extension of stage 3 to 1,024 tokens, with the local
 # backend (finished stages are skipped, an interrupted one resumes), answer fixed prompts with the
 # base, SFT and preference models, score every stage's final checkpoint with its eval suites (quick:
 # held-out perplexity from a corpus of another seed, PIQA, the SFT prompt suite; world; held-out
@@ -72,6 +73,19 @@ sweeps: $(STAMP)
 	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05
 	$(PY) tools/sweep.py sweeps/tiny_scaling.yaml --run
 	$(PY) tools/sweep.py sweeps/tiny_mixture.yaml --run
+
+# Warmup-stable-decay at toy scale (recipes/tiny_wsd.yaml), apart from make demo for its time: a
+# stable stage, then the last 20% of the budget three ways (constant LR, a cooldown on the same
+# mixture, an annealing phase on a higher-quality one), each scored on the held-out demo text;
+# runs/tiny_wsd/report.md compares them and draws the LR across the boundary.
+midtrain: $(STAMP)
+	$(PY) tools/make_demo_corpus.py
+	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05
+	$(PY) tools/prepare_data.py recipes/tiny_wsd.yaml
+	$(PY) tools/make_config.py recipes/tiny_wsd.yaml --out runs/demo/configs/tiny_wsd --check
+	$(PY) tools/train_local.py recipes/tiny_wsd.yaml --stage all --resume
+	$(PY) tools/run_eval.py --recipe recipes/tiny_wsd.yaml
+	$(PY) tools/report.py runs/tiny_wsd
 
 # Regenerate the committed configs/ from recipes/ (a test fails when they drift).
 configs: $(STAMP)

@@ -106,9 +106,11 @@ def token_axis(ax, curves: list[Curve], name_stages: bool = False) -> None:
         if i:
             ax.axvline(curve.start, color="grey", linestyle="--", linewidth=1)
     if name_stages:  # just above the axes, where no point or error bar can hide a name
-        for stage, start, end in stage_spans(curves):
-            ax.text((start + end) / 2, 1.01, stage, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                    color="grey", fontsize=8)
+        spans = stage_spans(curves)
+        for i, (stage, start, end) in enumerate(spans):
+            above = sum(1 for _, s, e in spans[:i] if (s, e) == (start, end))  # branches over the same span: stacked
+            ax.text((start + end) / 2, 1.01 + 0.045 * above, stage, transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", color="grey", fontsize=8)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: human_tokens(x)))
     ax.set_xlabel("tokens seen")
     ax.grid(True, alpha=0.3)
@@ -486,7 +488,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None, recipe: Path | None
         raise UserError("--recipe", f"{recipe} is not a file", "pass the recipe YAML the run was trained with, e.g. recipes/tiny.yaml")
     shares, recipe_note = domain_shares(Path(recipe) if recipe is not None else default_recipe(run_dir), stages)
     plots = {out_dir / LOSS_PLOT: plot_loss(curves, name)}
-    end = sum(s.tokens for s in stages)
+    end = max(c.end for c in curves)  # branches overlap on the token axis
     plots |= {out_dir / tier.png: plot_eval(points, tier, curves, end, name) for tier in TIERS if (points := evals.tier_points(tier))}
     needles = report_needles.read_needles(run_dir, stages)
     if needles:
