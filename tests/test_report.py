@@ -643,3 +643,34 @@ def test_no_preference_result_no_preference_check(pref_run, tmp_path):
     write_report(pref_run, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| pairs:tiny | preference | preference step 4 | 0.90 [0.85, 0.93] |" in md and "| pairs:tiny | SFT |" not in md
+
+
+def summary_of(stage: str, kind: str, index: int, steps: int, tokens: int, init_from: str | None) -> dict:
+    return {"stage": stage, "kind": kind, "index": index, "train_steps": steps, "steps": steps, "tokens": tokens,
+            "first_loss": 3.0, "final_loss": 2.0, "seconds": 1.0, "tokens_per_s": 1000.0, "init_from": init_from,
+            "checkpoint": f"runs/wsd/{stage}/local/checkpoint-{steps}", "recipe_hash": "ab12cd34", "device": "cpu"}
+
+
+@pytest.mark.parametrize("anneal_web,extension_web,met", [(2.0, 2.55, True), (2.6, 2.8, False)])
+def test_branches_start_where_their_parent_ended_and_are_held_to_it(tmp_path, anneal_web, extension_web, met):
+    """stable (4 steps x 1,024) -> constant and anneal, two arms of the same 1,024 tokens, and a context
+    extension off stable: every branch starts at stable's end; the anneal arm must lower every held-out slice
+    below stable (2.5), the extension keep each within 5% of it."""
+    run = tmp_path / "runs" / "wsd"
+    arms = [("stable", "pretrain", None), ("constant", "pretrain", "stable"), ("anneal", "anneal", "stable"),
+            ("long", "long_context", "stable")]
+    for index, (stage, kind, parent) in enumerate(arms):
+        steps = 4 if parent is None else 1
+        origin = None if parent is None else str(run / parent / "local" / "checkpoint-4")
+        write_stage(run, stage, [record(stage, kind, s, steps, 1024 * s, 3.0 - 0.1 * s, lr=1e-3) for s in range(1, steps + 1)],
+                    summary_of(stage, kind, index, steps, 1024 * steps, origin))
+    for stage, web in (("stable", 2.5), ("constant", 2.4), ("anneal", anneal_web), ("long", extension_web)):
+        write_eval(run, stage, 4 if stage == "stable" else 1, "quick", {"ppl:web": ppl(web)}, tokens_seen=None)
+    stages = find_stages(run)
+    curves = {c.stage: c for c in loss_curves(stages)}
+    assert curves["stable"].start == 0 and all(curves[s].start == 4096 and curves[s].end == 5120 for s in ("constant", "anneal", "long"))
+    report = write_report(run)
+    text = report.markdown.read_text()
+    assert ("✅ anneal (annealing) lowers every held-out slice below stable" in text) == met
+    assert ("✅ long keeps short-context held-out perplexity within 5% of stable" in text) == met
+    assert "constant (annealing)" not in text  # a pretrain arm is not an annealing stage

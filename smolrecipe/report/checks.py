@@ -10,6 +10,9 @@ intervals (smolrecipe.report.numbers), so a check does not pass or fail on sampl
   preference_checks  pairs:<name>: the preference stage raises held-out pair accuracy over SFT
   mixture_checks     a stage lowers the held-out loss of the domain whose share it raised most
   perplexity_kept    SFT keeps every held-out slice's bits per byte within PPL_KEPT of the base model's
+  annealing_checks   an annealing stage lowers every held-out slice below the stable stage it decayed
+  extension_kept     a context extension keeps every held-out (short-document) slice within EXTENSION_KEPT of
+                     the stage it extended: longer windows must not cost the short context
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from __future__ import annotations
 from itertools import pairwise
 from statistics import fmean
 
-from smolrecipe.kinds import is_chat_model
+from smolrecipe.kinds import base_and_chat, is_chat_model
+from smolrecipe.report.curves import parent_of
 from smolrecipe.report.evals import Comparison, EvalPoint, role
 from smolrecipe.report.mixture import Shares
 from smolrecipe.report.numbers import fmt_point
@@ -27,6 +31,7 @@ Check = tuple[str, bool]
 Compared = tuple[tuple[str, int], tuple[str, int], list[Comparison]] | None  # evals.base_vs_sft's answer
 
 LOSS_WINDOW_SHARE, LOSS_WINDOW_MAX = 0.10, 20  # the loss check averages 10% of a stage's logged steps, 1 to 20
+EXTENSION_KEPT = 0.05  # a context extension may raise a held-out slice's bits per byte by at most this share
 PPL_KEPT = 0.15  # SFT may raise a held-out slice's bits per byte by at most this share of the base model's
 WORLD = "qa:world"
 DOMAIN_SLICE = {"web": "ppl:web", "math": "ppl:math", "code": "ppl:code"}  # a recipe domain -> its tier-2 held-out slice
@@ -75,9 +80,11 @@ def world_checks(points: list[EvalPoint], stages: list[StageLog], compared: Comp
         text = "; ".join(f"{c.metric} {fmt_point(c.sft)} vs base {fmt_point(c.base)}" for c in pair)
         checks.append((f"SFT beats base on the world-knowledge suite (each SFT interval above base's): {text}",
                        all(c.sft.ci[0] > c.base.ci[1] for c in pair)))
+    # the base model the SFT stage started from (not a branch trained after it, e.g. a context extension)
+    base, _ = base_and_chat(stages)
     chat = {s.name for s in stages if is_chat_model(s.kind)}
     facts = [p for p in points if (p.task, p.metric) == (WORLD, "mc_fact") and p.stage not in chat
-             and p.ci is not None and p.chance is not None]
+             and (base is None or p.stage == base.name) and p.ci is not None and p.chance is not None]
     if facts:
         p = facts[-1]  # points are in training order
         checks.append((f"base model knows the facts better than chance: mc_fact at {p.stage} step {p.step} {fmt_point(p)}, "
@@ -114,9 +121,11 @@ def mixture_checks(points: list[EvalPoint], stages: list[StageLog], shares: Shar
     previous stage's."""
     if not shares:
         return []
-    pretrain = [s.name for s in stages if s.name in shares]
+    pretrain = [s for s in stages if s.name in shares]
     checks = []
-    for prev, cur in pairwise(pretrain):
+    for before_cur, stage in pairwise(pretrain):
+        parent = parent_of(stage, stages)  # a branch (an annealing arm, an extension) is held to the stage it started from
+        prev, cur = (parent.name if parent is not None and parent.name in shares else before_cur.name), stage.name
         rise = {d: shares[cur].get(d, 0.0) - shares[prev].get(d, 0.0) for d in shares[cur].keys() | shares[prev].keys()}
         top = max(rise.values())
         for domain in sorted(d for d, r in rise.items() if r > 0 and r >= top - SHARE_TIE):
@@ -140,3 +149,40 @@ def perplexity_kept(compared: Compared) -> list[Check]:
     text = ", ".join(f"{c.task} {c.sft.value:.3f} vs {c.base.value:.3f} ({c.diff / c.base.value:+.1%})" for c in pairs)
     return [(f"SFT keeps held-out perplexity within {PPL_KEPT:.0%} of base (bits per byte, SFT vs base): {text}",
              all(c.sft.value <= (1 + PPL_KEPT) * c.base.value for c in pairs))]
+
+
+
+def against_parent(points: list[EvalPoint], stages: list[StageLog], kind: str):
+    """(stage, parent, [(slice, parent's point, stage's point)]) for each stage of `kind` that started from
+    another stage of the run, over the ppl:* slices (bits per byte) both evaluated."""
+    for stage in stages:
+        parent = parent_of(stage, stages)
+        if stage.kind != kind or parent is None:
+            continue
+        slices = sorted({p.task for p in points if p.stage == stage.name and p.task.startswith("ppl:") and p.metric == "bits_per_byte"})
+        pairs = [(t, last_point(points, parent.name, t, "bits_per_byte"), last_point(points, stage.name, t, "bits_per_byte"))
+                 for t in slices]
+        pairs = [(t, b, a) for t, b, a in pairs if b is not None and a is not None and b.value > 0]
+        if pairs:
+            yield stage, parent, pairs
+
+
+def extension_kept(points: list[EvalPoint], stages: list[StageLog]) -> list[Check]:
+    """Each long_context stage against the stage it started from, on every held-out slice (documents far
+    shorter than either window): within EXTENSION_KEPT."""
+    checks = []
+    for stage, parent, pairs in against_parent(points, stages, "long_context"):
+        text = ", ".join(f"{t} {a.value:.3f} vs {b.value:.3f} ({a.value / b.value - 1:+.1%})" for t, b, a in pairs)
+        checks.append((f"{stage.name} keeps short-context held-out perplexity within {EXTENSION_KEPT:.0%} of {parent.name} "
+                       f"(bits per byte): {text}", all(a.value <= (1 + EXTENSION_KEPT) * b.value for _, b, a in pairs)))
+    return checks
+
+
+def annealing_checks(points: list[EvalPoint], stages: list[StageLog]) -> list[Check]:
+    """Each anneal stage against the stable stage it continued: the decay must lower every held-out slice."""
+    checks = []
+    for stage, parent, pairs in against_parent(points, stages, "anneal"):
+        text = ", ".join(f"{t} {a.value:.3f} vs {b.value:.3f}" for t, b, a in pairs)
+        checks.append((f"{stage.name} (annealing) lowers every held-out slice below {parent.name} (bits per byte): {text}",
+                       all(a.value < b.value for _, b, a in pairs)))
+    return checks

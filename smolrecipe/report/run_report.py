@@ -325,7 +325,8 @@ def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
     compared = base_vs_sft(points, r.stages)
     return (checks + report_checks.clean_end_check(compared) + report_checks.world_checks(points, r.stages, compared)
             + report_checks.preference_checks(points, r.stages) + report_checks.mixture_checks(points, r.stages, r.shares)
-            + report_checks.perplexity_kept(compared))
+            + report_checks.perplexity_kept(compared) + report_checks.annealing_checks(points, r.stages)
+            + report_checks.extension_kept(points, r.stages))
 
 
 def checks_section(r: ReportInputs) -> str | None:
