@@ -8,9 +8,9 @@ parent's weights are loaded with (smolrecipe.backends.local.train.load_parent). 
 weights, so the parent's checkpoint loads unchanged under the new base.
 
 nanotron's LLaMA class at the pinned commit applies plain RoPE with the config's theta: its
-`rope_scaling` field is declared but never read, so position interpolation and YaRN / Llama-3
-frequency scaling need transformers (the local backend) or another model class. Raising the base
-(ABF, as SmolLM2 and Llama 3 did) is what both backends train alike.
+`rope_scaling` field is declared but never read. Linear position interpolation is in its Qwen2 class
+(`rope_seq_len_interpolation_factor`); YaRN and Llama-3 frequency scaling only in transformers.
+Raising the base (ABF, as SmolLM2 and Llama 3 did) is what both backends train alike.
 """
 
 from __future__ import annotations
