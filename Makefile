@@ -77,12 +77,14 @@ sweeps: $(STAMP)
 # Warmup-stable-decay at toy scale (recipes/tiny_wsd.yaml), apart from make demo for its time: a
 # stable stage, then the last 20% of the budget three ways (constant LR, a cooldown on the same
 # mixture, an annealing phase on a higher-quality one), each scored on the held-out demo text;
-# runs/tiny_wsd/report.md compares them and draws the LR across the boundary.
+# runs/tiny_wsd/report.md compares them and draws the LR across the boundary. The reference's variant
+# (recipes/llama500m_wsd.yaml) is rendered, checked and its planned LR drawn beside it.
 midtrain: $(STAMP)
 	$(PY) tools/make_demo_corpus.py
 	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05
 	$(PY) tools/prepare_data.py recipes/tiny_wsd.yaml
-	$(PY) tools/make_config.py recipes/tiny_wsd.yaml --out runs/demo/configs/tiny_wsd --check
+	$(PY) tools/make_config.py recipes/tiny_wsd.yaml --out runs/demo/configs/tiny_wsd --check --lr-plot runs/demo/configs/tiny_wsd/lr.png
+	$(PY) tools/make_config.py recipes/llama500m_wsd.yaml --out runs/demo/configs/llama500m_wsd --check --lr-plot runs/demo/configs/llama500m_wsd/lr.png
 	$(PY) tools/train_local.py recipes/tiny_wsd.yaml --stage all --resume
 	$(PY) tools/run_eval.py --recipe recipes/tiny_wsd.yaml
 	$(PY) tools/report.py runs/tiny_wsd

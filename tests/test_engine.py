@@ -165,25 +165,27 @@ def test_reference_configs_load_with_nanotron_and_its_lr_is_ours(root, tmp_path)
     assert "ok: accepted by trl.DPOConfig" in lines[0] and "ok: LR at all 53,500 steps" in lines[len(nanotron) + 1]
 
 
-def test_warmup_stable_decay_configs_load_with_nanotron_and_their_lr_is_ours(root, tmp_path):
-    """recipes/tiny_wsd.yaml: nanotron's own scheduler gives each arm the LR our plan gives it, so the
-    anneal stage starts where the stable stage ends (test_midtraining holds the plan's LRs continuous)."""
+@pytest.mark.parametrize("name,anneal,steps", [("tiny_wsd", "anneal", "100"), ("llama500m_wsd", "stage3", "15,260")])
+def test_warmup_stable_decay_configs_load_with_nanotron_and_their_lr_is_ours(root, tmp_path, name, anneal, steps):
+    """The warmup-stable-decay recipes: nanotron's own scheduler gives each stage the LR our plan gives
+    it, so the annealing stage starts where the stable stage ends (test_midtraining holds the plan's LRs
+    continuous)."""
     from smolrecipe.backends.nanotron.generate import render
 
-    env = {"SMOLRECIPE_DATA": str(tmp_path / "data"), "SMOLRECIPE_RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "configs")}
+    env = {"SMOLRECIPE_DATA": str(tmp_path / "data"), "SMOLRECIPE_RUNS": str(tmp_path / "runs"), "SCRATCH": str(tmp_path)}
     with pytest.MonkeyPatch.context() as mp:
-        for key in ("SMOLRECIPE_DATA", "SMOLRECIPE_RUNS"):
-            mp.setenv(key, env[key])
-        rendered = render(root / "recipes" / "tiny_wsd.yaml", resolve=True)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        rendered = render(root / "recipes" / f"{name}.yaml", resolve=True)
     recipe = rendered.plan.recipe
     _stand_in_tokenizer(Path(recipe.tokenizer.path), recipe.model.vocab_size)
     for stage in rendered.plan.stages:
         for fw in stage.weights:
             Path(fw.folder).mkdir(parents=True, exist_ok=True)
-            (Path(fw.folder) / "000_tokenized.ds.metadata").write_text(f"{recipe.tokenizer.path}|2\n")
-    lines = make_config_check(root / "recipes" / "tiny_wsd.yaml", **env)
-    assert len(lines) == 8 and all(": ok: " in line for line in lines), lines
-    assert any(line.startswith("check: anneal.yaml") and "ok: LR at all 100 steps" in line for line in lines), lines
+            (Path(fw.folder) / "000_tokenized.ds.metadata").write_text(f"{recipe.tokenizer.path}|{2 if name == 'tiny_wsd' else 4}\n")
+    lines = make_config_check(root / "recipes" / f"{name}.yaml", **env, OUT=str(tmp_path / "configs"))
+    assert all(": ok: " in line for line in lines), lines
+    assert any(line.startswith(f"check: {anneal}.yaml") and f"ok: LR at all {steps} steps" in line for line in lines), lines
 
 
 def test_tiny_configs_load_with_nanotron_on_their_prepared_data(prepared, tmp_path):

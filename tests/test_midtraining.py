@@ -178,3 +178,16 @@ def test_an_annealing_stage_must_continue_a_stable_one(change, field, fix):
     change(data)
     err = _error(data)
     assert err.field == field and fix in err.fix, (err.field, err.fix)
+
+
+def test_the_reference_wsd_variant_anneals_its_last_stage_over_a_sixth_of_the_tokens():
+    plan = build_plan(load_recipe(ROOT / "recipes" / "llama500m_wsd.yaml"))
+    reference = build_plan(load_recipe(ROOT / "recipes" / "llama500m.yaml"))
+    stage1, stage2, stage3 = (stage_lrs(plan.stage(n)) for n in ("stage1", "stage2", "stage3"))
+    assert stage1[100] == stage1[-1] == stage2[0] == stage2[-1] == stage3[0] == 3e-4  # one stable phase, no jump
+    assert stage3[-1] < 1e-7 and plan.stage("stage3").kind == "anneal" and plan.stage("stage3").load_optimizer
+    pretraining = sum(s.tokens for s in plan.stages if s.reads_sources)
+    assert plan.stage("stage3").tokens / pretraining == pytest.approx(0.167, abs=0.001)
+    for name in ("stage1", "stage2", "stage3"):  # the same data, read from the reference's folders
+        assert plan.stage(name).weights == reference.stage(name).weights
+        assert ns.resolved_classes(render_stage(plan, plan.stage(name)))["data_stages[0].data.dataset"] == "NanosetDatasetsArgs"

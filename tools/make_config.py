@@ -32,6 +32,7 @@ from smolrecipe.recipe.budgets import source_budgets
 from smolrecipe.recipe.envpaths import resolve_recipe, unset_variables
 from smolrecipe.recipe.estimates import count_params
 from smolrecipe.recipe.plan import build_plan
+from smolrecipe.report.lr_plan import boundary_lines, plot_planned_lrs
 from smolrecipe.report.preflight import SourceUse, data_table, data_usage, data_warnings, human, memory_verdict, print_preflight
 
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="also load each file with nanotron's get_config_from_file where nanotron is installed")
     parser.add_argument("--quiet", action="store_true", help="no preflight tables, only the summary line")
+    parser.add_argument("--lr-plot", type=Path, metavar="PNG", help="also draw the planned LR of every stage on one token axis")
     args = parser.parse_args(argv)
     console = Console(width=160, soft_wrap=True)
 
@@ -88,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         for field, names in unset_variables(recipe).items():
             console.print(f"note: {field} uses ${', $'.join(names)}, unset here; files keep the placeholder "
                           "and a job resolves it (make_config.py --resolve)", highlight=False)
+
+    for line in boundary_lines(plan):  # warmup-stable-decay: where an annealing stage takes over
+        console.print(line, highlight=False)
+    if args.lr_plot:
+        console.print(f"planned LR: {plot_planned_lrs(plan, args.lr_plot)}", highlight=False)
 
     for name in rendered.resumed:
         console.print(f"note: {name} has checkpoints of its own: it resumes from them (LR schedule and optimizer "
