@@ -113,17 +113,18 @@ def pretrain_stages(data: dict) -> list[dict]:
     return [stage for stage in data["stages"] if "mixture" in stage]  # pretrain, anneal, long_context
 
 
-def step_tokens(data: dict) -> int:
-    """Tokens per optimizer step of a recipe read as a dict."""
-    t = data["training"]
-    return t["sequence_length"] * t["micro_batch_size"] * t["grad_accumulation"] * data["parallelism"]["dp"]
+def step_tokens(data: dict, stage: dict | None = None) -> int:
+    """Tokens per optimizer step of a recipe read as a dict (of `stage`, which may set its own window and batch)."""
+    t, own = data["training"], stage or {}
+    return (own.get("sequence_length", t["sequence_length"]) * own.get("micro_batch_size", t["micro_batch_size"])
+            * own.get("grad_accumulation", t["grad_accumulation"]) * data["parallelism"]["dp"])
 
 
 def shorten(data: dict, steps: tuple[int, ...], sft_steps: int, warmup: int, checkpoint_interval: int) -> None:
     """The tiny recipe (as a dict) cut to `steps` optimizer steps per pretraining stage and
     `sft_steps` of SFT and of preference training, with `warmup` steps of warmup everywhere."""
     for stage, n in zip(pretrain_stages(data), steps, strict=True):
-        stage["tokens"] = n * step_tokens(data)
+        stage["tokens"] = n * step_tokens(data, stage)
     for stage in data["stages"]:
         if stage["kind"] in ("sft", "preference"):
             stage["steps"] = sft_steps

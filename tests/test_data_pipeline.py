@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import prepare_data
 import pytest
+import yaml
 from conftest import ROOT, tiny_recipe_at
 
 from smolrecipe.data.pipeline import MANIFEST, WORK
@@ -118,8 +119,10 @@ def test_rerun_is_a_no_op(prepared, capsys):
     before = {p: p.stat().st_mtime_ns for p in outputs}
     capsys.readouterr()
     assert prepare_data.main([str(recipe)]) == 0 and prepare_data.main([str(recipe), "--sft"]) == 0
-    # + the tokenizer twice + the two stages' own datasets (sft, preference)
-    assert capsys.readouterr().out.count("up to date") == len(SOURCES) + 4
+    # every source (the needle source also for its generated documents) + the tokenizer twice + the two
+    # stages' own datasets (sft, preference)
+    sources = yaml.safe_load(recipe.read_text())["sources"]
+    assert capsys.readouterr().out.count("up to date") == len(sources) + 1 + 4
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
 
 

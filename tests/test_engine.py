@@ -255,8 +255,9 @@ def test_a_saved_checkpoint_converts_tensor_for_tensor(engine_chain, tmp_path):
 def test_the_report_draws_a_nanotron_run(engine_chain):
     _, recipe, _ = engine_chain
     stages = find_stages(Path(build_plan(recipe).stage("stage1").checkpoints_path).parents[1])
-    assert [s.name for s in stages] == ["stage1", "stage2", "stage3", "sft", "preference"]  # preference: TRL under torchrun
-    assert all(s.finished for s in stages)
+    # preference: TRL under torchrun; long: the context extension, off stage3, its kind from the job's settings
+    assert [s.name for s in stages] == ["stage1", "stage2", "stage3", "sft", "preference", "long"]
+    assert all(s.finished for s in stages) and stages[-1].kind == "long_context"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,4 +339,4 @@ def test_preference_is_trained_by_trl_from_the_converted_sft_checkpoint(engine_c
     assert final == run_dir / "checkpoint-2" and (final / "model.safetensors").is_file()
     assert (final / "chat_template.jinja").is_file()
     # the stage folder is found by the report like any nanotron stage, in training order
-    assert [s.name for s in find_stages(Path(stage.checkpoints_path).parent.parent)][-1] == "preference"
+    assert [s.name for s in find_stages(Path(stage.checkpoints_path).parent.parent)][-2:] == ["preference", "long"]

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def short_chain(data: dict) -> None:
     """The tiny recipe with fewer steps, so the chain runs in seconds; stage2 carries the optimizer."""
-    shorten(data, steps=(16, 8, 4, 2), sft_steps=6, warmup=2, checkpoint_interval=4)
+    shorten(data, steps=(16, 8, 4, 3), sft_steps=6, warmup=2, checkpoint_interval=4)
     data["stages"][1]["load_optimizer"] = True
 
 

@@ -597,8 +597,10 @@ def test_a_requeued_data_job_continues_from_its_finished_tasks(slurm, prepared, 
     def edit(data_root):
         def change(data):
             data["paths"]["data"] = str(data_root)
-            for name, source in data["sources"].items():
-                source.update(path=str(tmp_path / "corpus" / name), tasks=8)  # one per file
+            for source in data["sources"].values():  # prose_long reads prose's files; needles are generated
+                source.update(path=str(tmp_path / "corpus" / Path(source["path"]).name))
+                if not source.get("needles"):
+                    source["tasks"] = 8  # one per file
             sft_stage(data)["data"]["path"] = str(tmp_path / "corpus" / "chats")
         return change
 

@@ -49,9 +49,19 @@ class Corpus:
 
 
 def training_sources(recipe: Recipe) -> list[str]:
-    """The sources the tokenizer learns from, in reading order (default: every source, by name, but the
-    needle sources: they are generated with the tokenizer, from another source's text)."""
-    return list(recipe.tokenizer.train.sources or sorted(n for n, s in recipe.sources.items() if s.needles is None))
+    """The sources the tokenizer learns from, in reading order. Default: every source, by name, each
+    text once (a source that reads the same files as another, e.g. a length-filtered copy, is not
+    read again), but the needle sources: they are generated with the tokenizer, from another's text."""
+    if recipe.tokenizer.train.sources:
+        return list(recipe.tokenizer.train.sources)
+    names, origins = [], set()
+    for name in sorted(recipe.sources):
+        source = recipe.sources[name]
+        origin = (source.hf, source.subset, source.data_dir, source.split, source.path)
+        if source.needles is None and origin not in origins:
+            names.append(name)
+            origins.add(origin)
+    return names
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class NanotronBackend(Backend):
         verify_stage_data(recipe, stage, recipe_path, exact_tokenizer=True)
         config = run_dir / CONFIG
         write_file(config, rendered.files[f"{name}.yaml"])
-        write_json(run_dir / SETTINGS, {"stage": name, "index": as_planned.index(name),
+        write_json(run_dir / SETTINGS, {"stage": name, "index": as_planned.index(name), "kind": stage.kind,
                                         "fingerprint": fingerprint, "recipe_hash": rendered.recipe.hash(), "backend": self.name})
         (run_dir / STOP_FILE).unlink(missing_ok=True)  # a stop file left by the previous (requeued) job
         resumes_from = stage.resume_checkpoint_path if (step is not None or stage.init_from is not None) else None

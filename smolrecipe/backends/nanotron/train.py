@@ -52,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from smolrecipe.atomic import write_file, write_json  # noqa: E402
-from smolrecipe.kinds import kind_for_nanotron_dataset  # noqa: E402
+from smolrecipe.kinds import KINDS, kind_for_nanotron_dataset  # noqa: E402
 from smolrecipe.runs import LOG, SETTINGS, STOP_FILE, SUMMARY, read_json_if_any, read_log  # noqa: E402
 
 
@@ -84,8 +84,13 @@ class StageTrainer(DistributedTrainer):
                              f"found {len(self.config.data_stages)}")
         self.data_stage = self.config.data_stages[0]
         self.dataset_args = self.data_stage.data.dataset
-        self.kind = kind_for_nanotron_dataset(type(self.dataset_args).__name__)
         self.settings = read_json_if_any(run_dir / SETTINGS)
+        self.kind = kind_for_nanotron_dataset(type(self.dataset_args).__name__)
+        # Kinds that share a dataset section (pretrain, anneal, long_context) train alike; the job's
+        # settings name the stage's own, which its logs and summary record.
+        named = KINDS.get(self.settings.get("kind", ""))
+        if named is not None and named.nanotron_dataset_class == self.kind.nanotron_dataset_class:
+            self.kind = named
         self.is_logger = dist.get_rank(self.parallel_context.world_pg) == 0
         self.step_seconds: list[float] = []
         self._last_time = self._start = time.perf_counter()
