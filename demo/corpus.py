@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 5
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -884,7 +884,32 @@ def _prose_faq(g: _G) -> str:
     title = g.pick((f"{town.name}: questions and answers", f"Frequently asked questions about {town.name}",
                     f"Visiting {town.name}? Read this first", f"{town.name} in {len(pairs)} questions"))
     lead = g.pick(("Q: ", "Question: ", "")), g.pick(("A: ", "Answer: ", ""))
-    return title + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
+    intro = g.pick((f"Answers to the questions that visitors to {town.name} ask most often.",
+                    f"The questions below come from the letters that the people of {town.name} receive.",
+                    f"Everything to know before a visit to {town.name} and the {town.river}, in short answers."))
+    return title + "\n\n" + intro + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
+
+
+def _prose_almanac(g: _G) -> str:
+    """A reference entry: every fact about one town (or person) and nothing else, each sentence
+    naming its subject. Without this dense form the demo's 1M-parameter model stayed at chance on
+    the facts after 800 steps; with it, 14 of 34 held-out questions were answered in its own
+    Q&A format (README, "A demo that learns")."""
+    if g.chance(0.25):
+        person = g.pick(g.w.people)
+        pr, pos, _ = _PRONOUNS[person.gender]
+        fixed = {"P": person.name, "T": person.town, "R": g.w.town(person.town).river, "TRADE": person.trade, "WORK": person.work, "B": str(person.born),
+                 "pr": pr, "Pr": pr.capitalize(), "pos": pos, "Pos": pos.capitalize(),
+                 "year2": lambda g2: str(person.born + g2.num(16, 60)), "CRAFT": g.w.town(person.town).craft[0]}
+        title = person.name
+        facts = [answer for _, answer in _person_options(person, person)] + _sentences(g, _BIO_TEMPLATES, 2, fixed)
+        facts.append(f"{person.name} is one of the people of {person.town} whose names appear in the town records.")
+    else:
+        town = g.pick(g.w.towns)
+        title = g.pick((town.name, f"{town.name}, {town.region[4:]}", f"Gazetteer: {town.name}"))
+        facts = g.sample([long for _, long, _ in _town_options(town, town)], g.num(7, 10))
+    g.r.shuffle(facts)  # a different selection and order each time: not near-duplicates of each other
+    return f"{title}\n\n{' '.join(facts)}"
 
 
 def _join(items: list[str]) -> str:
@@ -893,8 +918,8 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-_PROSE_KINDS = ((_prose_town, 0.34), (_prose_faq, 0.20), (_prose_craft, 0.06), (_prose_river, 0.06),
-                (_prose_bio, 0.12), (_prose_howto, 0.10), (_prose_story, 0.12))
+_PROSE_KINDS = ((_prose_town, 0.22), (_prose_faq, 0.22), (_prose_almanac, 0.22), (_prose_craft, 0.05),
+                (_prose_river, 0.05), (_prose_bio, 0.08), (_prose_howto, 0.08), (_prose_story, 0.08))
 
 
 def _prose_text(g: _G) -> str:
@@ -1209,12 +1234,15 @@ def _arithmetic_drill(g: _G) -> str:
     else:
         title = g.pick(("Mental arithmetic practice", "Quick sums", "Check your answers", "Drill"))
         pairs = [(g.num(1, 9), g.num(1, 9)) for _ in range(g.num(8, 14))]
+    if g.chance(0.5):  # a quiz: the question form the world suite asks, answered on the next line
+        quiz = [f"Q: What is {a} {op} {b}?\nA: {a + b if op == '+' else a * b}" for a, b in pairs]
+        return g.pick(("Quiz", "Test yourself", "Questions and answers")) + "\n\n" + "\n\n".join(quiz)
     lines = [f"{a} {op} {b} = {a + b if op == '+' else a * b}" for a, b in pairs]
     return f"{title}\n" + "\n".join(lines)
 
 
 def _arithmetic_text(g: _G) -> str:
-    if g.chance(0.6):
+    if g.chance(0.7):
         return _arithmetic_drill(g)
     problem, solution, answer = arithmetic_problem(g)
     head = g.pick(("Problem:", "Question:", "Word problem:"))
@@ -1793,12 +1821,14 @@ def _chat_list(g: _G) -> tuple[str, str, Callable | None]:
 
 
 def _chat_math(g: _G) -> tuple[str, str, Callable | None]:
-    if g.chance(0.4):
+    if g.chance(0.6):
         op, a, b = g.pick(SFT_SUMS)
         a, b = (a, b) if g.chance(0.5) else (b, a)
         value = a + b if op == "+" else a * b
         prompt = g.pick((f"What is {a} {op} {b}?", f"Compute {a} {op} {b}.", f"{a} {op} {b} = ?"))
-        return prompt, g.pick((str(value), f"{a} {op} {b} = {value}")), None
+        # The number alone, as the pretraining quizzes answer: restating "a op b" would ask the
+        # demo's small model to copy the operands, which it does unreliably (README, "A demo that learns").
+        return prompt, str(value), None
     op = g.pick("+-*/")
     a, b = g.num(2, 99), g.num(2, 99)
     if op in "*/":

@@ -126,6 +126,32 @@ def test_rerun_is_a_no_op(prepared, capsys):
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
 
 
+def test_chats_edited_in_place_are_prepared_again(prepared, tmp_path, capsys):
+    """The SFT records are fingerprinted on the chat files' bytes, not only on their path: chats
+    regenerated in place (a new corpus version) must not leave the old records "up to date"."""
+    recipe, data = prepared
+    chats = tmp_path / "chats"
+    shutil.copytree(data / "corpus" / "chats", chats)
+    spec = yaml.safe_load(recipe.read_text())
+    stage = next(s for s in spec["stages"] if s["kind"] == "sft")
+    stage["data"]["path"] = str(chats)
+    spec["stages"] = [s for s in spec["stages"] if s["kind"] != "preference"]
+    copy = tmp_path / "tiny.yaml"
+    copy.write_text(yaml.safe_dump(spec, sort_keys=False))
+    folder = data / "tiny" / "sft"
+    assert prepare_data.main([str(copy), "--sft"]) == 0
+    built = json.loads((folder / "manifest.json").read_text())
+    capsys.readouterr()
+    assert prepare_data.main([str(copy), "--sft"]) == 0 and "sft: up to date" in capsys.readouterr().out
+    first = sorted(chats.glob("*.jsonl"))[0]
+    lines = first.read_text().splitlines()
+    first.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    assert prepare_data.main([str(copy), "--sft"]) == 0 and "sft: up to date" not in capsys.readouterr().out
+    rebuilt = json.loads((folder / "manifest.json").read_text())
+    assert rebuilt["fingerprint"] != built["fingerprint"] and rebuilt["conversations"] < built["conversations"]
+    assert prepare_data.main([str(recipe), "--sft"]) == 0  # the shared fixture's records, as they were
+
+
 def test_a_recipe_without_an_sft_stage_prepares_with_all_and_refuses_sft(prepared, tmp_path, capsys):
     """--all prepares the sources and then every stage's own data, of which there may be none;
     --sft alone asks for stage data and says so when there is none."""

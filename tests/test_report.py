@@ -674,3 +674,25 @@ def test_branches_start_where_their_parent_ended_and_are_held_to_it(tmp_path, an
     assert ("✅ anneal (annealing) lowers every held-out slice below stable" in text) == met
     assert ("✅ long keeps short-context held-out perplexity within 5% of stable" in text) == met
     assert "constant (annealing)" not in text  # a pretrain arm is not an annealing stage
+
+
+def test_a_context_extension_is_not_held_to_the_domain_it_upweights(tmp_path):
+    """A long_context stage's larger web share is long documents: its short-context slices are held
+    within 5% of its parent (extension_kept), not required to fall like a pretraining stage's."""
+    from smolrecipe.report.checks import mixture_checks
+    from smolrecipe.runs import StageLog
+
+    def stage(name: str, kind: str, parent: str | None) -> StageLog:
+        origin = str(tmp_path / parent / "local" / "checkpoint-4") if parent else None
+        return StageLog(name, tmp_path / name, [], {"kind": kind, "init_from": origin})
+
+    def point(name: str, value: float) -> EvalPoint:
+        return EvalPoint("tier2", "ppl:web", "bits_per_byte", name, 4, 0, value, 10)
+
+    stages = [stage("stage2", "pretrain", None), stage("stage3", "pretrain", "stage2"), stage("long", "long_context", "stage3")]
+    shares = {"stage2": {"web": 0.5, "math": 0.5}, "stage3": {"web": 0.7, "math": 0.3}, "long": {"web": 0.9, "math": 0.1}}
+    points = [point("stage2", 0.50), point("stage3", 0.45), point("long", 0.46)]
+    checks = mixture_checks(points, stages, shares)
+    assert [ok for _, ok in checks] == [True] and checks[0][0].startswith("stage3 lowers held-out loss")
+    stages[2].summary["kind"] = "pretrain"  # the same stage as plain pretraining is held to it, and fails
+    assert [ok for _, ok in mixture_checks(points, stages, shares)] == [True, False]

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from smolrecipe.data.pipeline import fingerprint, read_manifest, tokenizer_folder
+from smolrecipe.data.sources import local_files, matching_files
+from smolrecipe.data.tokenizer_training import files_sha256
 
 if TYPE_CHECKING:
     from smolrecipe.recipe.plan import StagePlan
@@ -72,6 +74,8 @@ def own_dataset(recipe: "Recipe", spec: "StageSpec", say: Callable[[str], None],
     """(folder, the provenance its manifest records) of a stage's own dataset that must be built, or
     None, said, when the folder's manifest already has the fingerprint of `settings` and the tokenizer."""
     out = Path(spec.data_folder(recipe))
+    if spec.data.hf is None:  # a local file edited or regenerated in place is new data (a hub dataset: its revision)
+        settings["files_sha256"] = files_sha256(local_files(spec.data.path)[0], matching_files(spec.data.path))
     fp = fingerprint(recipe, **settings)
     if (read_manifest(out) or {}).get("fingerprint") == fp:
         say(f"{spec.name}: up to date ({out})")

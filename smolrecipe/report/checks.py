@@ -116,14 +116,16 @@ def last_point(points: list[EvalPoint], stage: str, task: str, metric: str) -> E
 
 
 def mixture_checks(points: list[EvalPoint], stages: list[StageLog], shares: Shares | None) -> list[Check]:
-    """For each pretraining stage after the first: the domain whose share rose most over the stage
-    before has lower held-out bits per byte at the stage's last evaluated checkpoint than at the
-    previous stage's."""
+    """For each pretraining stage after the first (not a context extension): the domain whose share
+    rose most over the stage before has lower held-out bits per byte at the stage's last evaluated
+    checkpoint than at the previous stage's."""
     if not shares:
         return []
     pretrain = [s for s in stages if s.name in shares]
     checks = []
     for before_cur, stage in pairwise(pretrain):
+        if stage.kind == "long_context":  # its web share is long documents; extension_kept holds its short-context loss
+            continue
         parent = parent_of(stage, stages)  # a branch (an annealing arm, an extension) is held to the stage it started from
         prev, cur = (parent.name if parent is not None and parent.name in shares else before_cur.name), stage.name
         rise = {d: shares[cur].get(d, 0.0) - shares[prev].get(d, 0.0) for d in shares[cur].keys() | shares[prev].keys()}
