@@ -80,7 +80,7 @@ def test_folders_load_with_datatrove_and_decode_to_text(prepared, hf_tokenizer):
     assert end in ids  # documents end with the recipe's document_end, not the chat eos
     assert hf_tokenizer.eos_token_id not in ids
     text = hf_tokenizer.decode(ids)
-    assert "The answer is" in text
+    assert any(marker in text for marker in ("Q: What is", "Solution:", " = "))  # quizzes, worked problems, drills
 
 
 def test_nanotron_tokenizer_check_passes(prepared, hf_tokenizer):
