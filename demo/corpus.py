@@ -898,9 +898,10 @@ def _prose_almanac(g: _G) -> str:
     if g.chance(0.25):
         person = g.pick(g.w.people)
         pr, pos, _ = _PRONOUNS[person.gender]
-        fixed = {"P": person.name, "T": person.town, "R": g.w.town(person.town).river, "TRADE": person.trade, "WORK": person.work, "B": str(person.born),
+        home = g.w.town(person.town)
+        fixed = {"P": person.name, "T": person.town, "R": home.river, "TRADE": person.trade, "WORK": person.work, "B": str(person.born),
                  "pr": pr, "Pr": pr.capitalize(), "pos": pos, "Pos": pos.capitalize(),
-                 "year2": lambda g2: str(person.born + g2.num(16, 60)), "CRAFT": g.w.town(person.town).craft[0]}
+                 "year2": lambda g2: str(person.born + g2.num(16, 60)), "CRAFT": home.craft[0]}
         title = person.name
         facts = [answer for _, answer in _person_options(person, person)] + _sentences(g, _BIO_TEMPLATES, 2, fixed)
         facts.append(f"{person.name} is one of the people of {person.town} whose names appear in the town records.")
