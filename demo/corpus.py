@@ -833,13 +833,18 @@ def _prose_river(g: _G) -> str:
     return " ".join(body[:2] + facts + body[2:])
 
 
+def _person_fixed(person: Person, town: Town) -> dict:
+    """The slots a biography template fills from its subject (and the town they came from)."""
+    pr, pos, _ = _PRONOUNS[person.gender]
+    return {"P": person.name, "T": town.name, "R": town.river, "TRADE": person.trade, "WORK": person.work,
+            "B": str(person.born), "pr": pr, "Pr": pr.capitalize(), "pos": pos, "Pos": pos.capitalize(),
+            "year2": lambda g2: str(person.born + g2.num(16, 60)), "CRAFT": town.craft[0]}
+
+
 def _prose_bio(g: _G) -> str:
     person = g.pick(g.w.people)
     town = g.w.town(person.town)
-    pr, pos, _ = _PRONOUNS[person.gender]
-    fixed = {"P": person.name, "T": town.name, "R": town.river, "TRADE": person.trade, "WORK": person.work,
-             "B": str(person.born), "pr": pr, "Pr": pr.capitalize(), "pos": pos, "Pos": pos.capitalize(),
-             "year2": lambda g2: str(person.born + g2.num(16, 60)), "CRAFT": town.craft[0]}
+    fixed = _person_fixed(person, town)
     opening = [_fill(g, t, fixed) for t in _BIO_OPENINGS]
     if g.chance(0.5):
         opening.reverse()
@@ -897,11 +902,7 @@ def _prose_almanac(g: _G) -> str:
     Q&A format (README, "A demo that learns")."""
     if g.chance(0.25):
         person = g.pick(g.w.people)
-        pr, pos, _ = _PRONOUNS[person.gender]
-        home = g.w.town(person.town)
-        fixed = {"P": person.name, "T": person.town, "R": home.river, "TRADE": person.trade, "WORK": person.work, "B": str(person.born),
-                 "pr": pr, "Pr": pr.capitalize(), "pos": pos, "Pos": pos.capitalize(),
-                 "year2": lambda g2: str(person.born + g2.num(16, 60)), "CRAFT": home.craft[0]}
+        fixed = _person_fixed(person, g.w.town(person.town))
         title = person.name
         facts = [answer for _, answer in _person_options(person, person)] + _sentences(g, _BIO_TEMPLATES, 2, fixed)
         facts.append(f"{person.name} is one of the people of {person.town} whose names appear in the town records.")
