@@ -245,3 +245,49 @@ def test_slurm_executor_without_sbatch_is_a_clear_error(tmp_path, monkeypatch, c
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     assert prepare_data.main([str(ROOT / "recipes" / "tiny.yaml"), "--executor", "slurm"]) == 2
     assert "--executor: slurm needs `sbatch`" in capsys.readouterr().err
+
+
+# --- chat sources (messages_field): instruction data in a pretraining mixture ---------------------
+
+_CHAT = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5"}]
+
+
+def test_a_chat_source_is_one_way_to_make_text(tmp_path):
+    with pytest.raises(ValueError, match="messages_field"):
+        Source(domain="web", path=str(tmp_path), messages_field="messages", text_template="{a}")
+    _jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])  # no assistant turn
+    with pytest.raises(UserError) as exc:
+        check_source("chats", Source(domain="web", path=str(tmp_path / "c.jsonl"), messages_field="messages"))
+    assert exc.value.field == "sources.chats.messages_field" and "no_assistant_turn" in exc.value.problem
+    with pytest.raises(UserError) as exc:
+        check_source("chats", Source(domain="web", path=str(tmp_path / "c.jsonl"), messages_field="conversation"))
+    assert exc.value.field == "sources.chats.messages_field" and "'conversation'" in exc.value.problem
+    with pytest.raises(ValueError, match="tokenizer folder"):
+        build_reader(Source(domain="web", path=str(tmp_path / "c.jsonl"), messages_field="messages"))
+
+
+def test_a_chat_source_cannot_train_the_tokenizer(tiny_dict, write_recipe):
+    from smolrecipe.recipe.loading import load_recipe
+
+    tiny_dict["sources"]["chats_pretrain"] = {"domain": "web", "path": "runs/data/corpus/chats", "messages_field": "messages"}
+    tiny_dict["tokenizer"]["train"]["sources"] = ["prose", "chats_pretrain"]
+    with pytest.raises(UserError) as exc:
+        load_recipe(write_recipe(tiny_dict))
+    assert exc.value.field == "tokenizer.train.sources" and "chat source" in exc.value.problem
+
+
+@pytest.mark.slow
+def test_chats_are_rendered_by_the_recipe_template_and_malformed_ones_counted(tmp_path, hf_tokenizer, tiny_tokenizer):
+    bad = [{"role": "narrator", "content": "x"}, {"role": "assistant", "content": "y"}]
+    _jsonl(tmp_path / "c.jsonl", [{"messages": _CHAT, "id": "a", "source": "demo"}, {"messages": bad}, {"messages": _CHAT[::-1] + _CHAT}])
+    reader = build_reader(Source(domain="web", path=str(tmp_path / "c.jsonl"), messages_field="messages"),
+                          lost_folder=str(tmp_path / "lost"), tokenizer_folder=str(tiny_tokenizer))
+    docs = list(reader(None, rank=0, world_size=1))
+    assert [d.text for d in docs] == [hf_tokenizer.apply_chat_template(m, tokenize=False) for m in (_CHAT, _CHAT[::-1] + _CHAT)]
+    assert docs[0].text.startswith("<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n5<|im_end|>")
+    assert docs[0].id == "a" and docs[0].metadata["source"] == "demo" and "messages" not in docs[0].metadata
+    assert reader.stats["lost_chat_unknown_role"].total == 1 and "lost_empty_text" not in reader.stats
+    assert json.loads((tmp_path / "lost" / "00000-chat_unknown_role.json").read_text())["line"] == 2
+    # the template's special tokens are single tokens of the recipe's vocabulary in the prepared text
+    ids = hf_tokenizer(docs[0].text, add_special_tokens=False).input_ids
+    assert ids[0] == hf_tokenizer.convert_tokens_to_ids("<|im_start|>") and ids.count(hf_tokenizer.convert_tokens_to_ids("<|im_end|>")) == 2

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from smolrecipe.atomic import staged_folder
+from smolrecipe.data.conversations import malformed_reason
 from smolrecipe.errors import UserError
-
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -38,21 +37,6 @@ class SFTStats:
     def as_dict(self) -> dict[str, Any]:
         return {"conversations": self.conversations, "kept": self.kept, "records": self.records,
                 "dropped": dict(sorted(self.dropped.items()))}
-
-
-def malformed_reason(messages: Any) -> str | None:
-    """Why a conversation cannot be trained on, or None."""
-    if not isinstance(messages, list) or not messages:
-        return "not_a_message_list"
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            return "unknown_role"
-        content = message.get("content")
-        if not isinstance(content, str) or not content.strip():
-            return "empty_content"
-    if not any(m["role"] == "assistant" for m in messages):
-        return "no_assistant_turn"
-    return None
 
 
 def adds_bos(tokenizer) -> bool:

@@ -92,7 +92,7 @@ def sample_stats(recipe: Recipe, source: Source, tokenizer=None) -> SampleStats:
                                 f"{min(lengths):,}-{max(lengths):,} tokens per document")
     if tokenizer is not None:
         try:
-            return _measure(source, tokenizer)
+            return _measure(source, tokenizer, recipe.tokenizer.path)
         except Exception as exc:  # offline, gated, unreadable: fall back, and say why
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}" if str(exc) else type(exc).__name__
             return _from_card(source, note=f"no sample ({reason})")
@@ -110,10 +110,10 @@ def _from_card(source: Source, note: str) -> SampleStats:
                        note=f"{note}; the card counts {counted}" + (f" ({card.where})" if card.where else ""))
 
 
-def _measure(source: Source, tokenizer) -> SampleStats:
+def _measure(source: Source, tokenizer, tokenizer_folder: str) -> SampleStats:
     """The first records through the pipeline's own reader and filters, counted by the tokenizer the
     pipeline uses (document-end token included)."""
-    documents = list(build_reader(source, limit=SAMPLE_DOCUMENTS).run(None, rank=0, world_size=1))
+    documents = list(build_reader(source, limit=SAMPLE_DOCUMENTS, tokenizer_folder=tokenizer_folder).run(None, rank=0, world_size=1))
     kept = iter(documents)
     for step in build_filters(source, tokenizer):
         kept = step.run(kept, rank=0, world_size=1)

@@ -296,7 +296,8 @@ def pipelines(recipe: Recipe, job: SourceJob, document_end: str) -> list[tuple[s
     limit = max(1, job.source.max_documents // job.tasks) if job.source.max_documents else -1
 
     def read_and_filter():  # fresh step objects for each pipeline: datatrove keeps stats on them
-        return [build_reader(job.source, limit, str(job.lost_notes)), *build_filters(job.source, tokenizer_folder(recipe))]
+        return [build_reader(job.source, limit, str(job.lost_notes), tokenizer_folder(recipe)),
+                *build_filters(job.source, tokenizer_folder(recipe))]
 
     tokenize = NanosetTokenizer(
         str(job.staged), tokenizer_folder(recipe), document_end, seed=recipe.training.seed, budget=job.budget,

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from smolrecipe.atomic import staged_folder
-from smolrecipe.data.chats import conversation_records, malformed_reason
+from smolrecipe.data.chats import conversation_records
+from smolrecipe.data.conversations import malformed_reason
 from smolrecipe.errors import UserError
 
 TRAIN_FILE, HELDOUT_FILE = "train.parquet", "heldout.parquet"

@@ -24,6 +24,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 
 from smolrecipe.atomic import write_json
+from smolrecipe.data.conversations import malformed_reason
 from smolrecipe.data.hub import require_login
 from smolrecipe.errors import UserError
 from smolrecipe.recipe.filters import bad_filter_args, build_filter
@@ -97,6 +98,27 @@ def _template_adapter(template: str, id_key: str, reader, data: dict, path: str,
     return {"text": text, "id": data.get(id_key, f"{path}/{id_in_file}"), "metadata": metadata}
 
 
+_CHAT_TOKENIZERS: dict[str, Any] = {}  # tokenizer folder -> its tokenizer, loaded once per datatrove task
+
+
+def _chat_adapter(tokenizer_folder: str, field: str, id_key: str, reader, data: dict, path: str, id_in_file: int | str) -> dict:
+    """datatrove reader adapter: the document text is the conversation in `field`, rendered by the
+    chat template of the tokenizer in `tokenizer_folder`; a malformed one is counted as lost."""
+    messages = data.get(field)
+    metadata = {k: v for k, v in data.items() if k not in (field, id_key)}
+    doc_id = data.get(id_key, f"{path}/{id_in_file}")
+    reason = malformed_reason(messages)
+    if reason is not None:
+        reader.pending_loss = f"chat_{reason}"
+        return {"text": "", "id": doc_id, "metadata": metadata}
+    if tokenizer_folder not in _CHAT_TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _CHAT_TOKENIZERS[tokenizer_folder] = AutoTokenizer.from_pretrained(tokenizer_folder)
+    text = _CHAT_TOKENIZERS[tokenizer_folder].apply_chat_template(messages, tokenize=False)
+    return {"text": text, "id": doc_id, "metadata": metadata}
+
+
 def _is_glob(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
@@ -145,7 +167,7 @@ def hub_options(source) -> dict[str, Any]:
 # the tasks into the manifest) and note the first file and line of each reason per task, so
 # publishing can fail with "file X line N" when a source loses more than its max_lost_fraction.
 
-LOST_PREFIX = "lost_"  # reasons: not_utf8, bad_json, not_a_record, empty_text
+LOST_PREFIX = "lost_"  # reasons: not_utf8, bad_json, not_a_record, empty_text, chat_<why> (conversations.malformed_reason)
 EXCUSED_LOSSES = ("empty_text",)  # counted, but an empty record is not data lost: no threshold
 
 
@@ -153,6 +175,7 @@ class _CountsLosses:
     """Mixin for datatrove readers: `lost(reason, file, line)` counts and locates a record."""
 
     lost_folder: str | None = None
+    pending_loss: str | None = None  # why the adapter emptied the record it just read (a malformed chat)
     _rank = 0
 
     def lost(self, reason: str, filepath: str, line: int | str) -> None:
@@ -161,10 +184,15 @@ class _CountsLosses:
         if note is not None and not note.exists():  # the first of its reason in this task
             write_json(note, {"reason": reason, "file": str(filepath), "line": line})
 
+    def lost_empty(self, filepath: str, line: int | str) -> None:
+        """A record that gave no document: no text, or the reason the adapter left."""
+        reason, self.pending_loss = self.pending_loss or "empty_text", None
+        self.lost(reason, filepath, line)
+
     def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
         document = super().get_document_from_dict(data, source_file, id_in_file)
         if document is None:
-            self.lost("empty_text", source_file, id_in_file)
+            self.lost_empty(source_file, id_in_file)
         return document
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
@@ -198,7 +226,7 @@ class CountingJsonlReader(_CountsLosses, JsonlReader):
                         continue
                     document = JsonlReader.get_document_from_dict(self, record, filepath, li)
                     if document is None:
-                        self.lost("empty_text", where, li + 1)
+                        self.lost_empty(where, li + 1)
                         continue
                 yield document
 
@@ -211,12 +239,17 @@ class CountingHubReader(_CountsLosses, HuggingFaceDatasetReader):
     pass
 
 
-def build_reader(source: Source, limit: int = -1, lost_folder: str | None = None):
+def build_reader(source: Source, limit: int = -1, lost_folder: str | None = None, tokenizer_folder: str | None = None):
     """The datatrove reader for a (resolved) source; records it cannot use are counted (see above)
-    and the first of each reason per task is noted under `lost_folder`."""
+    and the first of each reason per task is noted under `lost_folder`. A chat source
+    (`messages_field`) needs `tokenizer_folder`, whose chat template renders it."""
     common: dict[str, Any] = {"text_key": source.text_field, "limit": limit}
     if source.text_template:
         common["adapter"] = partial(_template_adapter, source.text_template, "id")
+    if source.messages_field:
+        if tokenizer_folder is None:
+            raise ValueError("a chat source (messages_field) is read with the recipe's tokenizer folder")
+        common["adapter"] = partial(_chat_adapter, str(tokenizer_folder), source.messages_field, "id")
     if source.hf is not None:
         reader = CountingHubReader(source.hf, dataset_options=hub_options(source), streaming=True, **common)
     else:
@@ -308,12 +341,17 @@ def check_source(name: str, source: Source) -> None:
             raise UserError(f"{field}.path", f"no JSONL or Parquet files at {source.path}",
                               "point it at a .jsonl/.parquet file, a folder of them, or a glob")
     record = first_record(source, field)
-    wanted = template_fields(source.text_template) if source.text_template else [source.text_field]
+    key = "text_template" if source.text_template else "messages_field" if source.messages_field else "text_field"
+    wanted = template_fields(source.text_template) if source.text_template else [source.messages_field or source.text_field]
     missing = [f for f in wanted if f not in record]
     if missing:
-        key = "text_template" if source.text_template else "text_field"
         raise UserError(f"{field}.{key}", f"field '{missing[0]}' is not in the records",
                           f"use one of {sorted(record)}")
+    if source.messages_field:
+        reason = malformed_reason(record[source.messages_field])
+        if reason is not None:
+            raise UserError(f"{field}.messages_field", f"the first record's '{source.messages_field}' is not a conversation ({reason})",
+                            "point it at a list of {role, content} messages (smol-smoltalk's `messages`)")
 
 
 TOKENIZER_FILTERS = {"min_tokens"}  # filters that count tokens: the pipeline hands them the recipe's tokenizer

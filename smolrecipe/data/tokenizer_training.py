@@ -51,14 +51,14 @@ class Corpus:
 def training_sources(recipe: Recipe) -> list[str]:
     """The sources the tokenizer learns from, in reading order. Default: every source, by name, each
     text once (a source that reads the same files as another, e.g. a length-filtered copy, is not
-    read again), but the needle sources: they are generated with the tokenizer, from another's text."""
+    read again), but the needle and chat sources: the tokenizer generates or renders their text."""
     if recipe.tokenizer.train.sources:
         return list(recipe.tokenizer.train.sources)
     names, origins = [], set()
     for name in sorted(recipe.sources):
         source = recipe.sources[name]
         origin = (source.hf, source.subset, source.data_dir, source.split, source.path)
-        if source.needles is None and origin not in origins:
+        if source.needles is None and source.messages_field is None and origin not in origins:
             names.append(name)
             origins.add(origin)
     return names

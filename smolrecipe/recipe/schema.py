@@ -239,6 +239,10 @@ class Source(_Strict):
     text_field: str = "text"
     # Build the text from several fields instead, e.g. "{problem}\n\n{generated_solution}".
     text_template: Optional[str] = None
+    # Or chat records (smol-smoltalk's `messages` lists): each conversation is one document, rendered
+    # by the recipe's chat template, for instruction data mixed into a late pretraining stage (MiniCPM's
+    # decay phase) so that SFT starts from a model that has read the chat format at pretraining scale.
+    messages_field: Optional[str] = None
     # Read at most this many documents (split evenly over the datatrove tasks): a sample of a big hub set.
     max_documents: Optional[int] = Field(default=None, gt=0)
     # How many tokens to prepare. By default the plan decides (recipe.budgets: what the stages draw
@@ -270,6 +274,8 @@ class Source(_Strict):
             raise ValueError("`subset`, `data_dir` and `revision` select part of a hub dataset; a local `path` has none")
         if self.max_tokens is not None and self.budget_fraction is not None:
             raise ValueError("give at most one of `max_tokens` (a token count) or `budget_fraction` (of what the stages draw)")
+        if self.messages_field is not None and (self.text_template is not None or self.needles is not None):
+            raise ValueError("`messages_field` renders chats as the text; give it without `text_template` or `needles:`")
         return self
 
 
@@ -680,9 +686,10 @@ class Recipe(_Strict):
             del data["tokenizer"]["train"]
         if data["paths"]["dataset"] is None:  # and one without `paths.dataset` the hash it had before that
             del data["paths"]["dataset"]
-        for source in data["sources"].values():  # and sources without `needles` theirs
-            if source["needles"] is None:
-                del source["needles"]
+        for source in data["sources"].values():  # and sources without `needles` or `messages_field` theirs
+            for key in ("needles", "messages_field"):
+                if source[key] is None:
+                    del source[key]
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -834,6 +841,9 @@ def _check_trained_tokenizer(recipe: Recipe) -> None:
         if recipe.sources[name].needles is not None:
             raise UserError("tokenizer.train.sources", f"'{name}' is a needle source, generated with the tokenizer",
                             f"train on its haystack source '{recipe.sources[name].needles.haystack}' instead")
+        if recipe.sources[name].messages_field is not None:
+            raise UserError("tokenizer.train.sources", f"'{name}' is a chat source, rendered with the tokenizer's chat template",
+                            "leave it out (the template's special tokens are in the vocabulary whatever the text)")
     if train.sources and len(set(train.sources)) < len(train.sources):
         raise UserError("tokenizer.train.sources", "a source is listed twice", "list each source once")
     if recipe.model.vocab_size != train.vocab_size:
