@@ -301,6 +301,27 @@ def test_recipe_eval_suites_must_exist(tiny_dict, write_recipe):
         load_recipe(write_recipe(tiny_dict))
 
 
+def test_run_eval_recipe_mode_scores_the_trained_stages_and_names_the_others(tiny_dict, write_recipe, tmp_path, capsys):
+    import run_eval
+
+    from smolrecipe import runs
+    from smolrecipe.recipe.envpaths import resolve_recipe
+    from smolrecipe.recipe.loading import load_recipe
+    from smolrecipe.recipe.plan import build_plan
+
+    tiny_dict["paths"]["runs"] = str(tmp_path / "runs")
+    recipe_path = write_recipe(tiny_dict)
+    recipe = resolve_recipe(load_recipe(recipe_path))
+    plan = build_plan(recipe)
+    for name in ("stage1", "stage2"):  # a run in progress: two stages finished
+        runs.local_final_checkpoint(recipe, plan.stage(name)).mkdir(parents=True)
+    jobs = run_eval.recipe_jobs(str(recipe_path), None, "local")
+    assert {Path(c).parts[-3] for c, _, _ in jobs} == {"stage1", "stage2"}
+    assert [s for _, s, out in jobs if out.parts[-2] == "stage1"] == tiny_dict["stages"][0]["eval_suites"]
+    out = capsys.readouterr().out
+    assert "stage3: not scored, not trained yet (train it first: python tools/train_local.py" in out and "stage2: not scored" not in out
+
+
 @pytest.mark.slow
 def test_run_eval_recipe_mode_names_the_stage_to_train_first(tiny_dict, write_recipe, tmp_path):
     tiny_dict["paths"]["runs"] = str(tmp_path / "runs")

@@ -97,14 +97,22 @@ def recipe_jobs(recipe_path: str, suite: str | None, backend: str) -> list[tuple
     trained_by = backend_named(backend)
     recipe = resolve_recipe(load_recipe(recipe_path))
     suites_of = {s.name: s.eval_suites for s in recipe.stages}
-    jobs = []
+    jobs, untrained = [], []
     for stage in build_plan(recipe).stages:
         names = [suite] if suite else suites_of[stage.name]
         if not names:
             continue
-        checkpoint = trained_by.final_checkpoint(recipe, stage, recipe_path)
+        try:
+            checkpoint = trained_by.final_checkpoint(recipe, stage, recipe_path)
+        except UserError as err:  # a run in progress, or a branch trained by another command (make midtrain)
+            untrained.append(err)
+            continue
         out = results_dir(Path(run_dir(recipe)), stage.name, stage.train_steps)
         jobs += [(str(checkpoint), name, out) for name in names]
+    if untrained and not jobs:
+        raise untrained[0]
+    for err in untrained:
+        print(f"{err.field}: not scored, not trained yet ({err.fix})")
     return jobs
 
 

@@ -1,7 +1,8 @@
 """Train a recipe's stages on this machine (CPU, or one GPU): the local backend.
 
     python tools/train_local.py recipes/tiny.yaml --stage stage1      # one stage
-    python tools/train_local.py recipes/tiny.yaml --stage all         # stage1 -> stage2 -> stage3 -> sft
+    python tools/train_local.py recipes/tiny.yaml --stage all         # stage1 -> stage2 -> stage3 -> sft -> ...
+    python tools/train_local.py recipes/tiny.yaml --stage all --except long   # all but the context extension
     python tools/train_local.py recipes/tiny.yaml --stage stage2 --resume   # continue from its newest checkpoint
 
 Same data folders, weights, batch, LR schedule and resume chain as the generated nanotron configs;
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny.yaml")
     parser.add_argument("--stage", required=True, help="a stage name (stage1, ..., sft) or `all`")
+    parser.add_argument("--except", dest="skip", action="append", default=[], metavar="STAGE",
+                        help="with --stage all: leave this stage out (repeatable); make demo leaves the context extension to make midtrain")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's newest checkpoint")
     parser.add_argument("--restart", action="store_true", help="delete the stage's local run and train it from the start")
     parser.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)  # stop early (tests, benchmarks)
@@ -35,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         recipe = resolve_recipe(load_recipe(args.recipe))
         plan = build_plan(recipe)
         chosen = plan.checked_stage(args.stage, "--stage", also=("all",))
+        if args.skip and chosen is not None:
+            parser.error("--except goes with --stage all")
+        skipped = {plan.checked_stage(name, "--except").name for name in args.skip}  # a stage whose parent is left out
+        # and untrained stops at that stage with the parent's name (backends.local.train.load_parent)
         from smolrecipe.backends.local.train import run_stage  # torch/transformers load only once the input is valid
 
-        for name in [s.name for s in plan.stages] if chosen is None else [chosen.name]:
+        for name in [s.name for s in plan.stages if s.name not in skipped] if chosen is None else [chosen.name]:
             result = run_stage(recipe, plan, name, resume=args.resume, restart=args.restart, max_steps=args.max_steps,
                                recipe_path=args.recipe)
             print(result.line())
