@@ -83,6 +83,22 @@ def test_folders_load_with_datatrove_and_decode_to_text(prepared, hf_tokenizer):
     assert any(marker in text for marker in ("Q: What is", "Solution:", " = "))  # quizzes, worked problems, drills
 
 
+def test_the_chat_source_is_chatml_text_ending_each_conversation_with_the_document_end(prepared, hf_tokenizer):
+    from datatrove.utils.dataset import DatatroveFolderDataset
+
+    _, data = prepared
+    dataset = DatatroveFolderDataset(str(data / "tiny" / "chats_pretrain"), seq_len=128, filename_pattern="*.ds",
+                                     recursive=False, token_size=2)
+    ids = np.concatenate([dataset[i]["input_ids"][:-1] for i in range(len(dataset))]).tolist()
+    start, turn_end = (hf_tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>"))
+    end = hf_tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids = ids[: len(ids) - ids[::-1].index(end)]  # whole conversations only
+    # each conversation: <|im_start|> ... <|im_end|> per message, then the pretraining document end
+    assert ids.count(start) == ids.count(turn_end) > 2 * ids.count(end) > 0
+    first = hf_tokenizer.decode(ids[: ids.index(end) + 1])
+    assert first.startswith("<|im_start|>") and "<|im_start|>assistant\n" in first and first.endswith("<|im_end|>\n<|endoftext|>")
+
+
 def test_nanotron_tokenizer_check_passes(prepared, hf_tokenizer):
     """What NanosetDatasetsArgs.__post_init__ does with the metadata: load the tokenizer and count its vocabulary
     (which must be the model's)."""

@@ -24,7 +24,7 @@ from smolrecipe.recipe.envpaths import resolve_recipe
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 
-SOURCES = ("prose", "forum", "arithmetic", "python_functions", "prose_long", "needles")
+SOURCES = ("prose", "forum", "arithmetic", "python_functions", "chats_pretrain", "prose_long", "needles")
 FILES = ("00000_doc.ds", "00001_doc.ds")
 TOKENS_PER_FILE = 4000
 DOCUMENT = 100  # tokens
