@@ -89,7 +89,7 @@ def test_the_chat_source_is_chatml_text_ending_each_conversation_with_the_docume
     _, data = prepared
     dataset = DatatroveFolderDataset(str(data / "tiny" / "chats_pretrain"), seq_len=128, filename_pattern="*.ds",
                                      recursive=False, token_size=2)
-    ids = np.concatenate([dataset[i]["input_ids"][:-1] for i in range(len(dataset))]).tolist()
+    ids = np.concatenate([dataset[i]["input_ids"] for i in range(len(dataset))]).tolist()  # back-to-back windows of 129
     start, turn_end = (hf_tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>"))
     end = hf_tokenizer.convert_tokens_to_ids("<|endoftext|>")
     ids = ids[: len(ids) - ids[::-1].index(end)]  # whole conversations only
