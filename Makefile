@@ -15,7 +15,7 @@ ENGINE := $(VENV)/.engine
 # eval stack cannot use; its code runs on NumPy 2. triton is imported (not run) by its ring attention.
 ENGINE_DEPS := dacite==1.9.2 einops==0.8.2 numba==0.68.1 llvmlite==0.50.0 triton==3.9.0
 
-.PHONY: install test test-fast demo sweeps midtrain configs check lint bench clean
+.PHONY: install test test-fast data demo sweeps midtrain configs check lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,17 +52,21 @@ test-fast: $(STAMP)
 # held-out perplexity from a corpus of another seed, PIQA, the SFT prompt suite; world; held-out
 # preference pairs), write the report with its plots. The recipe's context extension (stage `long`)
 # is left to make midtrain, for the demo's time.
-demo: $(STAMP)
-	$(PY) tools/make_demo_corpus.py
-	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05
-	$(PY) tools/prepare_data.py recipes/tiny.yaml
-	$(PY) tools/prepare_data.py recipes/tiny.yaml --sft
+demo: data
 	$(PY) tools/make_config.py recipes/tiny.yaml --out runs/demo/configs/tiny --check
 	$(PY) tools/make_config.py recipes/llama500m.yaml --out runs/demo/configs/llama500m --check
 	$(PY) tools/train_local.py recipes/tiny.yaml --stage all --except long --resume
 	$(PY) tools/sample.py recipes/tiny.yaml
 	$(PY) tools/run_eval.py --recipe recipes/tiny.yaml
 	$(PY) tools/report.py runs/tiny
+
+# The demo's data alone (a few minutes): the corpus and its held-out text generated, the tiny
+# recipe's tokenizer trained, its nanoset folders, SFT records and preference pairs prepared.
+data: $(STAMP)
+	$(PY) tools/make_demo_corpus.py
+	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05
+	$(PY) tools/prepare_data.py recipes/tiny.yaml
+	$(PY) tools/prepare_data.py recipes/tiny.yaml --sft
 
 # The demo's sweeps (sweeps/tiny_*.yaml), apart from make demo for its time: the tiny recipe's
 # stage 1 at three scales and the forecast for the tiny model's own, made before it trains; seven

@@ -43,7 +43,10 @@ def tiny_recipe_at(data: Path, tokenizer: Path, write_to: Path, **changes) -> Pa
     recipe["tokenizer"]["path"] = str(tokenizer)
     for source in recipe["sources"].values():  # corpus/<name> (prose_long reads prose's), generated/<needles>
         source["path"] = source["path"].replace("${SMOLRECIPE_DATA:-runs/data}", str(data))
-    sft_stage(recipe)["data"]["path"] = str(data / "corpus" / "chats")
+    for stage in recipe["stages"]:  # the SFT chats, the preference pairs
+        if "data" in stage and "path" in stage["data"]:
+            stage["data"]["path"] = stage["data"]["path"].replace("${SMOLRECIPE_DATA:-runs/data}", str(data))
+    assert sft_stage(recipe)["data"]["path"] == str(data / "corpus" / "chats")
     recipe.update(changes)
     write_to.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return write_to
