@@ -286,7 +286,7 @@ def test_chats_are_rendered_by_the_recipe_template_and_malformed_ones_counted(tm
     assert [d.text for d in docs] == [hf_tokenizer.apply_chat_template(m, tokenize=False) for m in (_CHAT, _CHAT[::-1] + _CHAT)]
     assert docs[0].text.startswith("<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n5<|im_end|>")
     assert docs[0].id == "a" and docs[0].metadata["source"] == "demo" and "messages" not in docs[0].metadata
-    assert reader.stats["lost_chat_unknown_role"].total == 1 and "lost_empty_text" not in reader.stats
+    assert reader.stats["lost_chat_unknown_role"].total == 1 and "lost_empty_text" not in reader.stats.stats
     assert json.loads((tmp_path / "lost" / "00000-chat_unknown_role.json").read_text())["line"] == 2
     # the template's special tokens are single tokens of the recipe's vocabulary in the prepared text
     ids = hf_tokenizer(docs[0].text, add_special_tokens=False).input_ids
