@@ -86,17 +86,13 @@ sweeps: $(STAMP)
 # Then the tiny recipe's context extension (stage `long`, 128 -> 1,024 tokens, a branch off stage 3),
 # which make demo leaves out: trained (with the stages before it, unless make demo trained them),
 # scored, and added to runs/tiny/report.md.
-midtrain: $(STAMP)
-	$(PY) tools/make_demo_corpus.py
-	$(PY) tools/make_demo_corpus.py --out runs/data/heldout --seed 1 --scale 0.05
+midtrain: data
 	$(PY) tools/prepare_data.py recipes/tiny_wsd.yaml
 	$(PY) tools/make_config.py recipes/tiny_wsd.yaml --out runs/demo/configs/tiny_wsd --check --lr-plot runs/demo/configs/tiny_wsd/lr.png
 	$(PY) tools/make_config.py recipes/llama500m_wsd.yaml --out runs/demo/configs/llama500m_wsd --check --lr-plot runs/demo/configs/llama500m_wsd/lr.png
 	$(PY) tools/train_local.py recipes/tiny_wsd.yaml --stage all --resume
 	$(PY) tools/run_eval.py --recipe recipes/tiny_wsd.yaml
 	$(PY) tools/report.py runs/tiny_wsd
-	$(PY) tools/prepare_data.py recipes/tiny.yaml
-	$(PY) tools/prepare_data.py recipes/tiny.yaml --sft
 	$(PY) tools/train_local.py recipes/tiny.yaml --stage all --resume
 	$(PY) tools/run_eval.py --recipe recipes/tiny.yaml
 	$(PY) tools/report.py runs/tiny

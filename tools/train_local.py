@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = plan.checked_stage(args.stage, "--stage", also=("all",))
         if args.skip and chosen is not None:
             parser.error("--except goes with --stage all")
-        skipped = {plan.checked_stage(name, "--except").name for name in args.skip}  # a stage whose parent is left out
-        # and untrained stops at that stage with the parent's name (backends.local.train.load_parent)
+        # a stage whose parent is left out and untrained stops there, naming the parent (load_parent)
+        skipped = {plan.checked_stage(name, "--except").name for name in args.skip}
         from smolrecipe.backends.local.train import run_stage  # torch/transformers load only once the input is valid
 
         for name in [s.name for s in plan.stages if s.name not in skipped] if chosen is None else [chosen.name]:

@@ -15,7 +15,7 @@ import glob
 import json
 import os
 import string
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -98,7 +98,13 @@ def _template_adapter(template: str, id_key: str, reader, data: dict, path: str,
     return {"text": text, "id": data.get(id_key, f"{path}/{id_in_file}"), "metadata": metadata}
 
 
-_CHAT_TOKENIZERS: dict[str, Any] = {}  # tokenizer folder -> its tokenizer, loaded once per datatrove task
+@lru_cache(maxsize=None)
+def _chat_tokenizer(folder: str):
+    """The tokenizer whose chat template renders a chat source, loaded once per datatrove task
+    (smolrecipe.data.tokenizer.load_tokenizer's import would close a cycle through tokenizer training)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def _chat_adapter(tokenizer_folder: str, field: str, id_key: str, reader, data: dict, path: str, id_in_file: int | str) -> dict:
@@ -111,11 +117,7 @@ def _chat_adapter(tokenizer_folder: str, field: str, id_key: str, reader, data: 
     if reason is not None:
         reader.pending_loss = f"chat_{reason}"
         return {"text": "", "id": doc_id, "metadata": metadata}
-    if tokenizer_folder not in _CHAT_TOKENIZERS:
-        from transformers import AutoTokenizer
-
-        _CHAT_TOKENIZERS[tokenizer_folder] = AutoTokenizer.from_pretrained(tokenizer_folder)
-    text = _CHAT_TOKENIZERS[tokenizer_folder].apply_chat_template(messages, tokenize=False)
+    text = _chat_tokenizer(tokenizer_folder).apply_chat_template(messages, tokenize=False)
     return {"text": text, "id": doc_id, "metadata": metadata}
 
 
