@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 9
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -1227,24 +1227,36 @@ def arithmetic_problem(g: _G, max_steps: int = 3) -> tuple[str, str, int]:
     return problem, "\n".join(p.steps), p.answer
 
 
+# A quiz's layouts: the question in four wordings (those the SFT chats use), the answer 1 to 5 tokens
+# after it, on the same line or the next, after a speaker's name or none. Drilled in one layout
+# ("Q: ... A:"), the demo's model computed sums in that layout only: asked in the chat template it
+# answered 2 of 36 held-out sums that it answered as quizzes 32 times.
+QUIZ_QUESTIONS = ("What is {a} {op} {b}?", "Compute {a} {op} {b}.", "{a} {op} {b} = ?", "How much is {a} {op} {b}?")
+QUIZ_LAYOUTS = (("Q: ", "\nA: "), ("Question: ", "\nAnswer: "), ("", "\n"), ("", " "), ("", "\nAnswer: "),
+                ("Teacher: ", "\nPupil: "), ("Teacher:\n", "\nPupil:\n"))
+
+
 def _arithmetic_drill(g: _G) -> str:
     op = g.pick("+*")
     if g.chance(0.5):  # one table: "7 + 2 = 9", "7 + 3 = 10", ...
         a = g.num(2, 9)
         title = g.pick((f"The {'sums' if op == '+' else 'times table'} of {a}", f"Practice: {a} {op} n", f"Learn the {a}s"))
-        pairs = [(a, b) if g.chance(0.5) else (b, a) for b in g.sample(range(1, 10), g.num(6, 9))]
+        pairs = [(a, b) if g.chance(0.5) else (b, a) for b in g.sample(range(2, 10), g.num(5, 8))]
     else:
         title = g.pick(("Mental arithmetic practice", "Quick sums", "Check your answers", "Drill"))
-        pairs = [(g.num(1, 9), g.num(1, 9)) for _ in range(g.num(8, 14))]
-    if g.chance(0.5):  # a quiz: the question form the world suite asks, answered on the next line
-        quiz = [f"Q: What is {a} {op} {b}?\nA: {a + b if op == '+' else a * b}" for a, b in pairs]
+        pairs = [(g.num(2, 9), g.num(2, 9)) for _ in range(g.num(8, 14))]
+    if g.chance(0.5):  # a quiz, one layout per page: the question form the world suite asks, and others
+        (ask, reply), question = g.pick(QUIZ_LAYOUTS), g.pick(QUIZ_QUESTIONS)
+        quiz = [f"{ask}{question.format(a=a, op=op, b=b)}{reply}{a + b if op == '+' else a * b}" for a, b in pairs]
         return g.pick(("Quiz", "Test yourself", "Questions and answers")) + "\n\n" + "\n\n".join(quiz)
     lines = [f"{a} {op} {b} = {a + b if op == '+' else a * b}" for a, b in pairs]
     return f"{title}\n" + "\n".join(lines)
 
 
 def _arithmetic_text(g: _G) -> str:
-    if g.chance(0.7):
+    # Mostly drills of the single-digit tables (2 to 9: a 1 teaches nothing): with 70% drills and
+    # 1s included, the demo's model answered 4 of 20 held-out products after stage 3 (README).
+    if g.chance(0.85):
         return _arithmetic_drill(g)
     problem, solution, answer = arithmetic_problem(g)
     head = g.pick(("Problem:", "Question:", "Word problem:"))

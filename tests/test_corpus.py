@@ -19,6 +19,8 @@ from demo import corpus
 from demo.corpus import (
     DEFAULT_DOCUMENTS,
     PROSE_NEAR_DUPLICATE_RATE,
+    QUIZ_LAYOUTS,
+    QUIZ_QUESTIONS,
     SOURCES,
     generate_records,
     record_characters,
@@ -249,17 +251,26 @@ def test_python_functions_parse_and_their_doctests_pass():
     assert sources.most_common(1)[0][1] / sum(sources.values()) < 0.02
 
 
+# A quiz item in any of the drills' layouts: (a, op, b, answer).
+QUIZ = re.compile(r"^(?:Q: |Question: |Teacher: |Teacher:\n)?(?:What is |Compute |How much is )?(\d) ([+*]) (\d)"
+                  r"(?:\?|\.| = \?)(?: |\n|\nA: |\nAnswer: |\nPupil: |\nPupil:\n)(\d+)$", re.M)
+
+
 def test_arithmetic_worked_steps_and_answers_are_right():
     ops = Counter()
     drills = quizzes = 0
+    layouts = set()
     for record in generate_records("arithmetic", 2000, seed=0):
         if "\nSolution:\n" not in record["text"]:  # a drill: one line per sum or product, or a quiz
             _, *lines = record["text"].splitlines()
-            quiz = re.findall(r"Q: What is (\d) ([+*]) (\d)\?\nA: (\d+)", record["text"])
+            quiz = QUIZ.findall(record["text"])
             equations = quiz or [(a, op, b, r) for a, op, b, _, r in (line.split() for line in lines)]
-            assert len(equations) == ((len(lines) + 1) // 3 if quiz else len(lines)), record["text"]
+            assert len(equations) == (record["text"].count("\n\n") if quiz else len(lines)), record["text"]
             for a, op, b, result in equations:
                 assert int(result) == (int(a) + int(b) if op == "+" else int(a) * int(b)), record["text"]
+                assert 2 <= int(a) <= 9 and 2 <= int(b) <= 9, record["text"]
+            if quiz:
+                layouts.add(re.sub(r"\d+", "N", record["text"].split("\n\n")[1]).replace("*", "+"))
             quizzes += bool(quiz)
             drills += 1
             continue
@@ -276,8 +287,9 @@ def test_arithmetic_worked_steps_and_answers_are_right():
         final = STEP.search(steps[-1])
         expected = int(final.group(5)) if "left over" in problem else int(final.group(4))
         assert answer == expected, record["text"]
-    assert set(ops) == {"+", "-", "*", "/"} and min(ops.values()) > 100, ops
-    assert 1250 < drills < 1550 and 0.4 < quizzes / drills < 0.6  # 70%, half of them quizzes
+    assert set(ops) == {"+", "-", "*", "/"} and min(ops.values()) > 50, ops
+    assert 1600 < drills < 1800 and 0.4 < quizzes / drills < 0.6  # 85%, half of them quizzes
+    assert len(layouts) == len(QUIZ_QUESTIONS) * len(QUIZ_LAYOUTS), sorted(layouts)  # every wording in every layout
 
 
 def test_world_facts_agree_across_sources():
