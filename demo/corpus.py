@@ -1236,6 +1236,11 @@ QUIZ_LAYOUTS = (("Q: ", "\nA: "), ("Question: ", "\nAnswer: "), ("", "\n"), ("",
                 ("Teacher: ", "\nPupil: "), ("Teacher:\n", "\nPupil:\n"))
 
 
+def _table_value(op: str, a: int, b: int) -> int:
+    """A single-digit sum or product, as the drills, the chats and the world suite state it."""
+    return a + b if op == "+" else a * b
+
+
 def _arithmetic_drill(g: _G) -> str:
     op = g.pick("+*")
     if g.chance(0.5):  # one table: "7 + 2 = 9", "7 + 3 = 10", ...
@@ -1247,9 +1252,9 @@ def _arithmetic_drill(g: _G) -> str:
         pairs = [(g.num(2, 9), g.num(2, 9)) for _ in range(g.num(8, 14))]
     if g.chance(0.5):  # a quiz, one layout per page: the question form the world suite asks, and others
         (ask, reply), question = g.pick(QUIZ_LAYOUTS), g.pick(QUIZ_QUESTIONS)
-        quiz = [f"{ask}{question.format(a=a, op=op, b=b)}{reply}{a + b if op == '+' else a * b}" for a, b in pairs]
+        quiz = [f"{ask}{question.format(a=a, op=op, b=b)}{reply}{_table_value(op, a, b)}" for a, b in pairs]
         return g.pick(("Quiz", "Test yourself", "Questions and answers")) + "\n\n" + "\n\n".join(quiz)
-    lines = [f"{a} {op} {b} = {a + b if op == '+' else a * b}" for a, b in pairs]
+    lines = [f"{a} {op} {b} = {_table_value(op, a, b)}" for a, b in pairs]
     return f"{title}\n" + "\n".join(lines)
 
 
@@ -1838,7 +1843,7 @@ def _chat_math(g: _G) -> tuple[str, str, Callable | None]:
     if g.chance(0.8):
         op, a, b = g.pick(SFT_SUMS)
         a, b = (a, b) if g.chance(0.5) else (b, a)
-        value = a + b if op == "+" else a * b
+        value = _table_value(op, a, b)
         prompt = g.pick((f"What is {a} {op} {b}?", f"Compute {a} {op} {b}.", f"{a} {op} {b} = ?"))
         # The number alone, as the pretraining quizzes answer: restating "a op b" would ask the
         # demo's small model to copy the operands, which it does unreliably (README, "A demo that learns").
@@ -2303,7 +2308,7 @@ def _arithmetic_items(rng: random.Random) -> list[dict]:
     out = []
     for op, a, b in sorted(HELDOUT_SUMS):
         a, b = (a, b) if rng.random() < 0.5 else (b, a)
-        value = a + b if op == "+" else a * b
+        value = _table_value(op, a, b)
         near = [str(v) for v in range(max(0, value - 3), value + 4) if v != value]
         choices, index = _choices(rng, str(value), near)
         out.append({"id": f"arithmetic-{a}{'plus' if op == '+' else 'times'}{b}", "category": "arithmetic",
