@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 9
+GENERATOR_VERSION = 10
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -880,6 +880,13 @@ def _prose_story(g: _G) -> str:
     return " ".join([_fill(g, g.pick(_STORY_OPENINGS), fixed)] + middle + [_fill(g, g.pick(_STORY_ENDINGS), fixed)])
 
 
+# A questions-and-answers page's layouts: the question's lead and the answer's. The last two are chat
+# logs as web text holds them (the chat template without its special tokens), so that the model meets
+# questions answered after "assistant" in its pretraining text, held-out facts included.
+FAQ_LAYOUTS = tuple((q, a) for q in ("Q: ", "Question: ", "") for a in ("A: ", "Answer: ", "")) + (
+    ("User: ", "Assistant: "), ("user\n", "assistant\n"))
+
+
 def _prose_faq(g: _G) -> str:
     """A town's questions-and-answers page: each answer right after its question, the pattern a
     model must learn to answer from a question (the demo's model has not yet: README, "A demo that
@@ -888,7 +895,7 @@ def _prose_faq(g: _G) -> str:
     pairs = {q: a for q, a in (_town_qa(g, town) for _ in range(g.num(4, 8)))}
     title = g.pick((f"{town.name}: questions and answers", f"Frequently asked questions about {town.name}",
                     f"Visiting {town.name}? Read this first", f"{town.name} in {len(pairs)} questions"))
-    lead = g.pick(("Q: ", "Question: ", "")), g.pick(("A: ", "Answer: ", ""))
+    lead = g.pick(FAQ_LAYOUTS)
     intro = g.pick((f"Answers to the questions that visitors to {town.name} ask most often.",
                     f"The questions below come from the letters that the people of {town.name} receive.",
                     f"Everything to know before a visit to {town.name} and the {town.river}, in short answers."))
@@ -1230,10 +1237,11 @@ def arithmetic_problem(g: _G, max_steps: int = 3) -> tuple[str, str, int]:
 # A quiz's layouts: the question in four wordings (those the SFT chats use), the answer 1 to 5 tokens
 # after it, on the same line or the next, after a speaker's name or none. Drilled in one layout
 # ("Q: ... A:"), the demo's model computed sums in that layout only: asked in the chat template it
-# answered 2 of 36 held-out sums that it answered as quizzes 32 times.
+# answered 2 of 36 held-out sums that it answered as quizzes 32 times. The last two layouts are chat logs
+# (as FAQ_LAYOUTS).
 QUIZ_QUESTIONS = ("What is {a} {op} {b}?", "Compute {a} {op} {b}.", "{a} {op} {b} = ?", "How much is {a} {op} {b}?")
 QUIZ_LAYOUTS = (("Q: ", "\nA: "), ("Question: ", "\nAnswer: "), ("", "\n"), ("", " "), ("", "\nAnswer: "),
-                ("Teacher: ", "\nPupil: "), ("Teacher:\n", "\nPupil:\n"))
+                ("Teacher: ", "\nPupil: "), ("Teacher:\n", "\nPupil:\n"), ("User: ", "\nAssistant: "), ("user\n", "\nassistant\n"))
 
 
 def _table_value(op: str, a: int, b: int) -> int:

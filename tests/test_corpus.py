@@ -252,8 +252,8 @@ def test_python_functions_parse_and_their_doctests_pass():
 
 
 # A quiz item in any of the drills' layouts: (a, op, b, answer).
-QUIZ = re.compile(r"^(?:Q: |Question: |Teacher: |Teacher:\n)?(?:What is |Compute |How much is )?(\d) ([+*]) (\d)"
-                  r"(?:\?|\.| = \?)(?: |\n|\nA: |\nAnswer: |\nPupil: |\nPupil:\n)(\d+)$", re.M)
+QUIZ = re.compile(r"^(?:Q: |Question: |Teacher: |Teacher:\n|User: |user\n)?(?:What is |Compute |How much is )?(\d) ([+*]) (\d)"
+                  r"(?:\?|\.| = \?)(?: |\n|\nA: |\nAnswer: |\nPupil: |\nPupil:\n|\nAssistant: |\nassistant\n)(\d+)$", re.M)
 
 
 def test_arithmetic_worked_steps_and_answers_are_right():
@@ -305,6 +305,24 @@ def test_world_facts_agree_across_sources():
                 assert rivers[town] == river, (town, river)
                 seen += 1
     assert seen > 50
+
+
+def test_faq_pages_come_in_every_layout_with_the_towns_own_answers():
+    """Questions-and-answers pages in each layout, the chat-log ones included (the chat template
+    without its special tokens), each answer the asked town's own."""
+    towns = world().towns
+    seen = set()
+    for record in generate_records("prose", 3000, seed=0):
+        for layout in corpus.FAQ_LAYOUTS:
+            q_lead, a_lead = map(re.escape, layout)
+            for question, answer in re.findall(rf"^{q_lead}(\S.*\?)\n{a_lead}(\S.*)$", record["text"], re.M):
+                town = next((t for t in towns if question.startswith(f"{t.name} ") or f" {t.name}" in question.split(" from ")[0]), None)
+                rights = {a for q, *answers in corpus._town_options(town, town) if q == question for a in answers} if town else set()
+                if any(answer == r or answer.startswith(r + " ") for r in rights):  # the page's end may run on
+                    seen.add(layout)
+                elif "ssistant" in layout[1]:  # no other layout's answer line starts so
+                    raise AssertionError((layout, question, answer))
+    assert seen == set(corpus.FAQ_LAYOUTS), set(corpus.FAQ_LAYOUTS) - seen
 
 
 # ---------------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ def test_scaling_variants_are_the_stage_alone_at_each_scale():
         # one copy of the data for the whole sweep, budgets covering every variant
         assert source_folder(v.recipe, "prose").endswith("/tiny_scaling/prose")
         assert {s: v.recipe.sources[s].max_tokens for s in plan.budgets} == plan.budgets
-    assert plan.budgets == {"prose": 964_000, "forum": 413_000}  # 1,310,720 x (0.7, 0.3) x 1.05, up to 3 figures
+    # 1,310,720 x (0.6, 0.25, 0.15) x 1.05, up to 3 figures
+    assert plan.budgets == {"prose": 826_000, "forum": 345_000, "chats_pretrain": 207_000}
     assert plan.weights == {"web": 1.0}
 
 
@@ -127,8 +128,8 @@ def test_mixture_variants_keep_each_domains_sources_and_fold_in_replay():
     assert len(plan.variants) == 7 and all(v.role == "point" for v in plan.variants)
     first = plan.variants[0].recipe.stages[0]
     assert {d: m.share for d, m in first.mixture.items()} == {"web": 0.6, "math": 0.2, "code": 0.2}
-    # stage 2 replays stage 1 (prose 0.7 / forum 0.3, as its own web shares): web keeps 0.7 / 0.3
-    assert first.mixture["web"].sources == {"prose": 0.7, "forum": 0.3}
+    # stage 2 replays stage 1 (prose 0.6 / forum 0.25 / chats 0.15, its own web shares): web keeps them
+    assert first.mixture["web"].sources == {"prose": 0.6, "forum": 0.25, "chats_pretrain": 0.15}
     assert plan.weights == {"web": 1 / 3, "code": 1 / 3, "math": 1 / 3}
     budgets = {s: max(build_plan(v.recipe).stages[0].tokens_by("source").get(s, 0) for v in plan.variants) for s in plan.budgets}
     assert all(plan.budgets[s] >= budgets[s] * 1.05 for s in budgets)
@@ -247,7 +248,7 @@ def test_the_recommended_mixture_minimises_the_fitted_laws(tmp_path, monkeypatch
     p.objective = sum(plan.weights[d] * truth[d] for d in plan.domains)
     result = analysis.mixture_result(plan, [*trained, p], made)
     assert result["recommended"]["proxies_beaten"] == 7
-    assert "web: {share: " in result["mixture_yaml"] and "prose: 0.7, forum: 0.3" in result["mixture_yaml"]
+    assert "web: {share: " in result["mixture_yaml"] and "prose: 0.6, forum: 0.25, chats_pretrain: 0.15" in result["mixture_yaml"]
     text = write_result(plan, result, [*trained, p]).read_text()
     assert "beats 7 of the 7 proxies" in text and (plan.folder / "mixture.png").is_file()
 
