@@ -131,7 +131,7 @@ def test_orpo_learns_without_a_reference_model(chain, tmp_path):
         # ORPO's loss is mostly the SFT loss on the chosen answers: at the short chain's LR its steps differ by
         # batch noise alone, so the variant trains long and fast enough for the fall to stand out of it
         stage = next(s for s in data["stages"] if s["kind"] == "preference")
-        stage.update(method="orpo", steps=12)
+        stage.update(method="orpo", steps=24)
         stage["lr"]["peak"] = 2e-3
 
     variant = recipe_variant(path, tmp_path / "tiny.yaml", orpo)
@@ -139,8 +139,8 @@ def test_orpo_learns_without_a_reference_model(chain, tmp_path):
     copy_parent(recipe, other)
     assert train_local.main([str(variant), "--stage", "preference"]) == 0
     log = read_log(stage_dir(other, "preference") / "log.jsonl")[0]
-    assert [r["step"] for r in log] == list(range(1, 13)) and "nll_loss" in log[0]
-    first, last = (sum(r["loss"] for r in part) / 3 for part in (log[:3], log[-3:]))
+    assert [r["step"] for r in log] == list(range(1, 25)) and "nll_loss" in log[0]
+    first, last = (sum(r["loss"] for r in part) / 4 for part in (log[:4], log[-4:]))
     assert last < first - 0.5, (first, last)
 
 
