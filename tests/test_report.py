@@ -219,6 +219,21 @@ def test_checks_flag_a_stage_that_did_not_learn(run):
     assert "checks 2/3 met" in report.summary
 
 
+@pytest.mark.parametrize(("base", "sft", "line", "met"), [
+    ([True] * 3, [True] * 3, "SFT ends 3 of 3 answers (all) with the end-of-turn token (base: 3 of 3)", True),
+    ([True] * 3, [True, True, False], "SFT ends 2 of 3 answers with the end-of-turn token (base: 3 of 3)", False),
+    ([False] * 3, [False] * 3, "SFT ends 0 of 3 answers with the end-of-turn token (base: 0 of 3)", False),
+])
+def test_end_of_turn_check_is_met_by_more_than_base_or_by_every_answer(run, base, sft, line, met):
+    """A base model that read chats in pretraining may end every answer already (the tiny recipe's
+    does): an SFT model that keeps that meets the check, one that loses an answer does not."""
+    samples = json.loads(json.dumps(SAMPLES))
+    samples["models"]["base"]["ends_with_eot"], samples["models"]["sft"]["ends_with_eot"] = base, sft
+    (run / "samples.json").write_text(json.dumps(samples))
+    checks = dict(learning_checks(ReportInputs(name="tiny", stages=find_stages(run), samples=samples)))
+    assert checks[line] is met
+
+
 def test_loss_check_compares_smoothed_windows_not_single_steps(tmp_path):
     """30 logged steps: windows of 3. The last step (3.9) is below the first (4.0), but the stage
     ends higher on average than it began: the check fails and says so with both means."""
