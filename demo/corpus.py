@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 11
+GENERATOR_VERSION = 10
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -1942,28 +1942,16 @@ def _person_options(person: Person, fact: Person) -> tuple[tuple[str, str], ...]
             (f"When was {name} born?", f"{name} was born in {fact.born}."))
 
 
-def _unnamed(answer: str, name: str, pronoun: str = "it") -> str:
-    """The answer with the subject the question named put as a pronoun ("Marrowhaven was founded
-    by ..." -> "It was founded by ..."; "The market in Marrowhaven is ..." -> "The market there is ...").
-    The chats answer so: after the chat template a ~1M-parameter model cannot copy a held-out name
-    from the question (it wrote an SFT town's founder after that town's name instead)."""
-    if answer.startswith(f"{name} "):
-        answer = pronoun.capitalize() + answer[len(name):]
-    return answer.replace(f" in {name}", " there").replace(f" of {name}", " there")
-
-
 def _chat_fact(g: _G) -> tuple[str, str, Callable | None]:
     if g.chance(0.2):
         person = g.pick(g.w.people)
-        prompt, answer = g.pick(_person_options(person, person))
-        return prompt, _unnamed(answer, person.name, _PRONOUNS[person.gender][0]), None
+        return g.pick(_person_options(person, person)) + (None,)
     town = g.pick(g.w.towns)
     prompt, answer = _town_qa(g, town)
-    answer = _unnamed(answer, town.name)
 
     def follow(g2: _G) -> tuple[str, str]:
         q, a = _town_qa(g2, town)
-        return "And " + q[0].lower() + q[1:], _unnamed(a, town.name)
+        return "And " + q[0].lower() + q[1:], a
 
     return prompt, answer, follow
 

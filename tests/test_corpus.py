@@ -130,7 +130,7 @@ def test_chats_alternate_end_with_the_assistant_and_stay_short():
 
 
 def test_chat_answers_are_correct_where_checkable():
-    towns, people = {t.name: t for t in world().towns}, {p.name: p for p in world().people}
+    towns = {t.name: t for t in world().towns}
     kinds = Counter()
     for record in generate_records("chats", 2000, seed=1):
         messages = [m for m in record["messages"] if m["role"] != "system"]
@@ -150,21 +150,13 @@ def test_chat_answers_are_correct_where_checkable():
                     kinds["list"] += 1
             if m := re.fullmatch(r"(\d+) ([-+*]) (\d+) = \?", prompt):
                 assert answer.split()[-1] == str(eval(f"{m.group(1)} {m.group(2)} {m.group(3)}"))  # digits and one operator
-            # the subject as a pronoun, never restated: the tiny model cannot copy a held-out name there
             if m := re.fullmatch(r"Which river flows through (\w+)\?", prompt):
-                assert answer in (f"It lies on the River {towns[m.group(1)].river}.", f"The River {towns[m.group(1)].river}.")
+                assert answer in (f"{m.group(1)} lies on the River {towns[m.group(1)].river}.", f"The River {towns[m.group(1)].river}.")
                 kinds["fact"] += 1
-            if m := re.fullmatch(r"(?:And w|W)ho founded (\w+)\?", prompt):
-                assert answer in (f"It was founded by {towns[m.group(1)].founder}.", f"{towns[m.group(1)].founder}.")
-                kinds["founder"] += 1
-            if m := re.fullmatch(r"Where was (\w+ \w+) from\?", prompt):
-                person = people[m.group(1)]
-                assert answer == f"{'She' if person.gender == 'f' else 'He'} was from {person.town}."
-                kinds["home"] += 1
             if prompt.startswith("Write a Python function") or prompt.startswith("In Python:"):
                 ast.parse(answer.removeprefix("```python\n").removesuffix("\n```"))
                 kinds["python"] += 1
-    assert min(kinds.values()) >= 20 and len(kinds) == 7, kinds
+    assert min(kinds.values()) >= 20 and len(kinds) == 5, kinds
 
 
 def _preference_answers(seed: int = 0) -> list[tuple[str, str, str, str]]:
