@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import subprocess
@@ -227,9 +228,8 @@ def test_checks_flag_a_stage_that_did_not_learn(run):
 def test_end_of_turn_check_is_met_by_more_than_base_or_by_every_answer(run, base, sft, line, met):
     """A base model that read chats in pretraining may end every answer already (the tiny recipe's
     does): an SFT model that keeps that meets the check, one that loses an answer does not."""
-    samples = json.loads(json.dumps(SAMPLES))
+    samples = copy.deepcopy(SAMPLES)
     samples["models"]["base"]["ends_with_eot"], samples["models"]["sft"]["ends_with_eot"] = base, sft
-    (run / "samples.json").write_text(json.dumps(samples))
     checks = dict(learning_checks(ReportInputs(name="tiny", stages=find_stages(run), samples=samples)))
     assert checks[line] is met
 

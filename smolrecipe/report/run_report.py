@@ -309,9 +309,9 @@ def samples_section(r: ReportInputs) -> str | None:
 
 
 def learning_checks(r: ReportInputs) -> list[tuple[str, bool]]:
-    """The rehearsal's expectations, each (what, met): every finished stage's loss falls, SFT
-    answers end with the end-of-turn token where the base model's do not, or all of them (in the
-    sampled answers; in the tier-4 suite, more of them than the base model's), and the evaluated checks of smolrecipe.report.checks."""
+    """The rehearsal's expectations, each (what, met): every finished stage's loss falls; the SFT
+    model ends more sampled answers with the end-of-turn token than the base model, or all of them;
+    and the evaluated checks of smolrecipe.report.checks (tier-4 clean endings among them)."""
     checks = report_checks.loss_checks(r.stages)
     if r.samples is not None:
         models = r.samples.get("models") or {}
