@@ -27,7 +27,6 @@ if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").pa
     sys.path.pop(0)
 
 import argparse
-import json
 import statistics
 import subprocess
 import time
@@ -63,14 +62,20 @@ def run_tool(*args: str) -> None:
 
 
 def world_scores(runs: Path, name: str, stages: list[str]) -> dict[str, dict[str, float]]:
-    """{stage: {metric: value}} from the world-suite results beside the run."""
+    """{stage: {metric: value}} from each stage's newest world-suite result beside the run, read as the
+    run report reads them (smolrecipe.report.evals)."""
+    from smolrecipe.report.evals import best_results, read_result
+
+    files = [(path, data) for path in (runs / name / "eval").glob("*/step-*/world.json") if (data := read_result(path))]
+    newest = {}
+    for (stage, step, task), (metrics, _model) in best_results(files).items():
+        if task == "qa:world" and step >= newest.get(stage, (-1, None))[0]:
+            newest[stage] = (step, metrics)
     scores = {}
     for stage in stages:
-        found = sorted((runs / name / "eval" / stage).glob("step-*/world.json"), key=lambda p: int(p.parent.name[5:]))
-        if not found:
+        if stage not in newest:
             raise SystemExit(f"error: no world-suite result for {stage} under {runs / name / 'eval'}")
-        task = json.loads(found[-1].read_text())["tasks"]["qa:world"]
-        scores[stage] = {k: task[k] for k in METRICS}
+        scores[stage] = {k: newest[stage][1][k] for k in METRICS}
     return scores
 
 

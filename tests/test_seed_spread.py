@@ -37,7 +37,8 @@ def test_scores_are_read_from_each_stage_s_newest_world_result(bench, tmp_path):
         folder = tmp_path / "tiny" / "eval" / stage / f"step-{step}"
         folder.mkdir(parents=True)
         task = {"mc_fact": 0.5, "em_fact": facts, "em_arithmetic": 0.25, "em": 0.0}
-        (folder / "world.json").write_text(json.dumps({"tasks": {"qa:world": task}}))
+        model = {"stage": stage, "step": step}
+        (folder / "world.json").write_text(json.dumps({"model": model, "tasks": {"qa:world": task}}))
 
     result("stage1", 80, 0.1)
     result("stage1", 640, 0.4)  # newer than step-80, though it sorts before it as text
