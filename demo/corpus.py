@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 10
+GENERATOR_VERSION = 11
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -888,9 +888,11 @@ FAQ_LAYOUTS = tuple((q, a) for q in ("Q: ", "Question: ", "") for a in ("A: ", "
 
 
 def _prose_faq(g: _G) -> str:
-    """A town's questions-and-answers page: each answer right after its question, the pattern a
-    model must learn to answer from a question (the demo's model has not yet: README, "A demo that
-    learns")."""
+    """A town's (or a person's) questions-and-answers page: each answer right after its question, the
+    pattern a model must learn to answer from a question (README, "A demo that learns"). People have
+    pages too: stated in prose only, the home towns of held-out people were answered by no model."""
+    if g.chance(0.25):
+        return _person_faq(g)
     town = g.pick(g.w.towns)
     pairs = {q: a for q, a in (_town_qa(g, town) for _ in range(g.num(4, 8)))}
     title = g.pick((f"{town.name}: questions and answers", f"Frequently asked questions about {town.name}",
@@ -899,6 +901,18 @@ def _prose_faq(g: _G) -> str:
     intro = g.pick((f"Answers to the questions that visitors to {town.name} ask most often.",
                     f"The questions below come from the letters that the people of {town.name} receive.",
                     f"Everything to know before a visit to {town.name} and the {town.river}, in short answers."))
+    return title + "\n\n" + intro + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
+
+
+def _person_faq(g: _G) -> str:
+    person = g.pick(g.w.people)
+    pairs = {q: a for q, a in (_person_qa(g, person) for _ in range(g.num(2, 4)))}
+    title = g.pick((f"{person.name}: questions and answers", f"Who was {person.name}?",
+                    f"{person.name} of {person.town}", f"Local history: {person.name}"))
+    lead = g.pick(FAQ_LAYOUTS)
+    intro = g.pick((f"What the town records of {person.town} say about {person.name}.",
+                    f"Questions that readers have sent us about {person.name}, with short answers.",
+                    f"From the local history society's notes on the people of {g.w.town(person.town).region[4:]}."))
     return title + "\n\n" + intro + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
 
 
@@ -911,7 +925,7 @@ def _prose_almanac(g: _G) -> str:
         person = g.pick(g.w.people)
         fixed = _person_fixed(person, g.w.town(person.town))
         title = person.name
-        facts = [answer for _, answer in _person_options(person, person)] + _sentences(g, _BIO_TEMPLATES, 2, fixed)
+        facts = [long for _, long, _ in _person_options(person, person)] + _sentences(g, _BIO_TEMPLATES, 2, fixed)
         facts.append(f"{person.name} is one of the people of {person.town} whose names appear in the town records.")
     else:
         town = g.pick(g.w.towns)
@@ -1072,7 +1086,20 @@ def _thread_food(g: _G) -> tuple[str, str, str, list[str]]:
     return "Food", title, body, answers
 
 
+def _mid_sentence(answer: str) -> str:
+    """An answer continued after a comma or colon: lower-cased, unless it starts with a name
+    ("Fred Hazelmore.", "Mina Fernfield was from ..."), which keeps its capital."""
+    return answer if answer.split()[0].rstrip(".,") in _proper_names() else answer[0].lower() + answer[1:]
+
+
+@lru_cache(maxsize=1)
+def _proper_names() -> frozenset[str]:
+    return frozenset({t.name for t in world().towns} | set(FEMALE_NAMES) | set(MALE_NAMES))
+
+
 def _thread_facts(g: _G) -> tuple[str, str, str, list[str]]:
+    if g.chance(0.25):
+        return _thread_person(g)
     town = g.pick(g.w.towns)
     question, answer = _town_qa(g, town)
     _, other = _town_qa(g, town)
@@ -1081,12 +1108,24 @@ def _thread_facts(g: _G) -> tuple[str, str, str, list[str]]:
                    f"{g.pick(FOODS)}.", f"Going to {town.region[4:]} in {g.pick(MONTHS)} and wondering.",
                    f"My {g.pick(KIN)} asked me this {g.pick(WEEKDAYS)} and I had no idea.",
                    f"Writing a {g.pick(('school report', 'letter', 'song', 'story'))} about {town.name} and need this."))
-    answers = [answer, f"{answer} Also, since you asked: {other[0].lower()}{other[1:]}", f"Yes, {answer[0].lower()}{answer[1:]}"]
+    answers = [answer, f"{answer} Also, since you asked: {_mid_sentence(other)}", f"Yes, {_mid_sentence(answer)}"]
     return "Local facts", question, body, answers
 
 
-# The facts thread twice: questions answered in pretraining text, for every town (held-out ones
-# too), so that SFT only has to shape retrieval into chat answers.
+def _thread_person(g: _G) -> tuple[str, str, str, list[str]]:
+    person = g.pick(g.w.people)
+    question, answer = _person_qa(g, person)
+    _, other = _person_qa(g, person)
+    body = g.pick((f"Came across the name {person.name} in an old {g.pick(('letter', 'ledger', 'newspaper', 'diary'))}.",
+                   f"Doing some family history and {person.name} keeps coming up.",
+                   f"My {g.pick(KIN)} says we are related to {person.name}. Is that even possible?",
+                   f"Writing a {g.pick(('school report', 'letter', 'song', 'story'))} about {person.name} and need this."))
+    answers = [answer, f"{answer} Also: {_mid_sentence(other)}", f"I looked it up. {answer}"]
+    return "Local history", question, body, answers
+
+
+# The facts thread twice: questions answered in pretraining text, for every town and person (held-out
+# ones too), so that SFT only has to shape retrieval into chat answers.
 _THREADS = (_thread_craft, _thread_travel, _thread_history, _thread_food, _thread_facts, _thread_facts)
 
 
@@ -1934,18 +1973,26 @@ def _town_qa(g: _G, town: Town) -> tuple[str, str]:
     return question, short if g.chance(0.5) else long
 
 
-def _person_options(person: Person, fact: Person) -> tuple[tuple[str, str], ...]:
-    """(question, answer) about `person`, the answers filled with `fact`'s values (as _town_options)."""
-    name = person.name
-    return ((f"Who was {name}?", f"{name} was {_article(fact.trade)} from {fact.town}, best known for {fact.work}."),
-            (f"Where was {name} from?", f"{name} was from {fact.town}."),
-            (f"When was {name} born?", f"{name} was born in {fact.born}."))
+def _person_options(person: Person, fact: Person) -> tuple[tuple[str, str, str], ...]:
+    """(question, long answer, short answer) about `person`, the answers filled with `fact`'s values
+    (as _town_options)."""
+    name, trade = person.name, _article(fact.trade)
+    return ((f"Who was {name}?", f"{name} was {trade} from {fact.town}, best known for {fact.work}.",
+             f"{trade[0].upper()}{trade[1:]} from {fact.town}, best known for {fact.work}."),
+            (f"Where was {name} from?", f"{name} was from {fact.town}.", f"From {fact.town}."),
+            (f"When was {name} born?", f"{name} was born in {fact.born}.", f"In {fact.born}."))
+
+
+def _person_qa(g: _G, person: Person) -> tuple[str, str]:
+    """A question about a person and its answer, long or short (as _town_qa)."""
+    question, long, short = g.pick(_person_options(person, person))
+    return question, short if g.chance(0.5) else long
 
 
 def _chat_fact(g: _G) -> tuple[str, str, Callable | None]:
     if g.chance(0.2):
         person = g.pick(g.w.people)
-        return g.pick(_person_options(person, person)) + (None,)
+        return _person_qa(g, person) + (None,)
     town = g.pick(g.w.towns)
     prompt, answer = _town_qa(g, town)
 
@@ -2094,7 +2141,7 @@ def _pref_town_fact(g: _G) -> _Pair:
 def _pref_person_fact(g: _G) -> _Pair:
     person = g.pick(_sft_people())
     k = g.num(0, 2)
-    question, right = _person_options(person, person)[k]
+    question, right, _ = _person_options(person, person)[k]
     wrongs = [a for a in (_person_options(person, p)[k][1] for p in _sft_people()) if a != right]
     return _Pair(question, right, g.pick(wrongs))
 
@@ -2142,7 +2189,7 @@ def _pref_list(g: _G) -> _Pair:
 def _pref_one_word(g: _G) -> _Pair:
     if g.chance(0.25):
         person = g.pick(_sft_people())
-        question, sentence = _person_options(person, person)[1]
+        question, sentence, _ = _person_options(person, person)[1]
         value, others, unformatted = person.town, [t.name for t in _sft_towns()], sentence
     else:
         town = g.pick(_sft_towns())

@@ -307,22 +307,35 @@ def test_world_facts_agree_across_sources():
     assert seen > 50
 
 
-def test_faq_pages_come_in_every_layout_with_the_towns_own_answers():
+def test_faq_pages_come_in_every_layout_with_their_subjects_own_answers():
     """Questions-and-answers pages in each layout, the chat-log ones included (the chat template
-    without its special tokens), each answer the asked town's own."""
-    towns = world().towns
-    seen = set()
+    without its special tokens), about towns and about people (held-out ones too), each answer the
+    asked subject's own."""
+    w = world()
+    seen, people_asked = set(), set()
     for record in generate_records("prose", 3000, seed=0):
         for layout in corpus.FAQ_LAYOUTS:
             q_lead, a_lead = map(re.escape, layout)
             for question, answer in re.findall(rf"^{q_lead}(\S.*\?)\n{a_lead}(\S.*)$", record["text"], re.M):
-                town = next((t for t in towns if question.startswith(f"{t.name} ") or f" {t.name}" in question.split(" from ")[0]), None)
-                rights = {a for q, *answers in corpus._town_options(town, town) if q == question for a in answers} if town else set()
+                town = next((t for t in w.towns if question.startswith(f"{t.name} ") or f" {t.name}" in question.split(" from ")[0]), None)
+                person = next((p for p in w.people if f" {p.name}" in question), None)
+                options = (corpus._town_options(town, town) if town else
+                           corpus._person_options(person, person) if person else ())
+                rights = {a for q, *answers in options if q == question for a in answers}
                 if any(answer == r or answer.startswith(r + " ") for r in rights):  # the page's end may run on
                     seen.add(layout)
+                    people_asked |= {person.name} if person else set()
                 elif "ssistant" in layout[1]:  # no other layout's answer line starts so
                     raise AssertionError((layout, question, answer))
     assert seen == set(corpus.FAQ_LAYOUTS), set(corpus.FAQ_LAYOUTS) - seen
+    assert corpus.heldout_people() <= people_asked, corpus.heldout_people() - people_asked
+
+
+def test_forum_threads_answer_questions_about_people():
+    """Held-out people's facts are asked and answered in the forum too, as the towns' are."""
+    asked = {p.name for record in generate_records("forum", 960, seed=0) for p in world().people
+             if re.search(rf"^\[Local history\] (?:Who|Where|When) was {p.name}\?$", record["text"], re.M)}
+    assert corpus.heldout_people() <= asked, corpus.heldout_people() - asked
 
 
 # ---------------------------------------------------------------------------------------------
