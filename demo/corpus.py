@@ -901,6 +901,10 @@ def _prose_faq(g: _G) -> str:
     intro = g.pick((f"Answers to the questions that visitors to {town.name} ask most often.",
                     f"The questions below come from the letters that the people of {town.name} receive.",
                     f"Everything to know before a visit to {town.name} and the {town.river}, in short answers."))
+    return _faq_text(title, intro, lead, pairs)
+
+
+def _faq_text(title: str, intro: str, lead: tuple[str, str], pairs: dict[str, str]) -> str:
     return title + "\n\n" + intro + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
 
 
@@ -913,7 +917,7 @@ def _person_faq(g: _G) -> str:
     intro = g.pick((f"What the town records of {person.town} say about {person.name}.",
                     f"Questions that readers have sent us about {person.name}, with short answers.",
                     f"From the local history society's notes on the people of {g.w.town(person.town).region[4:]}."))
-    return title + "\n\n" + intro + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
+    return _faq_text(title, intro, lead, pairs)
 
 
 def _prose_almanac(g: _G) -> str:
