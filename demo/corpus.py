@@ -895,29 +895,27 @@ def _prose_faq(g: _G) -> str:
         return _person_faq(g)
     town = g.pick(g.w.towns)
     pairs = {q: a for q, a in (_town_qa(g, town) for _ in range(g.num(4, 8)))}
-    title = g.pick((f"{town.name}: questions and answers", f"Frequently asked questions about {town.name}",
-                    f"Visiting {town.name}? Read this first", f"{town.name} in {len(pairs)} questions"))
-    lead = g.pick(FAQ_LAYOUTS)
-    intro = g.pick((f"Answers to the questions that visitors to {town.name} ask most often.",
-                    f"The questions below come from the letters that the people of {town.name} receive.",
-                    f"Everything to know before a visit to {town.name} and the {town.river}, in short answers."))
-    return _faq_text(title, intro, lead, pairs)
-
-
-def _faq_text(title: str, intro: str, lead: tuple[str, str], pairs: dict[str, str]) -> str:
-    return title + "\n\n" + intro + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
+    return _faq_page(g, pairs, (f"{town.name}: questions and answers", f"Frequently asked questions about {town.name}",
+                                f"Visiting {town.name}? Read this first", f"{town.name} in {len(pairs)} questions"),
+                     (f"Answers to the questions that visitors to {town.name} ask most often.",
+                      f"The questions below come from the letters that the people of {town.name} receive.",
+                      f"Everything to know before a visit to {town.name} and the {town.river}, in short answers."))
 
 
 def _person_faq(g: _G) -> str:
     person = g.pick(g.w.people)
     pairs = {q: a for q, a in (_person_qa(g, person) for _ in range(g.num(2, 4)))}
-    title = g.pick((f"{person.name}: questions and answers", f"Who was {person.name}?",
-                    f"{person.name} of {person.town}", f"Local history: {person.name}"))
-    lead = g.pick(FAQ_LAYOUTS)
-    intro = g.pick((f"What the town records of {person.town} say about {person.name}.",
-                    f"Questions that readers have sent us about {person.name}, with short answers.",
-                    f"From the local history society's notes on the people of {g.w.town(person.town).region[4:]}."))
-    return _faq_text(title, intro, lead, pairs)
+    return _faq_page(g, pairs, (f"{person.name}: questions and answers", f"Who was {person.name}?",
+                                f"{person.name} of {person.town}", f"Local history: {person.name}"),
+                     (f"What the town records of {person.town} say about {person.name}.",
+                      f"Questions that readers have sent us about {person.name}, with short answers.",
+                      f"From the local history society's notes on the people of {g.w.town(person.town).region[4:]}."))
+
+
+def _faq_page(g: _G, pairs: dict[str, str], titles: tuple[str, ...], intros: tuple[str, ...]) -> str:
+    """A title and an intro drawn from the subject's, then the questions in one layout."""
+    title, lead, intro = g.pick(titles), g.pick(FAQ_LAYOUTS), g.pick(intros)
+    return title + "\n\n" + intro + "\n\n" + "\n\n".join(f"{lead[0]}{q}\n{lead[1]}{a}" for q, a in pairs.items())
 
 
 def _prose_almanac(g: _G) -> str:
