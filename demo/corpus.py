@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 11
+GENERATOR_VERSION = 12
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -1117,7 +1117,9 @@ def _thread_facts(g: _G) -> tuple[str, str, str, list[str]]:
 def _thread_person(g: _G) -> tuple[str, str, str, list[str]]:
     person = g.pick(g.w.people)
     question, answer = _person_qa(g, person)
-    _, other = _person_qa(g, person)
+    other_question, other = _person_qa(g, person)
+    while other_question == question:  # of three questions, the same one would repeat the answer
+        other_question, other = _person_qa(g, person)
     body = g.pick((f"Came across the name {person.name} in an old {g.pick(('letter', 'ledger', 'newspaper', 'diary'))}.",
                    f"Doing some family history and {person.name} keeps coming up.",
                    f"My {g.pick(KIN)} says we are related to {person.name}. Is that even possible?",
@@ -1977,10 +1979,12 @@ def _town_qa(g: _G, town: Town) -> tuple[str, str]:
 
 def _person_options(person: Person, fact: Person) -> tuple[tuple[str, str, str], ...]:
     """(question, long answer, short answer) about `person`, the answers filled with `fact`'s values
-    (as _town_options)."""
+    (as _town_options). "Who was X?" has no short answer: in v11 its short form ("A fisher from
+    Marrowhaven, best known for ...") became the SFT model's answer to "Who founded Marrowhaven?"
+    for three of seed 42's four held-out founders, which its base named (README, ninth round)."""
     name, trade = person.name, _article(fact.trade)
-    return ((f"Who was {name}?", f"{name} was {trade} from {fact.town}, best known for {fact.work}.",
-             f"{trade[0].upper()}{trade[1:]} from {fact.town}, best known for {fact.work}."),
+    who = f"{name} was {trade} from {fact.town}, best known for {fact.work}."
+    return ((f"Who was {name}?", who, who),
             (f"Where was {name} from?", f"{name} was from {fact.town}.", f"From {fact.town}."),
             (f"When was {name} born?", f"{name} was born in {fact.born}.", f"In {fact.born}."))
 

@@ -345,6 +345,28 @@ def test_forum_threads_answer_questions_about_people():
     assert corpus.heldout_people() <= answered, corpus.heldout_people() - answered
 
 
+def test_who_was_answers_name_the_person():
+    """Every answer to "Who was X?" (chats, FAQ pages, forum) starts with X: a short "A fisher from
+    Marrowhaven, ..." (generator v11) was learned as the answer to "Who founded Marrowhaven?"."""
+    answers = []
+    for record in generate_records("chats", 1500, seed=0):
+        turns = record["messages"]
+        answers += [(m["content"], a["content"]) for m, a in zip(turns, turns[1:], strict=False) if m["role"] == "user"]
+    for record in generate_records("prose", 1500, seed=0):
+        answers += re.findall(r"(Who was [A-Z]\w+ [A-Z]\w+\?)\n(?:\S*: |assistant\n)?(.+)", record["text"])
+    for record in generate_records("forum", 1500, seed=0):
+        title = re.match(r"\[Local history\] (Who was .*\?)\n", record["text"])
+        if title:
+            replies = re.findall(r"^Answer by .*:\n(?:I looked it up\. )?(.+)", record["text"], re.M)
+            answers += [(title[1], reply) for reply in replies]
+            assert replies and not any(re.fullmatch(r"(.+) Also: \1", r) for r in replies), replies  # no answer twice
+    asked = [(q, a) for q, a in answers if re.fullmatch(r"(?:And w|W)ho was [A-Z]\w+ [A-Z]\w+\?", q)]
+    assert len(asked) > 50, len(asked)
+    for question, answer in asked:
+        name = question.split(" was ", 1)[1].rstrip("?")
+        assert answer.startswith(f"{name} was "), (question, answer)
+
+
 # ---------------------------------------------------------------------------------------------
 # learnability: variety and near-duplicates
 # ---------------------------------------------------------------------------------------------
