@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 12
+GENERATOR_VERSION = 13
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -1293,7 +1293,9 @@ def _table_value(op: str, a: int, b: int) -> int:
 
 
 def _arithmetic_drill(g: _G) -> str:
-    op = g.pick("+*")
+    # Products more often than sums: every model answered held-out sums better than products, and
+    # products are 20 of the world suite's 36 items (README, ninth round).
+    op = "*" if g.chance(0.65) else "+"
     if g.chance(0.5):  # one table: "7 + 2 = 9", "7 + 3 = 10", ...
         a = g.num(2, 9)
         title = g.pick((f"The {'sums' if op == '+' else 'times table'} of {a}", f"Practice: {a} {op} n", f"Learn the {a}s"))
@@ -1311,8 +1313,9 @@ def _arithmetic_drill(g: _G) -> str:
 
 def _arithmetic_text(g: _G) -> str:
     # Mostly drills of the single-digit tables (2 to 9: a 1 teaches nothing): with 70% drills and
-    # 1s included, the demo's model answered 4 of 20 held-out products after stage 3 (README).
-    if g.chance(0.85):
+    # 1s included, the demo's model answered 4 of 20 held-out products after stage 3 (README); at
+    # 85% one seed of three still answered 0.22 of the held-out sums after stage 3 (ninth round).
+    if g.chance(0.93):
         return _arithmetic_drill(g)
     problem, solution, answer = arithmetic_problem(g)
     head = g.pick(("Problem:", "Question:", "Word problem:"))

@@ -257,10 +257,10 @@ QUIZ = re.compile(r"^(?:Q: |Question: |Teacher: |Teacher:\n|User: |user\n)?(?:Wh
 
 
 def test_arithmetic_worked_steps_and_answers_are_right():
-    ops = Counter()
+    ops, drilled = Counter(), Counter()
     drills = quizzes = 0
     layouts = set()
-    for record in generate_records("arithmetic", 2000, seed=0):
+    for record in generate_records("arithmetic", 4000, seed=0):
         if "\nSolution:\n" not in record["text"]:  # a drill: one line per sum or product, or a quiz
             _, *lines = record["text"].splitlines()
             quiz = QUIZ.findall(record["text"])
@@ -269,6 +269,7 @@ def test_arithmetic_worked_steps_and_answers_are_right():
             for a, op, b, result in equations:
                 assert int(result) == (int(a) + int(b) if op == "+" else int(a) * int(b)), record["text"]
                 assert 2 <= int(a) <= 9 and 2 <= int(b) <= 9, record["text"]
+                drilled[op] += 1
             if quiz:
                 layouts.add(re.sub(r"\d+", "N", record["text"].split("\n\n")[1]).replace("*", "+"))
             quizzes += bool(quiz)
@@ -288,7 +289,8 @@ def test_arithmetic_worked_steps_and_answers_are_right():
         expected = int(final.group(5)) if "left over" in problem else int(final.group(4))
         assert answer == expected, record["text"]
     assert set(ops) == {"+", "-", "*", "/"} and min(ops.values()) > 50, ops
-    assert 1600 < drills < 1800 and 0.4 < quizzes / drills < 0.6  # 85%, half of them quizzes
+    assert 3600 < drills < 3840 and 0.4 < quizzes / drills < 0.6  # 93%, half of them quizzes
+    assert 0.6 < drilled["*"] / drilled.total() < 0.7, drilled  # products on 65% of the pages
     assert len(layouts) == len(QUIZ_QUESTIONS) * len(QUIZ_LAYOUTS), sorted(layouts)  # every wording in every layout
 
 
