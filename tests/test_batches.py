@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from smolrecipe.backends.local.model import build_model
-from smolrecipe.data.batches import IGNORE_INDEX, PretrainSamples, SFTRows, blend_index, collate_pretrain, collate_sft
+from smolrecipe.data.batches import (
+    IGNORE_INDEX,
+    PretrainSamples,
+    SFTRows,
+    blend_index,
+    collate_pretrain,
+    collate_sft,
+    sft_batch,
+    to_transformers,
+)
 from smolrecipe.recipe.loading import load_recipe
 from smolrecipe.recipe.plan import build_plan
 
@@ -106,6 +115,18 @@ def test_sft_rows_are_right_padded_with_loss_on_completions(prepared, hf_tokeniz
         want = [t if m else IGNORE_INDEX for t, m in zip(ids[1:], on_completion[1:], strict=True)]
         assert batch["labels"][i, :n].tolist() == want
         assert (batch["labels"][i, n:] == IGNORE_INDEX).all()  # padding
+    longest = max(len(completion_mask(r["prompt"], r["completion"], hf_tokenizer)[0]) - 1 for r in records)
+    assert batch["input_ids"].shape == (6, min(longest, seq))  # cut after the last label: the rest is padding in every row
+    # and the cut changes nothing a model computes: the loss of the engine's full-width batch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(hf_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=seq))
+    full = to_transformers(sft_batch([rows[i] for i in range(6)]))
+    assert full["input_ids"].shape[1] == seq > batch["input_ids"].shape[1]
+    with torch.no_grad():
+        assert model(**batch).loss.item() == pytest.approx(model(**full).loss.item(), rel=1e-5)
         assert want[-1] == recipe.tokenizer.eos_token_id  # the end-of-turn token is learned
         assert want.count(IGNORE_INDEX) == len(hf_tokenizer(record["prompt"]).input_ids) - 1
 

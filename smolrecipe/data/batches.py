@@ -173,4 +173,10 @@ def collate_pretrain(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tens
 
 
 def collate_sft(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    return to_transformers(sft_batch(rows))
+    """The rows as one batch, cut after the batch's last label: the columns after it are padding in
+    every row, which no real token attends to (causal) and no loss counts, so the loss and gradients
+    are the engine's; the local backend skips their compute (chats are ~50 of 128 tokens)."""
+    batch = sft_batch(rows)
+    labelled = batch["label_mask"].any(axis=0).nonzero()[0]
+    end = int(labelled[-1]) + 1 if len(labelled) else batch["input_ids"].shape[1]
+    return to_transformers({key: value[:, :end] for key, value in batch.items()})
