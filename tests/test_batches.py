@@ -115,6 +115,8 @@ def test_sft_rows_are_right_padded_with_loss_on_completions(prepared, hf_tokeniz
         want = [t if m else IGNORE_INDEX for t, m in zip(ids[1:], on_completion[1:], strict=True)]
         assert batch["labels"][i, :n].tolist() == want
         assert (batch["labels"][i, n:] == IGNORE_INDEX).all()  # padding
+        assert want[-1] == recipe.tokenizer.eos_token_id  # the end-of-turn token is learned
+        assert want.count(IGNORE_INDEX) == len(hf_tokenizer(record["prompt"]).input_ids) - 1
     longest = max(len(completion_mask(r["prompt"], r["completion"], hf_tokenizer)[0]) - 1 for r in records)
     assert batch["input_ids"].shape == (6, min(longest, seq))  # cut after the last label: the rest is padding in every row
     # and the cut changes nothing a model computes: the loss of the engine's full-width batch
@@ -127,8 +129,6 @@ def test_sft_rows_are_right_padded_with_loss_on_completions(prepared, hf_tokeniz
     assert full["input_ids"].shape[1] == seq > batch["input_ids"].shape[1]
     with torch.no_grad():
         assert model(**batch).loss.item() == pytest.approx(model(**full).loss.item(), rel=1e-5)
-        assert want[-1] == recipe.tokenizer.eos_token_id  # the end-of-turn token is learned
-        assert want.count(IGNORE_INDEX) == len(hf_tokenizer(record["prompt"]).input_ids) - 1
 
 
 def test_model_matches_the_recipe_and_nanotron_init(root):

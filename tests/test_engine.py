@@ -314,13 +314,12 @@ def test_local_backend_trains_on_the_engines_batches(engine_chain, name, dp, tmp
     engine = engine_batches(path, tmp_path / "batches", count, nproc=dp)
     local = local_batches(recipe, name, count * dp, tmp_path / "local")
     assert_same_batches(engine, local)
-    if stage.reads_sources:  # full windows
-        assert all(b["input_ids"].shape[1] == stage.sequence_length for b in local)
     if not stage.reads_sources:  # SFT rows
         assert all(b["label_mask"].sum() < b["input_mask"].sum() for b in engine)  # no loss on prompts
         assert all(not b["label_mask"][:, -1].any() for b in engine)  # right padding
     else:
         assert any((~b["label_mask"]).any() for b in engine)  # document starts are not predicted
+        assert all(b["input_ids"].shape[1] == stage.sequence_length for b in local)  # full windows
 
 
 def test_preference_is_trained_by_trl_from_the_converted_sft_checkpoint(engine_chain):

@@ -178,5 +178,5 @@ def collate_sft(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     are the engine's; the local backend skips their compute (chats are ~50 of 128 tokens)."""
     batch = sft_batch(rows)
     labelled = batch["label_mask"].any(axis=0).nonzero()[0]
-    end = int(labelled[-1]) + 1 if len(labelled) else batch["input_ids"].shape[1]
+    end = int(labelled[-1]) + 1 if labelled.size else None  # no label at all: keep the rows whole
     return to_transformers({key: value[:, :end] for key, value in batch.items()})
