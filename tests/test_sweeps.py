@@ -49,7 +49,7 @@ def test_committed_sweeps_plan(name):
     ({"eval_suite": "nope"}, "eval_suite", "unknown suite"),
     ({"recipe": "recipes/none.yaml"}, "recipe", "does not exist"),
     ({"tokens": [1000, 1000]}, "tokens", "listed twice"),
-    ({"holdout": [{"name": "h32", "hidden_size": 32, "num_layers": 1}]}, "scales", "used twice"),
+    ({"holdout": [{"name": "h48", "hidden_size": 48, "num_layers": 1}]}, "scales", "used twice"),
     ({"scale": []}, "scale", "did you mean 'scales'"),
     ({"law": "cubic"}, "law", "use one of"),
 ])
@@ -104,10 +104,10 @@ def test_a_parameter_target_keeps_the_base_models_proportions():
 def test_scaling_variants_are_the_stage_alone_at_each_scale():
     plan = plan_sweep(load_sweep(SWEEPS / "tiny_scaling.yaml"))
     base = plan.base
-    assert [v.label for v in plan.variants] == ["h32", "h48", "h64", "h96", "h128"]
+    assert [v.label for v in plan.variants] == ["h48", "h48x2", "h96", "h144", "h192"]
     assert [v.role for v in plan.variants] == ["point"] * 4 + ["holdout"]
     shapes = [(v.recipe.model.hidden_size, v.recipe.model.num_layers, v.recipe.model.num_attention_heads) for v in plan.variants]
-    assert shapes == [(32, 1, 1), (48, 2, 2), (64, 2, 2), (96, 3, 3), (128, 4, 4)]
+    assert shapes == [(48, 1, 1), (48, 2, 1), (96, 2, 2), (144, 3, 3), (192, 4, 4)]
     assert plan.variants[-1].recipe.model == base.model  # the holdout is the tiny model itself
     for v in plan.variants:
         (stage,) = v.recipe.stages
@@ -163,7 +163,7 @@ def test_sweep_dry_run_prints_the_cost_next_to_the_main_runs(capsys):
 
     assert sweep.main([str(SWEEPS / "tiny_scaling.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "h128" in out and "holdout" in out and "of the main run's" in out and "nothing written" in out
+    assert "h192" in out and "holdout" in out and "of the main run's" in out and "nothing written" in out
 
 
 # ---- fits on the sweep's own points -----------------------------------------------------------------
@@ -195,22 +195,22 @@ def test_the_forecast_is_written_before_the_holdout_trains_and_kept(tmp_path, mo
     made = analysis.forecast(plan, points)
     holdout = plan.by_role("holdout")[0]
     truth = law(count_params(holdout.recipe).non_embedding)
-    assert made["holdout"]["h128"]["predicted_loss"] == pytest.approx(truth, rel=1e-4)  # points on the law: exact
-    assert made["holdout"]["h128"]["status_when_predicted"] == "pending"
+    assert made["holdout"]["h192"]["predicted_loss"] == pytest.approx(truth, rel=1e-4)  # points on the law: exact
+    assert made["holdout"]["h192"]["status_when_predicted"] == "pending"
     assert made["fit"]["params"]["alpha"] == pytest.approx(0.3, abs=1e-3) and made["fit"]["params"]["E"] == pytest.approx(1.2, abs=1e-3)
     # the holdout trains and is measured: the forecast on file is the one made before
-    points = measured(plan, {**fitted, "h128": {"web": truth * 1.1}})
+    points = measured(plan, {**fitted, "h192": {"web": truth * 1.1}})
     result = analysis.scaling_result(plan, points)
     assert result["forecast_written"] == made["written"] and result["predicted_before_training"]
     assert result["measured_loss"] == pytest.approx(truth * 1.1) and result["relative_error"] == pytest.approx(1 / 1.1 - 1)
     assert result["holdout"][0]["inside_band"] is False  # exact points: a band of zero width
     report = write_result(plan, result, points)
     text = report.read_text()
-    assert "| h128 | 705.66k | " in text and "before the held-out scale was trained" in text
+    assert "| h192 | 1.59M | " in text and "before the held-out scale was trained" in text
     assert json.loads((plan.folder / "sweep.json").read_text())["measured_loss"] == pytest.approx(truth * 1.1)
     assert (plan.folder / "scaling.png").stat().st_size > 10_000
     # new measurements of the fitted points: a new forecast, which no longer counts as blind
-    again = measured(plan, {**{k: {"web": v["web"] * 1.01} for k, v in fitted.items()}, "h128": {"web": truth}})
+    again = measured(plan, {**{k: {"web": v["web"] * 1.01} for k, v in fitted.items()}, "h192": {"web": truth}})
     redone = analysis.scaling_result(plan, again)
     assert not redone["predicted_before_training"] and redone["predicted_loss"] == pytest.approx(truth * 1.01, rel=1e-4)
 
@@ -259,7 +259,7 @@ def test_fit_before_the_points_are_measured_says_what_to_run(tmp_path, monkeypat
     monkeypatch.setenv("SMOLRECIPE_RUNS", str(tmp_path / "runs"))
     assert sweep.main([str(SWEEPS / "tiny_scaling.yaml"), "--fit"]) == 2
     err = capsys.readouterr().err
-    assert "['h32', 'h48', 'h64', 'h96'] are not trained and scored yet" in err and "--run first" in err
+    assert "['h48', 'h48x2', 'h96', 'h144'] are not trained and scored yet" in err and "--run first" in err
     assert not (tmp_path / "runs" / "sweeps" / "tiny_scaling" / "forecast.json").exists()
 
 
