@@ -3,8 +3,9 @@
     python tools/sample.py recipes/tiny.yaml            # -> <paths.runs>/<recipe>/samples.json + a table
 
 The base model is the final checkpoint of the last pretraining stage, the SFT model the final
-checkpoint of the SFT stage (and of each preference stage after it), all from the local backend (tools/train_local.py). Greedy decoding
-through the chat template; tools/report.py puts the table in the run's report.
+checkpoint of the SFT stage (and of each preference stage after it, once trained), all from the
+local backend (tools/train_local.py). Greedy decoding through the chat template; tools/report.py
+puts the table in the run's report.
 """
 
 from __future__ import annotations
@@ -42,14 +43,20 @@ def main(argv: list[str] | None = None) -> int:
         if sft is None or base is None:
             raise UserError("stages", f"{recipe.name} has no chat stage (kind: sft) after a base stage to compare with",
                             "add a `kind: sft` stage after the pretraining stages")
-        # the chat stages after SFT (preference alignment) answer too, under their stage names
-        later = [s for s in plan.stages[plan.index(sft.name) + 1:] if is_chat_model(s.kind)]
-        checkpoints = {"base": base, "sft": sft, **{s.name: s for s in later}}
-        models = {label: answer(LOCAL.final_checkpoint(recipe, stage, args.recipe), DEMO_PROMPTS, args.max_new_tokens)
-                  for label, stage in checkpoints.items()}
+        # the chat stages after SFT (preference alignment) answer too, under their stage names, once
+        # trained: make demo leaves them to make midtrain, which samples again
+        later = []
+        for stage in (s for s in plan.stages[plan.index(sft.name) + 1:] if is_chat_model(s.kind)):
+            try:
+                later.append((stage, LOCAL.final_checkpoint(recipe, stage, args.recipe)))
+            except UserError as err:
+                print(f"{stage.name}: not sampled, not trained yet ({err.fix})")
+        checkpoints = {"base": LOCAL.final_checkpoint(recipe, base, args.recipe),
+                       "sft": LOCAL.final_checkpoint(recipe, sft, args.recipe), **{s.name: c for s, c in later}}
+        models = {label: answer(checkpoint, DEMO_PROMPTS, args.max_new_tokens) for label, checkpoint in checkpoints.items()}
     out = Path(run_dir(recipe)) / SAMPLES
     write_json(out, {"prompts": list(DEMO_PROMPTS), "models": models})
-    table = Table(title=f"{recipe.name}: base ({base.name}) vs SFT" + "".join(f" vs {s.name}" for s in later), show_lines=True)
+    table = Table(title=f"{recipe.name}: base ({base.name}) vs SFT" + "".join(f" vs {s.name}" for s, _ in later), show_lines=True)
     for column in ("prompt", *models):
         table.add_column(column, overflow="fold")
     for i, prompt in enumerate(DEMO_PROMPTS):
