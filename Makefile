@@ -18,12 +18,15 @@ ENGINE_DEPS := dacite==1.9.2 einops==0.8.2 numba==0.68.1 llvmlite==0.50.0 triton
 .PHONY: install test test-fast data demo sweeps midtrain configs check lint bench bench-seeds clean
 
 # The environment is installed by uv (~1 minute on 2 cores with the byte-compiling, pip ~2): that is
-# an eighth of make demo's 15 minutes. uv does not read pip's configuration, so the package sources
-# this machine gives pip (find-links, index URLs) are handed to it, and it picks the best match
-# across them as pip does (the CPU build of torch lies in a find-links folder on CI's machines).
+# a seventh of make demo's 15 minutes. uv does not read pip's configuration, so pip's find-links
+# folders (CI's machines keep the CPU build of torch in one) and index URL are handed to it, and it
+# picks the best version across them as pip does. Not pip's extra index URLs: uv takes a release's
+# files from the first index that has it, and this machine's extra mirrors hold only some of a
+# release's wheels (multiprocess 0.70.19 only for Python 3.10, whose fork call fails on 3.11), where
+# pip chooses the best wheel across all indexes. Everything else comes from PyPI, as for pip.
 # Byte-compiled at install: processes start ~15 s sooner where PYTHONDONTWRITEBYTECODE is set (CI).
 UV      := uv==0.13.9
-UV_SOURCES = $(shell $(PYTHON) -m pip config list 2>/dev/null | awk -F= '{k=$$1; sub(/^.*\./,"",k); v=substr($$0, length($$1)+2); gsub(/\047/,"",v); if (k=="find-links" || k=="extra-index-url" || k=="index-url") {n=split(v,a," "); for (i=1;i<=n;i++) printf "--%s %s ", k, a[i]}}')
+UV_SOURCES = $(shell $(PYTHON) -m pip config list 2>/dev/null | awk -F= '{k=$$1; sub(/^.*\./,"",k); v=substr($$0, length($$1)+2); gsub(/\047/,"",v); if (k=="find-links" || k=="index-url") {n=split(v,a," "); for (i=1;i<=n;i++) printf "--%s %s ", k, a[i]}}')
 UV_PIP  = $(VENV)/bin/uv pip install --quiet --python $(PY) --index-strategy unsafe-best-match $(UV_SOURCES)
 
 $(STAMP): pyproject.toml
