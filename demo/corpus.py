@@ -58,7 +58,7 @@ PROSE_NEAR_DUPLICATE_RATE = 0.05
 
 WORLD_SEED = 1729
 # Bumped whenever generation changes, so a cached corpus made by an older generator is rebuilt.
-GENERATOR_VERSION = 13
+GENERATOR_VERSION = 15
 # A small world, so every fact recurs often enough for a ~1M-parameter model to learn it in minutes:
 # 16 towns (two per region) and 24 people. One town in four, and one person in four, is held out:
 # the SFT chats and the preference pairs never ask about them, so the world-knowledge suite
@@ -1287,6 +1287,21 @@ QUIZ_LAYOUTS = (("Q: ", "\nA: "), ("Question: ", "\nAnswer: "), ("", "\n"), ("",
                 ("Teacher: ", "\nPupil: "), ("Teacher:\n", "\nPupil:\n"), ("User: ", "\nAssistant: "), ("user\n", "\nassistant\n"))
 
 
+CHAT_LOG_LEADS = ("User: ", "user\n")
+# The share of quiz pages laid out as chat logs. Held-out sums are never shown in the chat template
+# (the SFT chats hold them out), so the route from a chat turn to the model's arithmetic is learned
+# from the SFT pairs and these logs: with each layout equally likely (2 of 9 are chat logs) two seeds
+# of four answered a third of the held-out sums in the chat template after SFT (README, twelfth round);
+# at 0.4 seed 44 answered 0.56 instead of 0.33, the demo's seed 0.86 (0.94). Laying out the FAQ pages
+# so too raised the sums further but lowered the facts (thirteenth round): those stay uniform.
+CHAT_LOG_SHARE = 0.4
+
+
+def _quiz_layout(g: _G) -> tuple[str, str]:
+    logs = [layout for layout in QUIZ_LAYOUTS if layout[0] in CHAT_LOG_LEADS]
+    return g.pick(logs if g.chance(CHAT_LOG_SHARE) else [layout for layout in QUIZ_LAYOUTS if layout not in logs])
+
+
 def _table_value(op: str, a: int, b: int) -> int:
     """A single-digit sum or product, as the drills, the chats and the world suite state it."""
     return a + b if op == "+" else a * b
@@ -1304,7 +1319,7 @@ def _arithmetic_drill(g: _G) -> str:
         title = g.pick(("Mental arithmetic practice", "Quick sums", "Check your answers", "Drill"))
         pairs = [(g.num(2, 9), g.num(2, 9)) for _ in range(g.num(8, 14))]
     if g.chance(0.5):  # a quiz, one layout per page: the question form the world suite asks, and others
-        (ask, reply), question = g.pick(QUIZ_LAYOUTS), g.pick(QUIZ_QUESTIONS)
+        (ask, reply), question = _quiz_layout(g), g.pick(QUIZ_QUESTIONS)
         quiz = [f"{ask}{question.format(a=a, op=op, b=b)}{reply}{_table_value(op, a, b)}" for a, b in pairs]
         return g.pick(("Quiz", "Test yourself", "Questions and answers")) + "\n\n" + "\n\n".join(quiz)
     lines = [f"{a} {op} {b} = {_table_value(op, a, b)}" for a, b in pairs]

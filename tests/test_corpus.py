@@ -258,7 +258,7 @@ QUIZ = re.compile(r"^(?:Q: |Question: |Teacher: |Teacher:\n|User: |user\n)?(?:Wh
 
 def test_arithmetic_worked_steps_and_answers_are_right():
     ops, drilled = Counter(), Counter()
-    drills = quizzes = 0
+    drills = quizzes = chat_logs = 0
     layouts = set()
     for record in generate_records("arithmetic", 4000, seed=0):
         if "\nSolution:\n" not in record["text"]:  # a drill: one line per sum or product, or a quiz
@@ -272,6 +272,7 @@ def test_arithmetic_worked_steps_and_answers_are_right():
                 drilled[op] += 1
             if quiz:
                 layouts.add(re.sub(r"\d+", "N", record["text"].split("\n\n")[1]).replace("*", "+"))
+                chat_logs += record["text"].split("\n\n")[1].startswith(corpus.CHAT_LOG_LEADS)
             quizzes += bool(quiz)
             drills += 1
             continue
@@ -292,6 +293,7 @@ def test_arithmetic_worked_steps_and_answers_are_right():
     assert 3600 < drills < 3840 and 0.4 < quizzes / drills < 0.6  # 93%, half of them quizzes
     assert 0.6 < drilled["*"] / drilled.total() < 0.7, drilled  # products on 65% of the pages
     assert len(layouts) == len(QUIZ_QUESTIONS) * len(QUIZ_LAYOUTS), sorted(layouts)  # every wording in every layout
+    assert abs(chat_logs / quizzes - corpus.CHAT_LOG_SHARE) < 0.05, chat_logs / quizzes  # the chat logs' share of quizzes
 
 
 def test_world_facts_agree_across_sources():
