@@ -1297,9 +1297,12 @@ CHAT_LOG_LEADS = ("User: ", "user\n")
 CHAT_LOG_SHARE = 0.4
 
 
+_QUIZ_CHAT_LOGS = tuple(layout for layout in QUIZ_LAYOUTS if layout[0] in CHAT_LOG_LEADS)
+_QUIZ_OTHER_LAYOUTS = tuple(layout for layout in QUIZ_LAYOUTS if layout not in _QUIZ_CHAT_LOGS)
+
+
 def _quiz_layout(g: _G) -> tuple[str, str]:
-    logs = [layout for layout in QUIZ_LAYOUTS if layout[0] in CHAT_LOG_LEADS]
-    return g.pick(logs if g.chance(CHAT_LOG_SHARE) else [layout for layout in QUIZ_LAYOUTS if layout not in logs])
+    return g.pick(_QUIZ_CHAT_LOGS if g.chance(CHAT_LOG_SHARE) else _QUIZ_OTHER_LAYOUTS)
 
 
 def _table_value(op: str, a: int, b: int) -> int:
