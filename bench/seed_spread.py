@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(args.seeds)}] seed {seed}: {', '.join(linked)} from {args.bases}", flush=True)
         print(f"[{i}/{len(args.seeds)}] seed {seed}: training {', '.join(s for s in trained if s not in left_out)} -> {runs}",
               flush=True)
-        run_tool("tools/train_local.py", str(path), "--stage", "all", *(f"--except={s}" for s in left_out))
+        # --resume: a stage cut off mid-way (a killed bench) continues from its newest checkpoint
+        run_tool("tools/train_local.py", str(path), "--stage", "all", "--resume", *(f"--except={s}" for s in left_out))
         print(f"[{i}/{len(args.seeds)}] seed {seed}: scoring the world suite", flush=True)
         run_tool("tools/run_eval.py", "--recipe", str(path), "--suite", "world")
         seconds[seed] = round(time.perf_counter() - start, 1)

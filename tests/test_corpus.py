@@ -444,6 +444,17 @@ def test_rerun_with_same_params_does_not_rewrite(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
 
 
+def test_a_kept_corpus_gets_the_current_world_qa_items(tmp_path):
+    out = tmp_path / "corpus"
+    write_demo_corpus(out, seed=5, scale=SMALL)
+    current = (out / corpus.QA_FILE).read_text()
+    (out / corpus.QA_FILE).write_text(current.replace(', "also": ["', ', "old": ["'))  # items from before a scoring fix
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != corpus.QA_FILE}
+    write_demo_corpus(out, seed=5, scale=SMALL)
+    assert (out / corpus.QA_FILE).read_text() == current
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != corpus.QA_FILE} == stamps  # the sources are kept
+
+
 def test_other_params_replace_the_corpus(tmp_path):
     out = tmp_path / "corpus"
     write_demo_corpus(out, seed=5, scale=SMALL)
@@ -499,6 +510,36 @@ def test_scale_one_sizes(tmp_path):  # speed is measured by bench/tokenize.py, n
 
 
 # ---- the world-knowledge suite and its held-out split ------------------------------------------
+
+def test_world_qa_facts_pass_the_answers_the_corpus_teaches_and_fail_other_towns(tmp_path):
+    """The scorer takes a fact answered as the pages and chats answer it, short or long ("On
+    Saturdays.", "Marrowhaven was founded by ..."), and refuses another town's or person's value."""
+    from smolrecipe.eval import qa
+
+    (tmp_path / "qa.jsonl").write_text(corpus._world_qa_text(corpus.world_qa_items()))
+    items = [item for item in qa.load_items(tmp_path / "qa.jsonl") if item.category == "fact"]
+    w = world()
+    towns, people = {t.name: t for t in w.towns}, {p.name: p for p in w.people}
+    checked = 0
+    for item in items:
+        subject = item.id.split("-", 2)[2].replace("_", " ")
+        if subject in towns:
+            options = {q: (long, short) for q, long, short in corpus._town_options(towns[subject], towns[subject])}
+            others = [{q: (long, short) for q, long, short in corpus._town_options(towns[subject], t)}
+                      for t in w.towns if t.name != subject]
+        else:
+            options = {q: (long, short) for q, long, short in corpus._person_options(people[subject], people[subject])}
+            others = [{q: (long, short) for q, long, short in corpus._person_options(people[subject], p)}
+                      for p in w.people if p.town != people[subject].town]
+        assert item.question in options, item.question
+        assert all(item.passes(answer) for answer in options[item.question]), (item.id, options[item.question])
+        for other in others:
+            for answer in other[item.question]:
+                if item.answer.lower() not in answer.lower():  # another town can share a region
+                    assert not item.passes(answer), (item.id, answer)
+        checked += 1
+    assert checked == len(items) >= 30
+
 
 def test_world_qa_items_are_valid_and_their_answers_right(tmp_path):
     from smolrecipe.eval import qa

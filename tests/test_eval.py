@@ -336,11 +336,28 @@ def test_results_are_up_to_date_only_for_the_same_checkpoint_and_suite(tmp_path)
     prov = {"fingerprint": "f1", "step": 4}
     path = tmp_path / "quick.json"
     assert not evaluate.up_to_date(path, prov, suite, None)
-    path.write_text(json.dumps({"model": prov, "tasks": {"mc:piqa": {}}, "limit": 8}))
+    path.write_text(json.dumps({"model": prov, "tasks": {"mc:piqa": {}}, "limit": 8, "scoring": evaluate.scoring({}, suite)}))
     assert evaluate.up_to_date(path, prov, suite, None)
     assert not evaluate.up_to_date(path, {"fingerprint": "f2", "step": 4}, suite, None)  # retrained
     assert not evaluate.up_to_date(path, prov, suite, 16)  # another sample size
     assert not evaluate.up_to_date(path, prov, suites_registry.Suite(name="quick", tasks=["mc:piqa", "gsm8k"], limit=8), None)
+
+
+def test_results_scored_otherwise_are_not_up_to_date(tmp_path, monkeypatch):
+    items = tmp_path / "world_qa.jsonl"
+    items.write_text('{"id": "f", "category": "fact", "question": "Q?", "answer": "A", "match": "phrase"}\n')
+    raw = {"qa": {"world": {"source": str(items)}}}
+    suite = suites_registry.Suite(name="world", tasks=["qa:world"])
+    prov = {"fingerprint": "f1", "step": 4}
+    path = tmp_path / "world.json"
+    path.write_text(json.dumps({"model": prov, "tasks": {"qa:world": {}}, "limit": None, "scoring": evaluate.scoring(raw, suite)}))
+    assert evaluate.up_to_date(path, prov, suite, None, raw)
+    items.write_text(items.read_text().replace('"match"', '"also": ["B"], "match"'))  # the items regenerated
+    assert not evaluate.up_to_date(path, prov, suite, None, raw)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "scoring": evaluate.scoring(raw, suite)}))
+    assert evaluate.up_to_date(path, prov, suite, None, raw)
+    monkeypatch.setattr(evaluate, "SCORING_VERSION", evaluate.SCORING_VERSION + 1)  # a scorer fix
+    assert not evaluate.up_to_date(path, prov, suite, None, raw)
 
 
 @pytest.mark.slow

@@ -67,6 +67,15 @@ def test_phrase_match_of_several_words_across_case_punctuation_and_lines():
     assert not qa.phrase_match("Lune, then the Wend", "Lune", ("Wend",))
 
 
+@pytest.mark.parametrize("text, ok", [
+    ("On Saturdays.", True), ("Every Saturday", True),  # the answer, or another phrase that names it
+    ("On Mondays.", False), ("On Saturdays or Mondays", False),  # a wrong phrase, in either form, fails
+    ("Saturdayish", False),
+])
+def test_phrase_match_takes_the_items_other_phrases(text, ok):
+    assert qa.phrase_match(text, "Saturday", ("Monday", "Mondays"), ("Saturdays",)) is ok
+
+
 @pytest.mark.parametrize("text, answer, ok", [
     ("The answer is 42.", "42", True), ("2 + 3 = 5", "5", True), ("It costs 1,250 coins", "1250", True),
     ("12.0", "12", True), ("-3.5 degrees", "-3.5", True), ("5 apples and 2 pears", "5", False),  # the final number counts
@@ -111,6 +120,10 @@ def _changed(index: int, **changes) -> list[dict]:
     (_changed(0, wrong=["Paris Basin"]), 1, "wrong", "contains the answer"),
     (_changed(0, wrong="London"), 1, "wrong", "is 'London'"),
     (_changed(1, wrong=["6"]), 2, "wrong", "is given for a number item"),
+    (_changed(1, also=["6"]), 2, "also", "is given for a number item"),
+    (_changed(2, also=["x"]), 3, "also", "is given for a check item"),
+    (_changed(0, also="Parisian"), 1, "also", "is 'Parisian'"),
+    (_changed(0, also=["London"]), 1, "wrong", "'London' contains the answer 'London'"),
     (_changed(2, check={"kind": "bullet_count"}), 3, "check", "is missing n"),
     (_changed(2, check={"kind": "clean_end"}), 3, "check.kind", "'clean_end'"),
     (_changed(2, check={"kind": "forbids", "substrings": ["x"]}), 3, "check.kind", "'forbids'"),
@@ -237,7 +250,8 @@ def test_skipped_tasks_count_as_done_until_a_copy_appears(tmp_path):
     suite = suites_registry.Suite(name="quick", tasks=["mc:piqa", "sft_suite"], limit=8, hub="skip")
     prov = {"fingerprint": "f1", "step": 4}
     path = tmp_path / "quick.json"
-    path.write_text(json.dumps({"model": prov, "tasks": {"sft_suite": {}}, "limit": 8, "skipped": {"mc:piqa": "no local copy"}}))
+    path.write_text(json.dumps({"model": prov, "tasks": {"sft_suite": {}}, "limit": 8, "skipped": {"mc:piqa": "no local copy"},
+                                "scoring": evaluate.scoring(raw, suite)}))
     assert evaluate.up_to_date(path, prov, suite, None, raw)
     assert not evaluate.up_to_date(path, prov, suite, None, raw, local={"piqa": str(tmp_path)})
     (bench / "piqa").mkdir()

@@ -106,3 +106,14 @@ def test_bases_must_be_an_earlier_run_of_the_same_seed(bench, tmp_path):
     copy, _, _ = bench.seed_recipe(RECIPES / "tiny.yaml", 7, runs, tmp_path / "work")
     with pytest.raises(SystemExit, match=r"no tiny-seed7\.yaml there"):
         bench.link_bases(bases, 7, copy, runs, ["stage1", "stage2", "stage3"])
+
+
+def test_a_rerun_continues_stages_cut_off_mid_way(bench, tmp_path, monkeypatch):
+    """The copies are trained with --resume: after a killed bench, a stage with checkpoints and no
+    summary continues (tools/train_local.py refuses to touch it without the flag)."""
+    calls = []
+    monkeypatch.setattr(bench, "run_tool", lambda *args: calls.append(args))
+    monkeypatch.setattr(bench, "world_scores", lambda runs, name, stages: {s: dict.fromkeys(bench.METRICS, 0.5) for s in stages})
+    bench.main(["--seeds", "7", "8", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out.json")])
+    training = [args for args in calls if args[0] == "tools/train_local.py"]
+    assert len(training) == 2 and all("--resume" in args and "--restart" not in args for args in training)

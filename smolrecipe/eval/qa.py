@@ -8,6 +8,8 @@ The items are a JSONL file (the demo corpus tool writes runs/data/corpus/world_q
 
   id, category, question, match   always; category is fact, arithmetic or format
   answer                           match phrase: the phrase to find; match number: the number, as a string
+  also                             match phrase, optional: other phrases that pass as the answer (the
+                                   same thing said otherwise: "Saturdays" for "Saturday" in "On Saturdays.")
   wrong                            match phrase, optional: phrases that must not appear either
   check                            match check (format items): {"kind": <a check of smolrecipe.eval.checks>, **params}
   cloze, choices, gold             optional, all three or none (not on format items): the gold choice
@@ -15,9 +17,9 @@ The items are a JSONL file (the demo corpus tool writes runs/data/corpus/world_q
 
 Each item is scored twice (smolrecipe.eval.tasks runs both through lighteval):
 - generation, the question answered greedily: `phrase` passes when the normalised answer phrase
-  occurs in the normalised text as whole words and no `wrong` phrase does (normalised: lowercase,
-  punctuation as spaces, whitespace collapsed); `number` when the text's final number equals the
-  answer; `check` when the check passes;
+  (or one of `also`) occurs in the normalised text as whole words and no `wrong` phrase does
+  (normalised: lowercase, punctuation as spaces, whitespace collapsed); `number` when the text's
+  final number equals the answer; `check` when the check passes;
 - likelihood (items with choices): whether the gold choice is the likeliest continuation.
 
 Nothing here imports lighteval or torch.
@@ -37,7 +39,7 @@ from smolrecipe.eval import checks as sft_checks
 
 CATEGORIES = ("fact", "arithmetic", "format")
 MATCHES = ("phrase", "number", "check")
-FIELDS = ("id", "category", "question", "answer", "match", "wrong", "check", "cloze", "choices", "gold")
+FIELDS = ("id", "category", "question", "answer", "match", "also", "wrong", "check", "cloze", "choices", "gold")
 REQUIRED = ("id", "category", "question", "match")
 CLOZE_FIELDS = ("cloze", "choices", "gold")
 # Checks an item can name: not clean_end (it reads the generation's end, not the text), and none
@@ -72,8 +74,8 @@ def has_phrase(text: str, phrase: str) -> bool:
     return f" {normalise(phrase)} " in f" {normalise(text)} "
 
 
-def phrase_match(text: str, answer: str, wrong: tuple[str, ...] = ()) -> bool:
-    return has_phrase(text, answer) and not any(has_phrase(text, w) for w in wrong)
+def phrase_match(text: str, answer: str, wrong: tuple[str, ...] = (), also: tuple[str, ...] = ()) -> bool:
+    return any(has_phrase(text, a) for a in (answer, *also)) and not any(has_phrase(text, w) for w in wrong)
 
 
 def number_match(text: str, answer: str) -> bool:
@@ -95,6 +97,7 @@ class QAItem:
     question: str
     match: str
     answer: str | None = None
+    also: tuple[str, ...] = ()
     wrong: tuple[str, ...] = ()
     check: dict[str, Any] | None = None
     cloze: str | None = None
@@ -104,7 +107,7 @@ class QAItem:
     def passes(self, text: str) -> bool:
         """Whether a generated answer is right (the generation score)."""
         if self.match == "phrase":
-            return phrase_match(text, self.answer, self.wrong)
+            return phrase_match(text, self.answer, self.wrong, self.also)
         if self.match == "number":
             return number_match(text, self.answer)
         return check_match(text, self.check)
@@ -139,7 +142,7 @@ def _item(raw: Any, fail) -> QAItem:
         fail("match", f"is {match!r} for a {category} item",
              "format items are scored by a check (match: check); fact and arithmetic items by phrase or number")
     if match == "check":
-        for name in ("answer", "wrong"):
+        for name in ("answer", "also", "wrong"):
             if name in raw:
                 fail(name, "is given for a check item", 'a format item has only "check" to pass')
         check = raw.get("check")
@@ -165,12 +168,18 @@ def _item(raw: Any, fail) -> QAItem:
             fail("wrong", "is given for a number item", "only phrase items list wrong phrases")
         if not isinstance(wrong, list) or not all(_text(w) and normalise(w) for w in wrong):
             fail("wrong", f"is {wrong!r}", "make it a list of non-empty phrases")
+        also = raw.get("also", [])
+        if "also" in raw and match != "phrase":
+            fail("also", f"is given for a {match} item", "only phrase items list other phrases that pass")
+        if not isinstance(also, list) or not all(_text(a) and normalise(a) for a in also):
+            fail("also", f"is {also!r}", "make it a list of non-empty phrases")
         if match == "phrase":
             if not normalise(raw["answer"]):
                 fail("answer", f"{raw['answer']!r} is only punctuation", "give the phrase to find")
-            if clash := [w for w in wrong if has_phrase(w, raw["answer"]) or has_phrase(raw["answer"], w)]:
-                fail("wrong", f"{clash[0]!r} contains the answer {raw['answer']!r} or is part of it",
-                     "list only phrases that a right answer does not contain")
+            for right in (raw["answer"], *also):
+                if clash := [w for w in wrong if has_phrase(w, right) or has_phrase(right, w)]:
+                    fail("wrong", f"{clash[0]!r} contains the answer {right!r} or is part of it",
+                         "list only phrases that a right answer does not contain")
     given = [name for name in CLOZE_FIELDS if name in raw]
     if given and category == "format":
         fail(given[0], "is given for a format item", "likelihood scoring (cloze, choices, gold) is for fact and arithmetic items")
@@ -187,8 +196,8 @@ def _item(raw: Any, fail) -> QAItem:
         if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
             fail("gold", f"is {gold!r}", f"give the index of the right choice, 0 to {len(choices) - 1}")
     return QAItem(id=raw["id"], category=category, question=raw["question"], match=match, answer=raw.get("answer"),
-                  wrong=tuple(raw.get("wrong", ())), check=raw.get("check"), cloze=raw.get("cloze"),
-                  choices=tuple(raw.get("choices", ())), gold=raw.get("gold"))
+                  also=tuple(raw.get("also", ())), wrong=tuple(raw.get("wrong", ())), check=raw.get("check"),
+                  cloze=raw.get("cloze"), choices=tuple(raw.get("choices", ())), gold=raw.get("gold"))
 
 
 def load_items(path: Path) -> list[QAItem]:

@@ -15,6 +15,7 @@ smolrecipe.eval.needle score them here, with the model loaded once for each kind
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -330,19 +331,34 @@ def _source(task: str, specs: dict, copies: dict[str, Path], qa_files: dict[str,
     return str(copies[key].resolve()) if key in copies else "hub"
 
 
+# Raised when a task's scoring changes (a scorer fix, a new item field), so that results kept beside
+# a run are scored again rather than compared with new ones (2: qa items' `also` phrases).
+SCORING_VERSION = 2
+
+
+def scoring(raw: dict[str, Any], suite: Suite) -> dict[str, Any]:
+    """What the suite's scores depend on besides the checkpoint: the scoring version and the
+    content of its qa: item files (regenerated items are scored again)."""
+    files = qa_specs(raw, suite)
+    items = {f"qa:{name}": hashlib.sha256(files[name].read_bytes()).hexdigest()[:16]
+             for name in sorted(files) if f"qa:{name}" in suite.tasks and files[name].is_file()}
+    return {"version": SCORING_VERSION, "items": items}
+
+
 def up_to_date(path: Path, provenance: dict[str, Any], suite: Suite, limit: int | None, raw: dict[str, Any] | None = None,
                slices: dict[str, str] | None = None, local: dict[str, str] | None = None) -> bool:
     """Whether `path` already holds this suite's results for this very checkpoint (a local run's
-    stage fingerprint and step): then a rerun of the recipe's evaluations skips it. Tasks a `hub:
-    skip` suite skipped count as done while they would still be skipped (`raw`, `slices`, `local`
-    as for run_suite); once a local copy is there, the suite runs again."""
+    stage fingerprint and step), scored as now (`scoring`): then a rerun of the recipe's evaluations
+    skips it. Tasks a `hub: skip` suite skipped count as done while they would still be skipped
+    (`raw`, `slices`, `local` as for run_suite); once a local copy is there, the suite runs again."""
     old = read_json_if_any(path)
     model = old.get("model") or {}
     skipped = old.get("skipped") or {}
     same = (provenance.get("fingerprint") is not None and model.get("fingerprint") == provenance["fingerprint"]
             and model.get("step") == provenance.get("step") and set(skipped) <= set(suite.tasks)
             and list(old.get("tasks", {})) == [t for t in suite.tasks if t not in skipped]
-            and old.get("limit") == (limit if limit is not None else suite.limit))
+            and old.get("limit") == (limit if limit is not None else suite.limit)
+            and old.get("scoring") == scoring(raw or {}, suite))
     if same and skipped:
         raw = raw or {}
         copies = benchmark_copies(raw, local)
@@ -416,6 +432,7 @@ def run_suite(hf_dir: Path, provenance: dict[str, Any], suite: Suite, raw: dict[
         "limit": limit, "tasks": per_task, "items": items, "seconds": round(seconds, 2),
         "items_per_s": round(items / seconds, 3) if seconds else None,
         "sources": {name: _source(name, specs, copies, qa_files, pair_files, haystacks) for name in per_task},
+        "scoring": scoring(raw, suite),
         "lighteval_version": importlib.metadata.version("lighteval"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
