@@ -220,11 +220,17 @@ def test_merge_folds_both_parts_into_one_task():
 # --- suites: qa files and hub: skip ----------------------------------------------------------------
 
 
-def test_suites_file_has_the_world_suite_and_an_offline_quick_suite():
+def test_suites_file_has_the_world_suite_and_an_offline_quick_suite(monkeypatch):
     suites, raw = suites_registry.load_suites()
     assert suites["world"].tasks == ["qa:world"] and "qa:world" not in suites["quick"].tasks  # the tiny recipe runs world itself
     assert suites["quick"].hub == "skip" and all(suites[name].hub == "download" for name in ("tier2", "tier3", "gsm8k", "world"))
+    monkeypatch.delenv("SMOLRECIPE_DATA", raising=False)
     assert evaluate.qa_specs(raw, suites["world"]) == {"world": ROOT / "runs" / "data" / "corpus" / "world_qa.jsonl"}
+    monkeypatch.setenv("SMOLRECIPE_DATA", "runs/data_probe")  # the items follow the corpus, as the recipe's paths do
+    assert evaluate.qa_specs(raw, suites["world"]) == {"world": ROOT / "runs" / "data_probe" / "corpus" / "world_qa.jsonl"}
+    quick = {name: s.source for name, s in evaluate.slice_specs(raw, suites["quick"], {}).items()}
+    assert quick == {"web": "runs/data_probe/heldout/prose", "code": "runs/data_probe/heldout/python_functions",
+                     "math": "runs/data_probe/heldout/arithmetic"}
     own = suites_registry.Suite(name="mine", tasks=["qa:world"], qa={"world": {"source": "/data/w.jsonl"}})
     assert evaluate.qa_specs(raw, own) == {"world": Path("/data/w.jsonl")}
 

@@ -82,9 +82,10 @@ def slice_specs(raw: dict[str, Any], suite: Suite, overrides: dict[str, str]):
 
 def qa_specs(raw: dict[str, Any], suite: Suite) -> dict[str, Path]:
     """qa:<name> -> its item file, from the file's top-level `qa:` and the suite's own (which win);
-    a relative path is relative to the checkout, as every path of a recipe."""
+    ${VAR} and ${VAR:-default} expanded and a relative path relative to the checkout, as every path
+    of a recipe (the demo's items are where SMOLRECIPE_DATA puts its corpus)."""
     specs = {**raw.get("qa", {}), **{name: spec.model_dump() for name, spec in suite.qa.items()}}
-    return {name: Path(project_path(os.path.expandvars(spec["source"]))) for name, spec in specs.items()}
+    return {name: Path(project_path(expand(spec["source"], f"qa.{name}.source"))) for name, spec in specs.items()}
 
 
 def pairs_specs(raw: dict[str, Any], suite: Suite) -> dict[str, str]:
