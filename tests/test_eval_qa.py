@@ -233,6 +233,9 @@ def test_suites_file_has_the_world_suite_and_an_offline_quick_suite(monkeypatch)
                      "math": "runs/data_probe/heldout/arithmetic"}
     own = suites_registry.Suite(name="mine", tasks=["qa:world"], qa={"world": {"source": "/data/w.jsonl"}})
     assert evaluate.qa_specs(raw, own) == {"world": Path("/data/w.jsonl")}
+    monkeypatch.delenv("SMOLRECIPE_UNSET_FOR_TEST", raising=False)  # listed, not read: left as written
+    unset = suites_registry.Suite(name="mine", tasks=["qa:world"], qa={"world": {"source": "/${SMOLRECIPE_UNSET_FOR_TEST}/w.jsonl"}})
+    assert evaluate.qa_specs(raw, unset) == {"world": Path("/${SMOLRECIPE_UNSET_FOR_TEST}/w.jsonl")}
 
 
 def test_hub_skip_skips_only_what_would_download(tmp_path):

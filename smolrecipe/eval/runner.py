@@ -85,7 +85,13 @@ def qa_specs(raw: dict[str, Any], suite: Suite) -> dict[str, Path]:
     ${VAR} and ${VAR:-default} expanded and a relative path relative to the checkout, as every path
     of a recipe (the demo's items are where SMOLRECIPE_DATA puts its corpus)."""
     specs = {**raw.get("qa", {}), **{name: spec.model_dump() for name, spec in suite.qa.items()}}
-    return {name: Path(project_path(expand(spec["source"], f"qa.{name}.source"))) for name, spec in specs.items()}
+    return {name: Path(project_path(_expanded_if_set(spec["source"], f"qa.{name}.source"))) for name, spec in specs.items()}
+
+
+def _expanded_if_set(source: str, field_name: str) -> str:
+    # Every suite's qa files are listed, not only the tasks that run: one naming an unset variable
+    # stays as written, and only a task that reads it stops (no such QA item file, with the path).
+    return source if unset_in(source) else expand(source, field_name)
 
 
 def pairs_specs(raw: dict[str, Any], suite: Suite) -> dict[str, str]:
