@@ -163,16 +163,13 @@ def _item(raw: Any, fail) -> QAItem:
             fail("answer", f"is {raw.get('answer')!r}", f"give the {'number as a string' if match == 'number' else 'phrase'}")
         if match == "number" and not NUMBER.fullmatch(raw["answer"].strip()):
             fail("answer", f"{raw['answer']!r} is not a number", 'write the number alone, as a string: "42", "-3.5"')
-        wrong = raw.get("wrong", [])
-        if match == "number" and "wrong" in raw:
-            fail("wrong", "is given for a number item", "only phrase items list wrong phrases")
-        if not isinstance(wrong, list) or not all(_text(w) and normalise(w) for w in wrong):
-            fail("wrong", f"is {wrong!r}", "make it a list of non-empty phrases")
-        also = raw.get("also", [])
-        if "also" in raw and match != "phrase":
-            fail("also", f"is given for a {match} item", "only phrase items list other phrases that pass")
-        if not isinstance(also, list) or not all(_text(a) and normalise(a) for a in also):
-            fail("also", f"is {also!r}", "make it a list of non-empty phrases")
+        for name, what in (("wrong", "wrong phrases"), ("also", "other phrases that pass")):
+            phrases = raw.get(name, [])
+            if name in raw and match != "phrase":
+                fail(name, f"is given for a {match} item", f"only phrase items list {what}")
+            if not isinstance(phrases, list) or not all(_text(p) and normalise(p) for p in phrases):
+                fail(name, f"is {phrases!r}", "make it a list of non-empty phrases")
+        wrong, also = raw.get("wrong", []), raw.get("also", [])
         if match == "phrase":
             if not normalise(raw["answer"]):
                 fail("answer", f"{raw['answer']!r} is only punctuation", "give the phrase to find")
